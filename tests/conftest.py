@@ -1,0 +1,17 @@
+import pytest
+
+from tests.stack import Stack, make_stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Stack:
+    """One real process tree for the whole session: supervisord, the router, vLLM (CPU) and llama-server,
+    both engines loaded with the tiny models. Started once; torn down at the end."""
+    stack = make_stack(tmp_path_factory.mktemp("ullm"))
+    stack.start()
+    try:
+        stack.wait_loaded("llamacpp", timeout=120)
+        stack.wait_loaded("vllm", timeout=300)
+        yield stack
+    finally:
+        stack.stop()

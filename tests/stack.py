@@ -1,0 +1,134 @@
+"""A real unified-llm process tree in a temp folder: the project's own supervisord.conf (symlinked, so its
+%(here)s is the temp folder), the project venv and models (symlinked), and a models.yaml on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_json(method: str, url: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
+    """Poll until predicate() is truthy; fail with `what` after `timeout` seconds (never waits forever)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
+
+
+@dataclass
+class Stack:
+    home: Path
+    router_port: int
+    engine_ports: dict[str, int]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.router_port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "config" / "models.yaml"
+
+    def ctl(self, *args: str, check: bool = True) -> str:
+        out = subprocess.run([str(PROJECT / ".venv/bin/supervisorctl"), "-c", str(self.home / "supervisord.conf"),
+                              *args], capture_output=True, text=True, timeout=120)
+        if check and out.returncode not in (0, 3):  # 3: some program is not RUNNING (status output)
+            raise RuntimeError(f"supervisorctl {' '.join(args)} failed ({out.returncode}): {out.stdout}{out.stderr}")
+        return out.stdout
+
+    def api(self, method: str, path: str, body: dict | None = None, timeout: float = 600) -> tuple[int, dict]:
+        return http_json(method, self.base_url + path, body, timeout)
+
+    def status(self) -> dict:
+        return self.api("GET", "/v1/status", timeout=10)[1]["engines"]
+
+    def engine_pid(self, engine: str) -> int:
+        return self.status()[engine]["pid"]
+
+    def wait_loaded(self, engine: str, timeout: float = 300) -> dict:
+        def loaded():
+            try:
+                state = self.status()[engine]
+            except (OSError, KeyError, ValueError):
+                return None
+            if state["status"] == "error":
+                raise AssertionError(f"{engine} went to error: {state['last_error']}")
+            return state if state["status"] == "loaded" else None
+        return wait_for(loaded, timeout, f"{engine} to be loaded")
+
+    def start(self) -> None:
+        (self.home / "run" / "logs").mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(PROJECT / ".venv/bin/supervisord"), "-c", str(self.home / "supervisord.conf")],
+                       check=True, timeout=60)
+        wait_for(lambda: self._router_up(), 60, "the router to answer")
+
+    def _router_up(self) -> bool:
+        try:
+            return http_json("GET", self.base_url + "/health", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        pid_file = self.home / "run" / "supervisord.pid"
+        pid = int(pid_file.read_text()) if pid_file.exists() else None
+        self.ctl("shutdown", check=False)
+        if pid:
+            try:
+                wait_for(lambda: not _alive(pid), 60, "supervisord to exit")
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def make_stack(home: Path) -> Stack:
+    """Lay out `home` like a checkout and write a models.yaml on free ports (the shipped one otherwise)."""
+    for name in ("supervisord.conf", ".venv", "models"):
+        (home / name).symlink_to(PROJECT / name)
+    config = yaml.safe_load((PROJECT / "config" / "models.yaml").read_text())
+    router_port, ports = free_port(), {"vllm": free_port(), "llamacpp": free_port()}
+    config["router"].update(host="127.0.0.1", port=router_port, load_timeout_seconds=240,
+                            model_roots=["models", "scratch"])
+    for engine, port in ports.items():
+        config["engines"][engine]["port"] = port
+    (home / "scratch").mkdir()  # a second model root for files the tests make (corrupt models, symlinks)
+    (home / "config").mkdir()
+    (home / "config" / "models.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return Stack(home=home, router_port=router_port, engine_ports=ports)

@@ -1,0 +1,47 @@
+"""models.yaml parsing: the shipped file is valid, and mistakes are errors that name the problem."""
+
+import pytest
+
+from router.config import PROJECT_HOME, ConfigError, load_config, parse_config
+
+BASE = """
+engines:
+  vllm: {port: 8001}
+  llamacpp: {port: 8002}
+"""
+
+
+def test_shipped_config_is_valid():
+    config = load_config(PROJECT_HOME / "config" / "models.yaml")
+    assert config.router.port == 8080
+    assert config.engines["vllm"].default_model == "tiny-llama-a"
+    assert config.models["tiny-llama-a-gguf"].engine == "llamacpp"
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"router\.prot: Extra inputs are not permitted"):
+        parse_config(BASE + "router: {prot: 1}\n")
+
+
+def test_invalid_yaml_is_reported():
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        parse_config("engines: [\n")
+
+
+def test_unknown_engine_in_a_model_is_refused():
+    with pytest.raises(ConfigError, match="engine must be one of"):
+        parse_config(BASE + "models:\n  m: {engine: tgi, path: x}\n")
+
+
+def test_model_options_are_checked_against_its_engine():
+    with pytest.raises(ConfigError, match="ctx_size"):
+        parse_config(BASE + "models:\n  m: {engine: vllm, path: x, options: {ctx_size: 10}}\n")
+
+
+def test_default_model_must_exist_and_match_the_engine():
+    with pytest.raises(ConfigError, match="not in models"):
+        parse_config(BASE.replace("{port: 8001}", "{port: 8001, default_model: nope}"))
+    text = BASE.replace("{port: 8001}", "{port: 8001, default_model: g}") + \
+        "models:\n  g: {engine: llamacpp, path: g.gguf}\n"
+    with pytest.raises(ConfigError, match="is a llamacpp model"):
+        parse_config(text)

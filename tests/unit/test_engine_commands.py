@@ -1,0 +1,88 @@
+"""Model spec → engine command line, with the quirks each engine needs."""
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from engines import llamacpp, vllm
+from engines.spec import ModelSpec
+
+
+@pytest.fixture(autouse=True)
+def cpu_only(monkeypatch):
+    monkeypatch.setenv("ULLM_DEVICE", "cpu")
+    from engines.device import has_cuda_gpu
+    has_cuda_gpu.cache_clear()
+    yield
+    has_cuda_gpu.cache_clear()
+
+
+def hf_dir(tmp_path, **config):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def test_vllm_argv_binds_loopback_and_names_the_model(tmp_path):
+    spec = ModelSpec("vllm", str(hf_dir(tmp_path, max_position_embeddings=32768)), "my-model", {})
+    argv = vllm.build_command(spec, 9001, ["--enforce-eager"])
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    joined = " ".join(argv)
+    assert "--host 127.0.0.1 --port 9001" in joined
+    assert "--served-model-name my-model" in joined
+    assert "--dtype bfloat16" in joined and "--max-model-len 8192" in joined
+    assert "--gpu-memory-utilization" not in joined  # CPU build has no such budget
+    assert argv[-1] == "--enforce-eager"
+
+
+def test_vllm_max_model_len_is_capped_by_the_model(tmp_path):
+    spec = ModelSpec("vllm", str(hf_dir(tmp_path, max_position_embeddings=2048)), "m", {"max_model_len": 8192})
+    argv = vllm.build_command(spec, 1, [])
+    assert argv[argv.index("--max-model-len") + 1] == "2048"
+
+
+def test_vllm_gpu_gets_memory_utilization(tmp_path, monkeypatch):
+    monkeypatch.setenv("ULLM_DEVICE", "cuda")
+    from engines.device import has_cuda_gpu
+    has_cuda_gpu.cache_clear()
+    spec = ModelSpec("vllm", str(hf_dir(tmp_path)), "m", {"gpu_memory_utilization": 0.5})
+    argv = vllm.build_command(spec, 1, [])
+    assert argv[argv.index("--gpu-memory-utilization") + 1] == "0.5"
+
+
+def test_mistral_format_folder_gets_mistral_flags(tmp_path):
+    (tmp_path / "params.json").write_text(json.dumps({"max_seq_len": 32768}))
+    (tmp_path / "consolidated.safetensors").write_bytes(b"")
+    argv = vllm.build_command(ModelSpec("vllm", str(tmp_path), "mistral", {}), 1, [])
+    joined = " ".join(argv)
+    assert "--tokenizer-mode mistral --config-format mistral --load-format mistral" in joined
+
+
+def test_plain_hf_folder_gets_no_mistral_flags(tmp_path):
+    argv = vllm.build_command(ModelSpec("vllm", str(hf_dir(tmp_path)), "m", {}), 1, [])
+    assert "--tokenizer-mode" not in argv
+
+
+def test_llamacpp_argv(tmp_path):
+    spec = ModelSpec("llamacpp", str(tmp_path / "m.gguf"), "m", {"ctx_size": 4096, "parallel": 8})
+    argv = llamacpp.build_command(spec, 9002, [], tmp_path / "llama-server")
+    joined = " ".join(argv)
+    assert argv[0] == str(tmp_path / "llama-server")
+    assert f"-m {tmp_path / 'm.gguf'}" in joined
+    assert "--host 127.0.0.1 --port 9002" in joined
+    assert "-c 4096" in joined and "--parallel 8" in joined and "--alias m" in joined and "--metrics" in joined
+    assert "-ngl" not in argv
+
+
+@pytest.mark.parametrize("options", [{"dtype": "int3"}, {"gpu_memory_utilization": 1.5},
+                                     {"max_model_len": -1}, {"max_model_len": "8192; rm -rf /"},
+                                     {"tensor_parallel_size": 2}])
+def test_vllm_options_are_typed_and_range_checked(options):
+    with pytest.raises(ValidationError):
+        vllm.Options(**options)
+
+
+@pytest.mark.parametrize("options", [{"ctx_size": 0}, {"parallel": 0}, {"n_gpu_layers": "all"}, {"threads": 4}])
+def test_llamacpp_options_are_typed_and_range_checked(options):
+    with pytest.raises(ValidationError):
+        llamacpp.Options(**options)

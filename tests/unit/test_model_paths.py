@@ -1,0 +1,62 @@
+"""Load requests name catalog models or paths; paths are confined to the model roots."""
+
+import json
+
+import pytest
+
+from router.config import parse_config
+from router.errors import InvalidRequest, NotFound
+from router.models import resolve_spec
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    monkeypatch.setenv("ULLM_HOME", str(tmp_path))
+    models = tmp_path / "models"
+    (models / "hf").mkdir(parents=True)
+    (models / "hf" / "config.json").write_text(json.dumps({"max_position_embeddings": 4096}))
+    (models / "m.gguf").write_bytes(b"GGUF")
+    (tmp_path / "outside.gguf").write_bytes(b"GGUF")
+    return parse_config("""
+engines: {vllm: {port: 1}, llamacpp: {port: 2}}
+models:
+  hf-model: {engine: vllm, path: hf, aliases: [hf-alias], options: {max_model_len: 1024}}
+  gguf-model: {engine: llamacpp, path: m.gguf}
+""")
+
+
+def test_catalog_name_and_alias(config, tmp_path):
+    spec = resolve_spec(config, "hf-alias", None, {"dtype": "float32"})
+    assert (spec.engine, spec.served_name, spec.path) == ("vllm", "hf-model", str(tmp_path / "models" / "hf"))
+    assert spec.options["max_model_len"] == 1024 and spec.options["dtype"] == "float32"
+
+
+def test_path_under_a_root_guesses_the_engine(config):
+    spec = resolve_spec(config, "m.gguf", None, {})
+    assert spec.engine == "llamacpp" and spec.served_name == "m"
+
+
+@pytest.mark.parametrize("name", ["../outside.gguf", "hf/../../outside.gguf", "/etc/passwd"])
+def test_escapes_are_refused(config, tmp_path, name):
+    with pytest.raises(InvalidRequest, match="outside the model roots"):
+        resolve_spec(config, name, "llamacpp", {})
+
+
+def test_symlink_out_of_the_roots_is_refused(config, tmp_path):
+    (tmp_path / "models" / "link.gguf").symlink_to(tmp_path / "outside.gguf")
+    with pytest.raises(InvalidRequest, match="outside the model roots"):
+        resolve_spec(config, "link.gguf", "llamacpp", {})
+
+
+def test_missing_file_is_not_found(config):
+    with pytest.raises(NotFound, match="neither a catalog model nor a file"):
+        resolve_spec(config, "nope.gguf", None, {})
+
+
+def test_engine_mismatch_and_bad_options(config):
+    with pytest.raises(InvalidRequest, match="is a vllm model"):
+        resolve_spec(config, "hf-model", "llamacpp", {})
+    with pytest.raises(InvalidRequest, match="invalid vllm option max_model_len"):
+        resolve_spec(config, "hf-model", None, {"max_model_len": "big"})
+    with pytest.raises(InvalidRequest, match="unknown engine"):
+        resolve_spec(config, "hf-model", "tgi", {})

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engines import build, llamacpp
 from engines.registry import ADAPTERS, ENGINE_NAMES
+from engines.process_group import kill_leftovers, record_group
 from engines.spec import read_spec
 from router.config import ConfigError, load_config, run_dir
 
@@ -52,6 +53,10 @@ def main(argv: list[str]) -> None:
     else:
         command = adapter.build_command(spec, settings.port, settings.extra_args)
 
+    leftovers = kill_leftovers(run_dir(), engine)
+    if leftovers:
+        print(f"[launcher] {engine}: killed leftover processes of the previous run: {leftovers}", flush=True)
+    record_group(run_dir(), engine)
     env = {**os.environ, **adapter.default_env(), **settings.env}
     print(f"[launcher] {engine}: serving {spec.served_name} from {spec.path}", flush=True)
     print(f"[launcher] {engine}: exec {' '.join(command)}", flush=True)

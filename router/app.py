@@ -14,7 +14,7 @@ from aiohttp import web
 from engines.spec import read_spec
 from router.config import Config, run_dir
 from router.errors import ApiError, NotFound, error_response
-from router.handlers import admin, openai_api
+from router.handlers import admin, openai_api, openapi
 from router.lifecycle import EngineManager
 from router.models import resolve_spec
 from router.state import CONFIG, ENGINES, HTTP, SUPERVISOR
@@ -122,6 +122,7 @@ def create_app(config: Config, run_path: Path | None = None) -> web.Application:
     app.cleanup_ctx.append(lifespan)
     app.add_routes(admin.routes)
     app.add_routes(openai_api.routes)
+    app.add_routes(openapi.routes)
     return app
 
 

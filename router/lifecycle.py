@@ -17,6 +17,7 @@ import aiohttp
 import psutil
 
 from engines.registry import ADAPTERS
+from engines.process_group import leftovers
 from engines.spec import ModelSpec, clear_spec, read_spec, write_spec
 from router.errors import EngineUnavailable, LoadFailed
 from router.supervisor import STARTING_STATES, STOPPED_STATES, ProcessInfo, Supervisor, SupervisorError
@@ -51,6 +52,7 @@ class EngineManager:
         self._lock = asyncio.Lock()
         self._pending: tuple[ModelSpec, asyncio.Task] | None = None
         self._changed = asyncio.Event()  # set whenever the observed state changes
+        self._ready_pid = 0  # the engine PID that last answered its readiness URLs
 
     # ---- observation -------------------------------------------------------------------------------------
 
@@ -76,12 +78,15 @@ class EngineManager:
         if state.spec is None:
             new = "error" if state.last_error else "idle"
         elif proc == "RUNNING":
-            new = "loaded" if await self.is_ready() else "loading"
-        elif proc in STARTING_STATES:
-            new = "loading"
+            # Probe the engine only until it has answered once per process, not on every poll.
+            if state.process.pid != self._ready_pid and await self.is_ready():
+                self._ready_pid = state.process.pid
+            new = "loaded" if state.process.pid == self._ready_pid else "loading"
+        elif proc in STARTING_STATES or proc == "EXITED":
+            new = "loading"  # supervisord is (re)starting it after a crash, with the same model
         elif proc == "STOPPED":
             new = "idle"  # stopped on purpose (supervisorctl stop); `start` resumes the same model
-        else:  # EXITED / FATAL: it died and supervisord gave up
+        else:  # FATAL: it kept dying and supervisord gave up
             new = "error"
             if state.status != "error":
                 state.last_error = await self._failure_message(state.process)
@@ -174,6 +179,7 @@ class EngineManager:
             if info.state in STOPPED_STATES or (info.state == "BACKOFF"):
                 raise LoadFailed(await self._failure_message(info))
             if info.state == "RUNNING" and await self.is_ready():
+                self._ready_pid = info.pid
                 return
             await asyncio.sleep(0.25)
         raise LoadFailed(f"engine {self.name} did not become ready within {self.load_timeout:.0f} s; "
@@ -213,6 +219,7 @@ class EngineManager:
             except psutil.NoSuchProcess:
                 pass
         await self.supervisor.stop(self.name)
+        procs += [p for p in await asyncio.to_thread(leftovers, self.run_dir, self.name) if p not in procs]
         if procs:
             _gone, alive = await asyncio.to_thread(psutil.wait_procs, procs, 10)
             for proc in alive:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
+import time
 import urllib.error
 import urllib.request
 
 import openai
 import pytest
 
+from engines import process_group
 from tests.stack import wait_for
 
 ENGINES = [("llamacpp", "tiny-llama-a-gguf"), ("vllm", "tiny-llama-a")]
@@ -156,3 +159,47 @@ def test_upstream_errors_pass_through(client):
     with pytest.raises(openai.BadRequestError) as err:  # vLLM's own validation: prompt longer than the context
         client.completions.create(model="tiny-llama-a", prompt="Hi", max_tokens=100000, extra_body={"engine": "vllm"})
     assert err.value.status_code == 400
+
+
+def test_engine_killed_during_a_stream_gives_an_error_not_a_hang(stack):
+    """A real vLLM killed while generating. Where the error lands depends on how far the engine got (the tiny
+    model on vLLM's CPU build sends its chunks in a burst at the end): before the first byte it is a 502
+    JSON error, after it an SSE error event. Either way the client hears about it within seconds.
+    tests/faults/ pins the exact mid-stream case with a fake engine that dies at a chosen chunk."""
+    before = stack.wait_loaded("vllm")
+    # 8 x 1800 tokens keep the CPU build busy for several seconds
+    body = {"engine": "vllm", "prompt": "Hi", "max_tokens": 1800, "n": 8, "ignore_eos": True, "stream": True}
+    result: dict = {}
+
+    def stream():
+        try:
+            result["status"], result["body"] = raw(stack, "POST", "/v1/completions", json.dumps(body).encode())
+        finally:
+            result["ended"] = time.monotonic()
+
+    client = threading.Thread(target=stream)
+    client.start()
+    time.sleep(1.0)  # generation under way
+    os.kill(before["pid"], signal.SIGKILL)
+    killed = time.monotonic()
+    client.join(30)
+    assert not client.is_alive(), "the client is still waiting 30 s after the engine died"
+    print(f"\nclient got its answer {result['ended'] - killed:.2f}s after the engine was killed")
+    if result["status"] == 200:
+        last = [line for line in result["body"].split(b"\n") if line.startswith(b"data: {")][-1]
+        error = json.loads(last[len(b"data: "):])["error"]
+    else:
+        error = json.loads(result["body"])["error"]
+        assert result["status"] == 502
+    assert error["type"] == "upstream_error", error
+    after = stack.wait_loaded("vllm", timeout=300)  # supervisord brings it back with the same model
+    assert after["pid"] != before["pid"] and after["model"] == before["model"]
+    assert process_group.members(before["pid"]) == []  # no orphan of the killed engine survives
+
+
+def test_openapi_document_lists_every_route(stack):
+    status, spec = stack.api("GET", "/openapi.json")
+    assert status == 200 and spec["openapi"].startswith("3.")
+    for path in ("/health", "/v1/status", "/v1/models", "/v1/models/load", "/v1/models/unload",
+                 "/v1/completions", "/v1/chat/completions"):
+        assert path in spec["paths"], path

@@ -1,0 +1,77 @@
+"""GET /openapi.json: an OpenAPI 3 description of the router's own endpoints (for clients and fuzzers)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engines.registry import ADAPTERS, ENGINE_NAMES
+
+routes = web.RouteTableDef()
+
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["message", "type", "param", "code"],
+    "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                   "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
+ENGINE = {"type": "string", "enum": list(ENGINE_NAMES)}
+
+
+def _json_body(schema: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _answers(description: str, *errors: int, stream: bool = False) -> dict:
+    ok = {"application/json": {"schema": {"type": "object"}}}
+    if stream:
+        ok["text/event-stream"] = {"schema": {"type": "string"}}
+    out = {"200": {"description": description, "content": ok}}
+    for status in errors:
+        out[str(status)] = {"description": "error", "content": {"application/json": {"schema": ERROR}}}
+    return out
+
+
+def _option_schema() -> dict:
+    props = {}
+    for adapter in ADAPTERS.values():
+        props.update(adapter.Options.model_json_schema()["properties"])
+    return props
+
+
+def _inference(summary: str, prompt_field: dict) -> dict:
+    schema = {"type": "object", "properties": {
+        "engine": ENGINE, "model": {"type": "string"}, "stream": {"type": "boolean"},
+        "max_tokens": {"type": "integer"}, "temperature": {"type": "number"}, "top_p": {"type": "number"},
+        **prompt_field}}
+    return {"post": {"summary": summary, "requestBody": _json_body(schema),
+                     "responses": _answers("the engine's answer", 400, 413, 415, 502, 503, 504, stream=True)}}
+
+
+def build_spec() -> dict:
+    load_schema = {"type": "object", "required": ["model_path"], "additionalProperties": False,
+                   "properties": {"model_path": {"type": "string"}, "model": {"type": "string"},
+                                  "engine": ENGINE, **_option_schema()}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "unified-llm router", "version": "0.1.0"},
+        "paths": {
+            "/health": {"get": {"summary": "router liveness and engine readiness",
+                                "responses": _answers("router is up")}},
+            "/v1/status": {"get": {"summary": "per-engine status", "responses": _answers("status")}},
+            "/v1/models": {"get": {"summary": "catalog and loaded models", "responses": _answers("model list")}},
+            "/v1/models/load": {"post": {"summary": "load a model into an engine",
+                                         "requestBody": _json_body(load_schema),
+                                         "responses": _answers("loaded", 400, 404, 413, 415, 500)}},
+            "/v1/models/unload": {"post": {
+                "summary": "stop an engine's model",
+                "requestBody": _json_body({"type": "object", "required": ["engine"],
+                                           "properties": {"engine": ENGINE}}),
+                "responses": _answers("unloaded", 400, 413, 415)}},
+            "/v1/completions": _inference("OpenAI text completion", {"prompt": {"type": "string"}}),
+            "/v1/chat/completions": _inference("OpenAI chat completion", {"messages": {"type": "array"}}),
+            "/openapi.json": {"get": {"summary": "this document", "responses": _answers("OpenAPI document")}},
+        },
+    }
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(build_spec())

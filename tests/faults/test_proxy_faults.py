@@ -1,0 +1,102 @@
+"""The router's forwarding path against a fake engine that fails on cue: dies after a chosen chunk, stalls,
+or drops a pooled connection. Real engines cannot do these on demand; tests/e2e covers real crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+from aiohttp import web
+
+from router.proxy import forward
+
+CHUNK = b'data: {"choices": [{"text": "tok"}]}\n\n'
+
+
+def fake_engine() -> web.Application:
+    seen = {"drop": 0}
+
+    async def dies_after_three_chunks(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for _ in range(3):
+            await resp.write(CHUNK)
+        await asyncio.sleep(0.1)
+        request.transport.close()  # the engine process is gone: no final chunk, no [DONE]
+        return resp
+
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(CHUNK)
+        await asyncio.sleep(60)
+        return resp
+
+    async def drops_first_connection(request: web.Request) -> web.Response:
+        seen["drop"] += 1
+        if seen["drop"] == 1:
+            request.transport.close()  # like llama-server closing a keep-alive connection under load
+            return web.Response()
+        return web.json_response({"choices": [{"text": "ok"}], "attempt": seen["drop"]})
+
+    app = web.Application()
+    app.router.add_post("/dies", dies_after_three_chunks)
+    app.router.add_post("/stalls", stalls)
+    app.router.add_post("/drops", drops_first_connection)
+    return app
+
+
+async def start(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def through_router(path: str, read_timeout: float = 30) -> tuple[int, bytes, float]:
+    engine_runner, engine_url = await start(fake_engine())
+    async with aiohttp.ClientSession() as upstream:
+        async def relay(request: web.Request) -> web.StreamResponse:
+            return await forward(request, upstream, engine_url + path, {"prompt": "x"}, read_timeout)
+
+        router = web.Application()
+        router.router.add_post("/v1/completions", relay)
+        router_runner, router_url = await start(router)
+        try:
+            started = time.monotonic()
+            async with aiohttp.ClientSession() as client:
+                async with client.post(router_url + "/v1/completions", json={}) as resp:
+                    return resp.status, await resp.read(), time.monotonic() - started
+        finally:
+            await router_runner.cleanup()
+            await engine_runner.cleanup()
+
+
+def last_event(body: bytes) -> dict:
+    events = [line for line in body.split(b"\n") if line.startswith(b"data: ")]
+    return json.loads(events[-1][len(b"data: "):])
+
+
+def test_engine_dying_mid_stream_ends_the_stream_with_an_error_event():
+    status, body, elapsed = asyncio.run(through_router("/dies"))
+    assert status == 200
+    assert body.count(CHUNK) == 3  # everything the engine sent reached the client, unchanged
+    error = last_event(body)["error"]
+    assert error["type"] == "upstream_error" and "mid-stream" in error["message"]
+    assert elapsed < 5
+
+
+def test_stalled_stream_ends_with_a_timeout_event():
+    status, body, elapsed = asyncio.run(through_router("/stalls", read_timeout=1))
+    assert status == 200 and body.startswith(CHUNK)
+    assert last_event(body)["error"]["type"] == "upstream_timeout"
+    assert elapsed < 10
+
+
+def test_connection_dropped_before_any_byte_is_retried():
+    status, body, _ = asyncio.run(through_router("/drops"))
+    assert status == 200 and json.loads(body)["attempt"] == 2

@@ -128,7 +128,11 @@ class EngineManager:
     # ---- load / unload -----------------------------------------------------------------------------------
 
     async def load(self, spec: ModelSpec) -> float:
-        """Replace the engine's model with `spec`; a concurrent load of the same spec joins this one."""
+        """Replace the engine's model with `spec`; a concurrent load of the same spec joins this one, and a
+        load of the model already being served returns at once (0 s) without a restart."""
+        state = self.state
+        if state.status == "loaded" and state.spec == spec and state.process and state.process.pid == self._ready_pid:
+            return 0.0
         if self._pending and self._pending[0] == spec:
             return await asyncio.shield(self._pending[1])
         task = asyncio.ensure_future(self._load_serialized(spec))

@@ -67,14 +67,29 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
 
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
-        try:
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-        except asyncio.TimeoutError:
-            await response.write(sse_error_event(GatewayTimeout(
-                f"engine stopped streaming for {read_timeout:.0f} s", code="timeout")))
-        except aiohttp.ClientError as exc:
-            await response.write(sse_error_event(UpstreamError(
-                f"engine failed mid-stream: {exc!r}", code="engine_failed")))
-        await response.write_eof()
+        await relay_stream(upstream, response, read_timeout)
         return response
+
+
+async def relay_stream(upstream: aiohttp.ClientResponse, response: web.StreamResponse, read_timeout: float) -> None:
+    """Copy bytes as they arrive. An engine failure becomes a final SSE error event; a client that leaves
+    makes us close the upstream connection, which is how both engines learn to abort the request."""
+    while True:
+        error: ApiError | None = None
+        try:
+            chunk = await upstream.content.readany()
+        except asyncio.TimeoutError:
+            error = GatewayTimeout(f"engine stopped streaming for {read_timeout:.0f} s", code="timeout")
+        except aiohttp.ClientError as exc:
+            error = UpstreamError(f"engine failed mid-stream: {exc!r}", code="engine_failed")
+        try:
+            if error:
+                await response.write(sse_error_event(error))
+            elif chunk:
+                await response.write(chunk)
+                continue
+            await response.write_eof()
+        except ConnectionResetError:
+            log.info("client disconnected; closing the engine request")
+            upstream.close()
+        return

@@ -83,7 +83,8 @@ async def load(request: web.Request) -> web.Response:
                              param=sorted(foreign)[0], code="invalid_option")
     seconds = await manager.load(spec)
     return web.json_response({"status": "success", "engine": spec.engine, "model": spec.served_name,
-                              "model_path": spec.path, "options": spec.options, "load_seconds": round(seconds, 3)})
+                              "model_path": spec.path, "options": spec.options, "load_seconds": round(seconds, 3),
+                              "pid": manager.state.process.pid if manager.state.process else None})
 
 
 @routes.post("/v1/models/unload")

@@ -3,6 +3,7 @@ same model, and report bad input with the engine's own log lines."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import time
@@ -106,3 +107,31 @@ def test_missing_llama_server_binary_quotes_the_launcher(stack, restore_llamacpp
     assert status == 500, body
     assert "llama-server binary not found at /nonexistent/llama-server" in body["error"]["message"]
     assert stack.status()["llamacpp"]["status"] == "error"
+
+
+def test_status_follows_supervisorctl_stop_and_start_within_a_second(stack):
+    stack.wait_loaded("llamacpp")
+    stack.ctl("stop", "llamacpp")
+    stopped = time.monotonic()
+    wait_for(lambda: stack.status()["llamacpp"]["status"] == "idle", 1.0, "status to show the stop", 0.05)
+    print(f"\nstatus showed the stop after {time.monotonic() - stopped:.2f}s")
+    state = stack.status()["llamacpp"]
+    assert not state["process_alive"] and state["last_error"] is None  # stopped on purpose is not an error
+    stack.ctl("start", "llamacpp")
+    assert stack.wait_loaded("llamacpp", timeout=60)["model"] == "tiny-llama-a-gguf"
+
+
+def test_concurrent_loads_of_the_same_model_share_one_start(stack):
+    before = stack.wait_loaded("llamacpp")["pid"]
+    body = {"engine": "llamacpp", "model_path": "tiny-llama-b-gguf"}
+    try:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda _: stack.api("POST", "/v1/models/load", body), range(3)))
+        assert all(status == 200 for status, _ in answers), answers
+        pids = {body["pid"] for _, body in answers}
+        assert len(pids) == 1 and before not in pids  # one new process: the others joined or found it loaded
+        assert stack.status()["llamacpp"]["pid"] in pids
+        status, again = stack.api("POST", "/v1/models/load", body)  # already loaded: no restart
+        assert status == 200 and again["load_seconds"] == 0 and again["pid"] in pids
+    finally:
+        stack.api("POST", "/v1/models/load", {"engine": "llamacpp", "model_path": "tiny-llama-a-gguf"})

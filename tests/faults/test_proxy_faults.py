@@ -15,8 +15,9 @@ from router.proxy import forward
 CHUNK = b'data: {"choices": [{"text": "tok"}]}\n\n'
 
 
-def fake_engine() -> web.Application:
-    seen = {"drop": 0}
+def fake_engine(seen: dict | None = None) -> web.Application:
+    seen = seen if seen is not None else {}
+    seen["drop"] = 0
 
     async def dies_after_three_chunks(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -41,8 +42,20 @@ def fake_engine() -> web.Application:
             return web.Response()
         return web.json_response({"choices": [{"text": "ok"}], "attempt": seen["drop"]})
 
+    async def streams_slowly(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            for _ in range(200):  # 10 s of tokens unless the reader goes away
+                await resp.write(CHUNK)
+                await asyncio.sleep(0.05)
+        except ConnectionResetError:
+            seen["aborted_at"] = time.monotonic()
+        return resp
+
     app = web.Application()
     app.router.add_post("/dies", dies_after_three_chunks)
+    app.router.add_post("/slow", streams_slowly)
     app.router.add_post("/stalls", stalls)
     app.router.add_post("/drops", drops_first_connection)
     return app
@@ -57,8 +70,10 @@ async def start(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
-async def through_router(path: str, read_timeout: float = 30) -> tuple[int, bytes, float]:
-    engine_runner, engine_url = await start(fake_engine())
+async def through_router(path: str, read_timeout: float = 30, seen: dict | None = None,
+                         read_chunks: int | None = None) -> tuple[int, bytes, float]:
+    """POST through a router-side relay to the fake engine; with read_chunks, hang up after that many reads."""
+    engine_runner, engine_url = await start(fake_engine(seen))
     async with aiohttp.ClientSession() as upstream:
         async def relay(request: web.Request) -> web.StreamResponse:
             return await forward(request, upstream, engine_url + path, {"prompt": "x"}, read_timeout)
@@ -70,7 +85,14 @@ async def through_router(path: str, read_timeout: float = 30) -> tuple[int, byte
             started = time.monotonic()
             async with aiohttp.ClientSession() as client:
                 async with client.post(router_url + "/v1/completions", json={}) as resp:
-                    return resp.status, await resp.read(), time.monotonic() - started
+                    if read_chunks is None:
+                        return resp.status, await resp.read(), time.monotonic() - started
+                    for _ in range(read_chunks):
+                        await resp.content.readany()
+                    resp.close()  # the client leaves mid-stream
+                    left = time.monotonic()
+            await asyncio.sleep(2)  # give the abort time to travel client → router → engine
+            return 0, b"", seen.get("aborted_at", float("inf")) - left
         finally:
             await router_runner.cleanup()
             await engine_runner.cleanup()
@@ -100,3 +122,9 @@ def test_stalled_stream_ends_with_a_timeout_event():
 def test_connection_dropped_before_any_byte_is_retried():
     status, body, _ = asyncio.run(through_router("/drops"))
     assert status == 200 and json.loads(body)["attempt"] == 2
+
+
+def test_client_leaving_mid_stream_aborts_the_engine_request():
+    seen: dict = {}
+    _, _, abort_delay = asyncio.run(through_router("/slow", seen=seen, read_chunks=2))
+    assert abort_delay < 1.5, "the engine kept generating for a client that had left"

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""What the router costs: the same workload sent straight to each engine's internal port and through the
+router, in one run, alternating so both see the same machine state.
+
+Prints, per engine: streamed tokens/s at each concurrency (direct, router, ratio) and the latency a
+non-streaming 1-token request gains through the router (p50/p99). Needs a running stack (scripts/up.sh).
+
+  .venv/bin/python scripts/bench_router.py --streams 1 64 --tokens 256 --output docs/performance.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import time
+
+import aiohttp
+
+
+async def one_stream(session: aiohttp.ClientSession, url: str, body: dict) -> int:
+    """Stream one completion; return the completion tokens the engine reported (or chunks seen)."""
+    chunks, usage = 0, None
+    async with session.post(url, json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.content:
+            if not line.startswith(b"data: {"):
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                usage = event["usage"]["completion_tokens"]
+            if event.get("choices"):
+                chunks += 1
+    return usage if usage is not None else chunks
+
+
+async def throughput(url: str, body: dict, streams: int, rounds: int) -> tuple[float, int]:
+    """Total streamed tokens/s with `streams` concurrent clients, each sending `rounds` requests."""
+    errors = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def client() -> int:
+            nonlocal errors
+            total = 0
+            for _ in range(rounds):
+                try:
+                    total += await one_stream(session, url, body)
+                except aiohttp.ClientError:
+                    errors += 1
+            return total
+
+        started = time.perf_counter()
+        tokens = sum(await asyncio.gather(*(client() for _ in range(streams))))
+        return tokens / (time.perf_counter() - started), errors
+
+
+async def latencies(url: str, body: dict, count: int) -> list[float]:
+    out = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            started = time.perf_counter()
+            async with session.post(url, json=body) as resp:
+                await resp.read()
+                resp.raise_for_status()
+            out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1]
+
+
+async def bench_engine(router: str, engine: str, info: dict, args) -> list[str]:
+    direct = f"http://127.0.0.1:{info['port']}/v1/completions"
+    routed = f"{router}/v1/completions"
+    base = {"prompt": "Once upon a time", "max_tokens": args.tokens, "temperature": 0.7, "ignore_eos": True,
+            "stream": True, "stream_options": {"include_usage": True}}
+    targets = {"direct": (direct, {**base, "model": info["model"]}),
+               "router": (routed, {**base, "engine": engine, "model": info["model"]})}
+    await throughput(*targets["direct"], streams=1, rounds=2)  # warm-up
+    rows = []
+    for streams in args.streams:
+        rate = {"direct": [], "router": []}
+        errors = {"direct": 0, "router": 0}
+        for _ in range(args.repeats):  # alternate direct/router so drift hits both
+            for name, (url, body) in targets.items():
+                tps, errs = await throughput(url, body, streams, args.rounds)
+                rate[name].append(tps)
+                errors[name] += errs
+        d, r = statistics.median(rate["direct"]), statistics.median(rate["router"])
+        rows.append(f"| {engine} | {info['model']} | {streams} | {d:,.0f} | {r:,.0f} | {r / d:.3f} | "
+                    f"{errors['direct']}/{errors['router']} |")
+        print(rows[-1], flush=True)
+    one = {"prompt": "Hi", "max_tokens": 1, "temperature": 0, "stream": False, "model": info["model"]}
+    lat_direct = await latencies(direct, one, args.latency_requests)
+    lat_router = await latencies(routed, {**one, "engine": engine}, args.latency_requests)
+    lat = (f"| {engine} | {pct(lat_direct, 50):.2f} | {pct(lat_router, 50):.2f} | "
+           f"{pct(lat_router, 50) - pct(lat_direct, 50):+.2f} | {pct(lat_direct, 99):.2f} | "
+           f"{pct(lat_router, 99):.2f} | {pct(lat_router, 99) - pct(lat_direct, 99):+.2f} |")
+    print(lat, flush=True)
+    return rows + [lat]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--router", default="http://127.0.0.1:8080")
+    parser.add_argument("--engines", nargs="+", default=["llamacpp", "vllm"])
+    parser.add_argument("--streams", nargs="+", type=int, default=[1, 64])
+    parser.add_argument("--tokens", type=int, default=256, help="max_tokens per request (ignore_eos)")
+    parser.add_argument("--rounds", type=int, default=3, help="requests per client per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating direct/router measurements")
+    parser.add_argument("--latency-requests", type=int, default=200)
+    parser.add_argument("--output", help="append the tables to this markdown file")
+    args = parser.parse_args()
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(args.router + "/v1/status") as resp:
+            status = (await resp.json())["engines"]
+    tput_head = ["| engine | model | streams | direct tok/s | router tok/s | ratio | errors d/r |",
+                 "|---|---|---:|---:|---:|---:|---:|"]
+    lat_head = ["| engine | direct p50 ms | router p50 ms | added p50 | direct p99 ms | router p99 ms | added p99 |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+    print("\n".join(tput_head))
+    tput, lat = [], []
+    for engine in args.engines:
+        if status[engine]["status"] != "loaded":
+            print(f"skipping {engine}: {status[engine]['status']}")
+            continue
+        rows = await bench_engine(args.router, engine, status[engine], args)
+        tput += rows[:-1]
+        lat.append(rows[-1])
+    report = "\n".join([
+        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
+        f"{__import__('os').cpu_count()} cores; {args.tokens} tokens per request, {args.rounds} requests per "
+        f"client, median of {args.repeats} alternating runs.", "",
+        *tput_head, *tput, "", "Non-streaming 1-token request, sequential:", "", *lat_head, *lat, ""])
+    print("\n" + report)
+    if args.output:
+        with open(args.output, "a") as out:
+            out.write(report + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

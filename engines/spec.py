@@ -17,6 +17,8 @@ class ModelSpec:
     path: str  # absolute path of a model folder (vLLM) or a .gguf file (llama.cpp)
     served_name: str  # the model name the engine answers to
     options: dict[str, Any] = field(default_factory=dict)  # typed engine options, already validated
+    catalog_name: str | None = None  # the models.yaml entry it came from, if any (re-resolved on reload)
+    overrides: dict[str, Any] = field(default_factory=dict)  # options the load request set over the catalog's
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

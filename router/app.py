@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -12,12 +13,13 @@ import aiohttp
 from aiohttp import web
 
 from engines.spec import read_spec
-from router.config import Config, run_dir
+from router.config import Config, config_path, run_dir
 from router.errors import ApiError, NotFound, error_response
 from router.handlers import admin, openai_api, openapi
 from router.lifecycle import EngineManager
 from router.models import resolve_spec
-from router.state import CONFIG, ENGINES, HTTP, SUPERVISOR
+from router.reload import reload
+from router.state import CONFIG, ENGINES, HTTP, SUPERVISOR, LiveConfig
 from router.supervisor import Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
                               headers={"Allow": ",".join(sorted(exc.allowed_methods))})
     except web.HTTPRequestEntityTooLarge:
         return error_response(PayloadTooLarge(f"request body is larger than the limit of "
-                                              f"{request.app[CONFIG].router.max_body_bytes} bytes",
+                                              f"{request.app[CONFIG].current.router.max_body_bytes} bytes",
                                               code="body_too_large"))
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -67,6 +69,7 @@ async def monitor(engines: dict[str, EngineManager]) -> None:
         for manager in engines.values():
             try:
                 await manager.refresh()
+                await manager.unload_if_idle()
             except SupervisorError as exc:  # supervisord restarting or shutting down: try again next round
                 log.warning("monitor: %s", exc)
             except Exception:
@@ -98,21 +101,30 @@ async def _load_logged(manager: EngineManager, spec) -> None:
         log.error("%s: start-up load of %s failed: %s", manager.name, spec.served_name, exc.message)
 
 
-def create_app(config: Config, run_path: Path | None = None) -> web.Application:
+async def reload_on_sighup(app: web.Application) -> None:
+    try:
+        await reload(app[CONFIG], app[ENGINES])
+    except ApiError as exc:
+        log.error("SIGHUP reload refused: %s", exc.message)
+
+
+def create_app(config: Config, run_path: Path | None = None, config_file: Path | None = None) -> web.Application:
     run_path = run_path or run_dir()
     app = web.Application(middlewares=[openai_errors], client_max_size=config.router.max_body_bytes)
-    app[CONFIG] = config
+    app[CONFIG] = LiveConfig(config, config_file or config_path())
     app[SUPERVISOR] = Supervisor(run_path / "supervisor.sock")
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4)  # below llama-server's 5 s idle close
         app[HTTP] = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        app[ENGINES] = {name: EngineManager(name, settings.port, app[SUPERVISOR], run_path, app[HTTP],
-                                            config.router.load_timeout_seconds)
+        app[ENGINES] = {name: EngineManager(name, settings, config.router, app[SUPERVISOR], run_path, app[HTTP])
                         for name, settings in config.engines.items()}
         tasks = [asyncio.ensure_future(monitor(app[ENGINES])),
                  asyncio.ensure_future(restore_models(config, app[ENGINES]))]
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: tasks.append(asyncio.ensure_future(reload_on_sighup(app))))
         yield
+        loop.remove_signal_handler(signal.SIGHUP)
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

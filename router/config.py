@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from engines.registry import ADAPTERS, ENGINE_NAMES
 
@@ -24,6 +24,8 @@ class RouterSettings(StrictModel):
     model_roots: list[str] = ["models"]  # load requests may only name paths under these (relative to home)
     load_timeout_seconds: float = Field(600, gt=0)  # how long a load may take before it is reported failed
     request_wait_seconds: float = Field(120, ge=0)  # how long a request waits for a loading engine
+    max_queued_requests: int = Field(256, ge=0)  # requests waiting per engine beyond this get 503
+    drain_seconds: float = Field(30, ge=0)  # a swap waits this long for in-flight requests to finish
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
 
 
@@ -33,21 +35,38 @@ class EngineSettings(StrictModel):
     extra_args: list[str] = []  # appended verbatim to the engine's command line
     env: dict[str, str] = {}  # extra environment for the engine process
     binary: str | None = None  # llama.cpp only: llama-server path (else $LLAMA_SERVER_BIN, else the build cache)
+    on_demand: bool = True  # a request naming a catalog model of this engine loads it (swapping models)
+    idle_unload_seconds: float | None = Field(None, gt=0)  # unload after this long without requests; null: never
 
 
 class ModelEntry(StrictModel):
     engine: str
     path: str  # a folder (vLLM) or .gguf file (llama.cpp), relative to a model root or absolute
+    repo: str | None = None  # Hugging Face repo id that scripts/download_model.py fetches into `path`
+    file: str | None = None  # for GGUF repos: the one file to fetch
     options: dict[str, Any] = {}  # engine options, checked against that engine's option model
     aliases: list[str] = []
     description: str | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> "ModelEntry":
-        if self.engine not in ENGINE_NAMES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, not {self.engine!r}")
-        ADAPTERS[self.engine].Options(**self.options)
-        return self
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, engine: str) -> str:
+        if engine not in ENGINE_NAMES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINE_NAMES)}, not {engine!r}")
+        return engine
+
+    @field_validator("options")
+    @classmethod
+    def _engine_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        engine = info.data.get("engine")
+        if engine in ADAPTERS:
+            try:
+                ADAPTERS[engine].Options(**options)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise ValueError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} "
+                                 f"(valid {engine} options: {', '.join(ADAPTERS[engine].Options.model_fields)})")
+        return options
 
 
 class Config(StrictModel):
@@ -72,6 +91,10 @@ class Config(StrictModel):
 class ConfigError(Exception):
     """models.yaml could not be read or is invalid; the message lists every problem."""
 
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or [message]
+
 
 def home_dir() -> Path:
     return Path(os.environ.get("ULLM_HOME", PROJECT_HOME)).resolve()
@@ -85,6 +108,27 @@ def run_dir() -> Path:
     return Path(os.environ.get("ULLM_RUN_DIR", home_dir() / "run"))
 
 
+def _position(text: str, loc: tuple) -> str:
+    """`line L, column C` of the deepest YAML node on the error's path (for an unknown key: the key itself)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return ""
+    mark = node.start_mark if node else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                break
+            mark, node = match[0].start_mark, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            mark = node.start_mark
+        else:
+            break
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+
+
 def parse_config(text: str, source: str = "models.yaml") -> Config:
     try:
         raw = yaml.safe_load(text) or {}
@@ -93,10 +137,13 @@ def parse_config(text: str, source: str = "models.yaml") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{source}: {problems}") from exc
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
+            where = _position(text, loc)
+            problems.append(f"{'.'.join(str(p) for p in loc) or '(top level)'}"
+                            f"{f' ({where})' if where else ''}: {err['msg']}")
+        raise ConfigError(f"{source}: " + "; ".join(problems), problems) from exc
 
 
 def load_config(path: Path | None = None) -> Config:

@@ -8,10 +8,12 @@ follows changes made outside the router (`supervisorctl stop`, a crash) within a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import AsyncIterator
 
 import aiohttp
 import psutil
@@ -19,6 +21,7 @@ import psutil
 from engines.registry import ADAPTERS
 from engines.process_group import leftovers
 from engines.spec import ModelSpec, clear_spec, read_spec, write_spec
+from router.config import EngineSettings, RouterSettings
 from router.errors import EngineUnavailable, LoadFailed
 from router.supervisor import STARTING_STATES, STOPPED_STATES, ProcessInfo, Supervisor, SupervisorError
 
@@ -35,24 +38,76 @@ class EngineState:
     last_error: str | None = None
     load_seconds: float | None = None
     loaded_at: float | None = None
+    resume_spec: ModelSpec | None = None  # the model an idle unload took away; the next request brings it back
+    unload_reason: str | None = None  # why the engine went idle, e.g. "idle for 300 s"
+    unloaded_at: float | None = None
 
 
 class EngineManager:
-    def __init__(self, name: str, port: int, supervisor: Supervisor, run_dir: Path,
-                 http: aiohttp.ClientSession, load_timeout: float):
+    def __init__(self, name: str, settings: EngineSettings, router: RouterSettings, supervisor: Supervisor,
+                 run_dir: Path, http: aiohttp.ClientSession):
         self.name = name
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}"
         self.adapter = ADAPTERS[name]
         self.supervisor = supervisor
         self.run_dir = run_dir
         self.http = http
-        self.load_timeout = load_timeout
-        self.state = EngineState(spec=read_spec(run_dir, name))
+        self.configure(settings, router)
+        spec = read_spec(run_dir, name)
+        self.state = EngineState(spec=spec)
         self._lock = asyncio.Lock()
         self._pending: tuple[ModelSpec, asyncio.Task] | None = None
         self._changed = asyncio.Event()  # set whenever the observed state changes
         self._ready_pid = 0  # the engine PID that last answered its readiness URLs
+        self.in_flight = 0  # requests being answered by the engine now
+        self.waiting = 0  # requests waiting for the engine to finish loading
+        self.last_used = time.monotonic()
+
+    def configure(self, settings: EngineSettings, router: RouterSettings) -> None:
+        """Take (re)loaded settings; a port change takes effect with the engine's next start."""
+        self.settings, self.router_settings = settings, router
+
+    @property
+    def port(self) -> int:
+        return self.settings.port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def load_timeout(self) -> float:
+        return self.router_settings.load_timeout_seconds
+
+    # ---- traffic -----------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        """Count a request as in flight for its whole life (a stream included): swaps drain these first."""
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self.last_used = time.monotonic()
+
+    async def ensure(self, spec: ModelSpec) -> None:
+        """On-demand: make `spec`'s model the served one, joining a load of it already under way."""
+        current = self.state.spec
+        if current and current.served_name == spec.served_name and self.state.status in ("loaded", "loading"):
+            return
+        if self._pending and self._pending[0].served_name == spec.served_name:
+            spec = self._pending[0]
+        await self.load(spec)
+
+    async def unload_if_idle(self) -> None:
+        idle_after = self.settings.idle_unload_seconds
+        if (idle_after and self.state.status == "loaded" and not self.in_flight and not self._lock.locked()
+                and time.monotonic() - self.last_used >= idle_after):
+            log.info("%s: unloading %s after %.0f s without requests", self.name,
+                     self.state.spec.served_name if self.state.spec else "?", idle_after)
+            resume = self.state.spec
+            await self.unload(reason=f"idle for {idle_after:g} s")
+            self.state.resume_spec = resume
 
     # ---- observation -------------------------------------------------------------------------------------
 
@@ -103,14 +158,27 @@ class EngineManager:
             self._changed = asyncio.Event()
 
     async def wait_until_serving(self, timeout: float) -> ModelSpec:
-        """Return the served spec, waiting (bounded) while the engine loads; else a clear 503."""
+        """Return the served spec, waiting (bounded, in a bounded queue) while the engine loads; else a 503."""
+        if self.state.status == "loaded" and self.state.spec:
+            return self.state.spec
+        if self.waiting >= self.router_settings.max_queued_requests:
+            raise EngineUnavailable(f"engine {self.name} is loading and {self.waiting} requests are already "
+                                    f"waiting (router.max_queued_requests); retry later", code="queue_full")
+        self.waiting += 1
+        try:
+            return await self._wait_serving(timeout)
+        finally:
+            self.waiting -= 1
+
+    async def _wait_serving(self, timeout: float) -> ModelSpec:
         deadline = time.monotonic() + timeout
         while True:
             state = self.state
             if state.status == "loaded" and state.spec:
                 return state.spec
             if state.status == "idle":
-                raise EngineUnavailable(f"engine {self.name} has no model loaded; load one with "
+                why = f" (unloaded: {state.unload_reason})" if state.unload_reason else ""
+                raise EngineUnavailable(f"engine {self.name} has no model loaded{why}; load one with "
                                         f"POST /v1/models/load {{\"engine\": \"{self.name}\", \"model_path\": ...}}",
                                         code="engine_idle")
             if state.status == "error":
@@ -148,6 +216,7 @@ class EngineManager:
             self._set_status("loading")
             started = time.monotonic()
             try:
+                await self._drain()
                 await self._stop_process_tree()
                 write_spec(self.run_dir, spec)
                 self.state.spec = spec
@@ -161,21 +230,35 @@ class EngineManager:
                 raise LoadFailed(message) from exc
             self.state.load_seconds = time.monotonic() - started
             self.state.loaded_at = time.time()
-            self.state.last_error = None
+            self.state.last_error = self.state.unload_reason = self.state.unloaded_at = None
+            self.state.resume_spec = None
+            self.last_used = time.monotonic()
             self.state.process = await self.supervisor.info(self.name)
             self._set_status("loaded")
             log.info("%s: loaded %s in %.1f s", self.name, spec.served_name, self.state.load_seconds)
             return self.state.load_seconds
 
-    async def unload(self) -> None:
+    async def unload(self, reason: str = "unloaded on request") -> None:
         async with self._lock:
             await self._stop_process_tree()
             clear_spec(self.run_dir, self.name)
             self.state.spec = None
             self.state.last_error = None
+            self.state.unload_reason, self.state.unloaded_at = reason, time.time()
             self.state.load_seconds = None
             self.state.loaded_at = None
             self._set_status("idle")
+
+    async def _drain(self) -> None:
+        """Let in-flight requests on the old model finish, for at most router.drain_seconds; streams still
+        running after that end with an error event when the engine stops."""
+        deadline = time.monotonic() + self.router_settings.drain_seconds
+        if self.in_flight:
+            log.info("%s: waiting for %d in-flight request(s) before the swap", self.name, self.in_flight)
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if self.in_flight:
+            log.warning("%s: swapping with %d request(s) still in flight", self.name, self.in_flight)
 
     async def _wait_ready(self, deadline: float) -> None:
         while time.monotonic() < deadline:

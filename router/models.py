@@ -50,6 +50,7 @@ def resolve_spec(config: Config, name: str, engine: str | None, options: dict[st
         raise InvalidRequest(f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_NAMES)}",
                              param="engine", code="unknown_engine")
     found = catalog_lookup(config, name)
+    catalog_name = found[0] if found else None
     if found:
         served_name, entry = found
         if engine and engine != entry.engine:
@@ -71,4 +72,12 @@ def resolve_spec(config: Config, name: str, engine: str | None, options: dict[st
     problem = adapter.check_model(path)
     if problem:
         raise InvalidRequest(problem, param="model_path", code="wrong_model_format")
-    return ModelSpec(engine=engine, path=str(path), served_name=served_name, options=typed.model_dump())
+    return ModelSpec(engine=engine, path=str(path), served_name=served_name, options=typed.model_dump(),
+                     catalog_name=catalog_name, overrides=dict(options))
+
+
+def re_resolve(config: Config, spec: ModelSpec) -> ModelSpec | None:
+    """The spec `config` would give for what was loaded (None when its catalog entry is gone)."""
+    if spec.catalog_name and catalog_lookup(config, spec.catalog_name) is None:
+        return None
+    return resolve_spec(config, spec.catalog_name or spec.path, spec.engine, spec.overrides)

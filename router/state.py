@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import aiohttp
 from aiohttp import web
 
@@ -9,7 +12,15 @@ from router.config import Config
 from router.lifecycle import EngineManager
 from router.supervisor import Supervisor
 
-CONFIG = web.AppKey("config", Config)
+
+@dataclass
+class LiveConfig:
+    """The config in force; `POST /v1/config/reload` and SIGHUP swap `current` for the re-read file."""
+    current: Config
+    path: Path
+
+
+CONFIG = web.AppKey("config", LiveConfig)
 ENGINES = web.AppKey("engines", dict[str, EngineManager])
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)

@@ -70,6 +70,16 @@ class Stack:
     def api(self, method: str, path: str, body: dict | None = None, timeout: float = 600) -> tuple[int, dict]:
         return http_json(method, self.base_url + path, body, timeout)
 
+    def api_raw(self, method: str, path: str, data: bytes | None, content_type: str | None = "application/json",
+                timeout: float = 300) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.base_url + path, data=data, method=method,
+                                     headers={"Content-Type": content_type} if content_type else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
     def status(self) -> dict:
         return self.api("GET", "/v1/status", timeout=10)[1]["engines"]
 

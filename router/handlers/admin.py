@@ -10,6 +10,7 @@ from engines.registry import ADAPTERS
 from router.errors import InvalidRequest
 from router.lifecycle import EngineManager
 from router.models import resolve_spec
+from router.reload import reload
 from router.requests import json_object, optional
 from router.state import CONFIG, ENGINES
 
@@ -34,6 +35,12 @@ def engine_report(manager: EngineManager) -> dict:
         "uptime_seconds": (proc.now - proc.start) if alive else None,
         "load_seconds": state.load_seconds,
         "last_error": state.last_error,
+        "unload_reason": state.unload_reason,
+        "unloaded_at": state.unloaded_at,
+        "in_flight": manager.in_flight,
+        "waiting": manager.waiting,
+        "idle_unload_seconds": manager.settings.idle_unload_seconds,
+        "on_demand": manager.settings.on_demand,
     }
 
 
@@ -75,7 +82,7 @@ async def load(request: web.Request) -> web.Response:
                              param="model_path", code="missing_field")
     engine = optional(body, "engine", str)
     options = {k: v for k, v in body.items() if k in OPTION_KEYS}
-    spec = resolve_spec(request.app[CONFIG], name, engine, options)
+    spec = resolve_spec(request.app[CONFIG].current, name, engine, options)
     manager = engine_named(request, spec.engine)
     foreign = set(options) - set(manager.adapter.Options.model_fields)
     if foreign:
@@ -93,3 +100,9 @@ async def unload(request: web.Request) -> web.Response:
     manager = engine_named(request, body.get("engine"))
     await manager.unload()
     return web.json_response({"status": "success", "engine": manager.name})
+
+
+@routes.post("/v1/config/reload")
+async def reload_config(request: web.Request) -> web.Response:
+    """Re-read models.yaml (SIGHUP does the same); restart only engines whose model's arguments changed."""
+    return web.json_response(await reload(request.app[CONFIG], request.app[ENGINES]))

@@ -9,7 +9,7 @@ from aiohttp import web
 from engines.spec import ModelSpec
 from router.errors import InvalidRequest
 from router.lifecycle import EngineManager
-from router.models import catalog_lookup
+from router.models import catalog_lookup, resolve_spec
 from router.proxy import forward
 from router.requests import json_object, optional
 from router.state import CONFIG, ENGINES, HTTP
@@ -30,7 +30,7 @@ def names_of(spec: ModelSpec, config) -> set[str]:
 
 
 def choose_engine(request: web.Request, body: dict) -> EngineManager:
-    engines, config = request.app[ENGINES], request.app[CONFIG]
+    engines, config = request.app[ENGINES], request.app[CONFIG].current
     engine = optional(body, "engine", str)
     if engine is not None:
         if engine not in engines:
@@ -60,18 +60,33 @@ def upstream_model(spec: ModelSpec, requested: str | None, config) -> str:
     return spec.served_name  # a generic name such as "gpt-4o" from an unmodified client: use the loaded model
 
 
+async def load_on_demand(manager: EngineManager, requested: str | None, config) -> None:
+    """A request naming a catalog model of this engine that is not loaded loads it (when the engine allows);
+    a request to an engine unloaded for idleness brings its last model back."""
+    if not manager.settings.on_demand:
+        return
+    found = catalog_lookup(config, requested) if requested else None
+    if found and found[1].engine == manager.name:
+        await manager.ensure(resolve_spec(config, found[0], manager.name, {}))
+    elif manager.state.status == "idle" and manager.state.resume_spec:
+        await manager.ensure(manager.state.resume_spec)
+
+
 async def relay(request: web.Request, endpoint: str) -> web.StreamResponse:
     body = await json_object(request)
     optional(body, "stream", bool)
     manager = choose_engine(request, body)
-    config = request.app[CONFIG]
+    config = request.app[CONFIG].current
+    requested = optional(body, "model", str)
+    await load_on_demand(manager, requested, config)
     spec = await manager.wait_until_serving(config.router.request_wait_seconds)
-    body["model"] = upstream_model(spec, optional(body, "model", str), config)
+    body["model"] = upstream_model(spec, requested, config)
     body.pop("engine", None)
     for key, value in SAMPLING_DEFAULTS.items():
         if not (key == "max_tokens" and "max_completion_tokens" in body):
             body.setdefault(key, value)
-    return await forward(request, request.app[HTTP], manager.base_url + endpoint, body, UPSTREAM_READ_TIMEOUT)
+    async with manager.serving():
+        return await forward(request, request.app[HTTP], manager.base_url + endpoint, body, UPSTREAM_READ_TIMEOUT)
 
 
 @routes.post("/v1/completions")
@@ -86,7 +101,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/models")
 async def list_models(request: web.Request) -> web.Response:
-    engines, config = request.app[ENGINES], request.app[CONFIG]
+    engines, config = request.app[ENGINES], request.app[CONFIG].current
     loaded = {m.state.spec.served_name: m for m in engines.values() if m.state.spec}
     data = []
     for name, entry in config.models.items():

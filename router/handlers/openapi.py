@@ -67,6 +67,8 @@ def build_spec() -> dict:
                 "responses": _answers("unloaded", 400, 413, 415)}},
             "/v1/completions": _inference("OpenAI text completion", {"prompt": {"type": "string"}}),
             "/v1/chat/completions": _inference("OpenAI chat completion", {"messages": {"type": "array"}}),
+            "/v1/config/reload": {"post": {"summary": "re-read models.yaml; restart only engines that changed",
+                                           "responses": _answers("what changed", 400)}},
             "/openapi.json": {"get": {"summary": "this document", "responses": _answers("OpenAPI document")}},
         },
     }

@@ -7,8 +7,6 @@ import os
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import openai
 import pytest
@@ -107,16 +105,6 @@ def test_idle_engine_answers_503_with_a_hint(stack, client):
         stack.api("POST", "/v1/models/load", {"engine": "llamacpp", "model_path": "tiny-llama-a-gguf"})
 
 
-def raw(stack, method: str, path: str, data: bytes | None, content_type: str = "application/json"):
-    req = urllib.request.Request(stack.base_url + path, data=data, method=method,
-                                 headers={"Content-Type": content_type} if content_type else {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 @pytest.mark.parametrize("method, path, data, content_type, status, code", [
     ("POST", "/v1/completions", b"{not json", "application/json", 400, "invalid_json"),
     ("POST", "/v1/completions", b"[1, 2]", "application/json", 400, "invalid_json"),
@@ -141,7 +129,7 @@ def raw(stack, method: str, path: str, data: bytes | None, content_type: str = "
     ("POST", "/v1/models/unload", b'{"engine": "nope"}', "application/json", 400, "unknown_engine"),
 ])
 def test_errors_are_openai_shaped(stack, method, path, data, content_type, status, code):
-    got_status, body = raw(stack, method, path, data, content_type)
+    got_status, body = stack.api_raw(method, path, data, content_type)
     assert got_status == status, body[:500]
     error = json.loads(body)["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["code"] == code and error["message"]
@@ -173,7 +161,7 @@ def test_engine_killed_during_a_stream_gives_an_error_not_a_hang(stack):
 
     def stream():
         try:
-            result["status"], result["body"] = raw(stack, "POST", "/v1/completions", json.dumps(body).encode())
+            result["status"], result["body"] = stack.api_raw("POST", "/v1/completions", json.dumps(body).encode())
         finally:
             result["ended"] = time.monotonic()
 

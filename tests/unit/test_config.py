@@ -18,9 +18,12 @@ def test_shipped_config_is_valid():
     assert config.models["tiny-llama-a-gguf"].engine == "llamacpp"
 
 
-def test_unknown_key_is_named():
-    with pytest.raises(ConfigError, match=r"router\.prot: Extra inputs are not permitted"):
+def test_unknown_key_is_named_with_its_position():
+    with pytest.raises(ConfigError, match=r"router\.prot \(line 5, column 10\): Extra inputs are not permitted"):
         parse_config(BASE + "router: {prot: 1}\n")
+    text = BASE + "models:\n  m:\n    engine: vllm\n    path: x\n    optons: {}\n"
+    with pytest.raises(ConfigError, match=r"models\.m\.optons \(line 9, column 5\)"):
+        parse_config(text)
 
 
 def test_invalid_yaml_is_reported():
@@ -34,7 +37,7 @@ def test_unknown_engine_in_a_model_is_refused():
 
 
 def test_model_options_are_checked_against_its_engine():
-    with pytest.raises(ConfigError, match="ctx_size"):
+    with pytest.raises(ConfigError, match=r"models\.m\.options .*ctx_size: Extra inputs .*valid vllm options"):
         parse_config(BASE + "models:\n  m: {engine: vllm, path: x, options: {ctx_size: 10}}\n")
 
 

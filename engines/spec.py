@@ -41,6 +41,7 @@ def read_spec(run_dir: Path, engine: str) -> ModelSpec | None:
 
 def write_spec(run_dir: Path, spec: ModelSpec) -> None:
     """Atomically replace the engine's desired model (a crash mid-write never leaves half a file)."""
+    _unloaded_marker(run_dir, spec.engine).unlink(missing_ok=True)
     target = spec_file(run_dir, spec.engine)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
@@ -48,5 +49,17 @@ def write_spec(run_dir: Path, spec: ModelSpec) -> None:
     os.replace(tmp, target)
 
 
-def clear_spec(run_dir: Path, engine: str) -> None:
+def clear_spec(run_dir: Path, engine: str, on_request: bool = False) -> None:
+    """Forget the engine's model; `on_request` (an explicit unload) also keeps the default from coming back
+    when the router restarts."""
     spec_file(run_dir, engine).unlink(missing_ok=True)
+    if on_request:
+        _unloaded_marker(run_dir, engine).touch()
+
+
+def unloaded_on_request(run_dir: Path, engine: str) -> bool:
+    return _unloaded_marker(run_dir, engine).exists()
+
+
+def _unloaded_marker(run_dir: Path, engine: str) -> Path:
+    return run_dir / "engines" / f"{engine}.unloaded"

@@ -12,14 +12,16 @@ from typing import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from engines.spec import read_spec
+from engines.spec import read_spec, unloaded_on_request
 from router.config import Config, config_path, run_dir
 from router.errors import ApiError, NotFound, error_response
-from router.handlers import admin, openai_api, openapi
+from router.handlers import admin, logs, openai_api, openapi
+from router.handlers import metrics as metrics_routes
 from router.lifecycle import EngineManager
 from router.models import resolve_spec
 from router.reload import reload
-from router.state import CONFIG, ENGINES, HTTP, SUPERVISOR, LiveConfig
+from router.metrics import RouterMetrics
+from router.state import CONFIG, ENGINES, HTTP, METRICS, SUPERVISOR, LiveConfig
 from router.supervisor import Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,8 @@ async def restore_models(config: Config, engines: dict[str, EngineManager]) -> N
         if info.state in ("RUNNING", "STARTING", "BACKOFF"):
             continue  # the router restarted alone; the monitor adopts the running engine
         spec = read_spec(manager.run_dir, name)
+        if spec is None and unloaded_on_request(manager.run_dir, name):
+            continue  # the user unloaded it: do not bring the default back behind their back
         default = config.engines[name].default_model
         try:
             spec = spec or (resolve_spec(config, default, name, {}) if default else None)
@@ -113,14 +117,19 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
     app = web.Application(middlewares=[openai_errors], client_max_size=config.router.max_body_bytes)
     app[CONFIG] = LiveConfig(config, config_file or config_path())
     app[SUPERVISOR] = Supervisor(run_path / "supervisor.sock")
+    app[METRICS] = RouterMetrics()
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4)  # below llama-server's 5 s idle close
         app[HTTP] = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        app[ENGINES] = {name: EngineManager(name, settings, config.router, app[SUPERVISOR], run_path, app[HTTP])
+        app[ENGINES] = {name: EngineManager(name, settings, config.router, app[SUPERVISOR], run_path, app[HTTP],
+                                            app[METRICS])
                         for name, settings in config.engines.items()}
+        for manager in app[ENGINES].values():
+            app[METRICS].watch(manager)
         tasks = [asyncio.ensure_future(monitor(app[ENGINES])),
-                 asyncio.ensure_future(restore_models(config, app[ENGINES]))]
+                 asyncio.ensure_future(restore_models(config, app[ENGINES])),
+                 asyncio.ensure_future(app[METRICS].sample_processes(app[ENGINES]))]
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: tasks.append(asyncio.ensure_future(reload_on_sighup(app))))
         yield
@@ -133,8 +142,10 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
 
     app.cleanup_ctx.append(lifespan)
     app.add_routes(admin.routes)
+    app.add_routes(logs.routes)
     app.add_routes(openai_api.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(metrics_routes.routes)
     return app
 
 

@@ -23,6 +23,7 @@ from engines.process_group import leftovers
 from engines.spec import ModelSpec, clear_spec, read_spec, write_spec
 from router.config import EngineSettings, RouterSettings
 from router.errors import EngineUnavailable, LoadFailed
+from router.metrics import RouterMetrics
 from router.supervisor import STARTING_STATES, STOPPED_STATES, ProcessInfo, Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,13 @@ class EngineState:
 
 class EngineManager:
     def __init__(self, name: str, settings: EngineSettings, router: RouterSettings, supervisor: Supervisor,
-                 run_dir: Path, http: aiohttp.ClientSession):
+                 run_dir: Path, http: aiohttp.ClientSession, metrics: RouterMetrics):
         self.name = name
         self.adapter = ADAPTERS[name]
         self.supervisor = supervisor
         self.run_dir = run_dir
         self.http = http
+        self.metrics = metrics
         self.configure(settings, router)
         spec = read_spec(run_dir, name)
         self.state = EngineState(spec=spec)
@@ -58,6 +60,7 @@ class EngineManager:
         self._pending: tuple[ModelSpec, asyncio.Task] | None = None
         self._changed = asyncio.Event()  # set whenever the observed state changes
         self._ready_pid = 0  # the engine PID that last answered its readiness URLs
+        self._known_pid = 0  # the last engine PID seen; a different one outside a load is a restart
         self.in_flight = 0  # requests being answered by the engine now
         self.waiting = 0  # requests waiting for the engine to finish loading
         self.last_used = time.monotonic()
@@ -129,6 +132,12 @@ class EngineManager:
         state = self.state
         state.process = await self.supervisor.info(self.name)
         state.spec = read_spec(self.run_dir, self.name)
+        if state.process.pid and state.process.pid != self._known_pid:
+            if self._known_pid:
+                log.warning("%s: engine restarted outside a load (pid %s -> %s)", self.name, self._known_pid,
+                            state.process.pid)
+                self.metrics.restarts.labels(self.name).inc()
+            self._known_pid = state.process.pid
         proc = state.process.state
         if state.spec is None:
             new = "error" if state.last_error else "idle"
@@ -223,6 +232,7 @@ class EngineManager:
                 await self.supervisor.start(self.name)
                 await self._wait_ready(started + self.load_timeout)
             except BaseException as exc:
+                self.metrics.observe_load(self.name, spec.served_name, time.monotonic() - started, ok=False)
                 message = str(exc) if isinstance(exc, LoadFailed) else f"load failed: {exc!r}"
                 await self._give_up(message)
                 if isinstance(exc, LoadFailed):
@@ -234,6 +244,8 @@ class EngineManager:
             self.state.resume_spec = None
             self.last_used = time.monotonic()
             self.state.process = await self.supervisor.info(self.name)
+            self._known_pid = self.state.process.pid
+            self.metrics.observe_load(self.name, spec.served_name, self.state.load_seconds, ok=True)
             self._set_status("loaded")
             log.info("%s: loaded %s in %.1f s", self.name, spec.served_name, self.state.load_seconds)
             return self.state.load_seconds
@@ -241,7 +253,7 @@ class EngineManager:
     async def unload(self, reason: str = "unloaded on request") -> None:
         async with self._lock:
             await self._stop_process_tree()
-            clear_spec(self.run_dir, self.name)
+            clear_spec(self.run_dir, self.name, on_request=True)
             self.state.spec = None
             self.state.last_error = None
             self.state.unload_reason, self.state.unloaded_at = reason, time.time()

@@ -1,15 +1,19 @@
-"""Forward one OpenAI request to an engine and relay the answer; streams are copied byte for byte."""
+"""Forward one OpenAI request to an engine and relay the answer; streams are relayed event by event as they
+arrive (only the one event carrying token usage is ever parsed)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 
 import aiohttp
 from aiohttp import web
 
 from router.errors import ApiError, UpstreamError, sse_error_event
+from router.metrics import RequestRecord
+from router.usage import UsageTap, usage_from_json
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +35,28 @@ async def _send(http: aiohttp.ClientSession, url: str, payload: bytes,
         try:
             return await http.post(url, data=payload, timeout=timeout,
                                    headers={"Content-Type": "application/json"})
+        except aiohttp.ClientConnectorError:
+            raise  # nothing listens there: retrying will not help
         except RETRYABLE as exc:
             if attempt == SEND_ATTEMPTS:
                 raise
             log.debug("retrying %s after %r (no response byte received)", url, exc)
-        except aiohttp.ClientConnectorError:
-            raise
     raise AssertionError("unreachable")
 
 
 async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, body: dict,
-                  read_timeout: float) -> web.StreamResponse:
+                  read_timeout: float, record: RequestRecord | None = None) -> web.StreamResponse:
+    """Send `body` to the engine at `url` and answer the client with the engine's answer, filling `record`
+    (status, first-byte time, token usage) for metrics."""
+    record = record or RequestRecord()
+    started = time.monotonic()
+    tap = None
+    if body.get("stream") is True:
+        options = body.get("stream_options")
+        asked = isinstance(options, dict) and options.get("include_usage") is True
+        if not asked:
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        tap = UsageTap(strip=not asked)
     payload = json.dumps(body).encode()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
     try:
@@ -54,42 +69,60 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
         raise GatewayTimeout(f"engine at {url} did not answer within {read_timeout:.0f} s", code="timeout")
 
     async with upstream:
+        record.status = upstream.status
         headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
-        is_stream = upstream.content_type == "text/event-stream"
-        if not is_stream:
+        if upstream.content_type != "text/event-stream":
             try:
                 data = await upstream.read()
             except asyncio.TimeoutError:
                 raise GatewayTimeout(f"engine at {url} stopped answering for {read_timeout:.0f} s", code="timeout")
             except aiohttp.ClientError as exc:
                 raise UpstreamError(f"engine failed while answering: {exc!r}", code="engine_failed")
+            record.first_byte_after = time.monotonic() - started
+            record_usage(record, usage_from_json(data) if upstream.status == 200 else None)
             return web.Response(body=data, status=upstream.status, headers=headers)
 
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
-        await relay_stream(upstream, response, read_timeout)
+        tap = tap or UsageTap(strip=False)
+        await relay_stream(upstream, response, read_timeout, tap, record, started)
+        record_usage(record, tap.usage)
         return response
 
 
-async def relay_stream(upstream: aiohttp.ClientResponse, response: web.StreamResponse, read_timeout: float) -> None:
-    """Copy bytes as they arrive. An engine failure becomes a final SSE error event; a client that leaves
+def record_usage(record: RequestRecord, usage: dict | None) -> None:
+    if usage:
+        record.prompt_tokens = usage.get("prompt_tokens")
+        record.completion_tokens = usage.get("completion_tokens")
+
+
+async def relay_stream(upstream: aiohttp.ClientResponse, response: web.StreamResponse, read_timeout: float,
+                       tap: UsageTap, record: RequestRecord, started: float) -> None:
+    """Copy events as they arrive. An engine failure becomes a final SSE error event; a client that leaves
     makes us close the upstream connection, which is how both engines learn to abort the request."""
     while True:
         error: ApiError | None = None
+        chunk = b""
         try:
             chunk = await upstream.content.readany()
         except asyncio.TimeoutError:
             error = GatewayTimeout(f"engine stopped streaming for {read_timeout:.0f} s", code="timeout")
         except aiohttp.ClientError as exc:
             error = UpstreamError(f"engine failed mid-stream: {exc!r}", code="engine_failed")
+        if chunk and record.first_byte_after is None:
+            record.first_byte_after = time.monotonic() - started
         try:
-            if error:
-                await response.write(sse_error_event(error))
-            elif chunk:
-                await response.write(chunk)
+            if chunk:
+                if out := tap.feed(chunk):
+                    await response.write(out)
                 continue
+            await response.write(tap.flush())
+            if error:
+                record.status = error.status
+                await response.write(sse_error_event(error))
             await response.write_eof()
         except ConnectionResetError:
             log.info("client disconnected; closing the engine request")
+            record.status = 499  # nginx's "client closed request"
             upstream.close()
         return

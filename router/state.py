@@ -10,6 +10,7 @@ from aiohttp import web
 
 from router.config import Config
 from router.lifecycle import EngineManager
+from router.metrics import RouterMetrics
 from router.supervisor import Supervisor
 
 
@@ -24,3 +25,4 @@ CONFIG = web.AppKey("config", LiveConfig)
 ENGINES = web.AppKey("engines", dict[str, EngineManager])
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+METRICS = web.AppKey("metrics", RouterMetrics)

@@ -7,10 +7,12 @@ thread-safe, and a fresh one costs a socket connect on a local Unix socket: micr
 from __future__ import annotations
 
 import asyncio
+import re
 import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.parsers.expat import ExpatError
 
 from supervisor.xmlrpc import SupervisorTransport
 
@@ -21,6 +23,34 @@ STARTING_STATES = {"STARTING", "BACKOFF"}
 
 class SupervisorError(Exception):
     pass
+
+
+class SupervisorInternalError(SupervisorError):
+    """supervisord answered HTTP 500: the method itself raised (e.g. a log window cut inside a UTF-8 character)."""
+
+
+# supervisord sends log text raw inside its XML answer, and XML 1.0 forbids most control characters, so a
+# log holding a terminal colour code or a stray byte would make every read of it fail. Colour codes (CSI
+# sequences) are dropped, other forbidden characters become U+FFFD. Only string content can hold them.
+_ANSI_CSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]")
+_NOT_XML = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|&#6553[45];")
+
+
+class _XmlSafeParser:
+    def __init__(self, parser: Any):
+        self._parser = parser
+
+    def feed(self, data: bytes) -> None:
+        self._parser.feed(_NOT_XML.sub(b"&#65533;", _ANSI_CSI.sub(b"", data)))
+
+    def close(self) -> None:
+        self._parser.close()
+
+
+class _Transport(SupervisorTransport):
+    def getparser(self) -> tuple[Any, Any]:
+        parser, unmarshaller = super().getparser()
+        return _XmlSafeParser(parser), unmarshaller
 
 
 @dataclass(frozen=True)
@@ -46,12 +76,17 @@ class Supervisor:
         self.socket_path = socket_path
 
     def _call(self, method: str, *args: Any) -> Any:
-        transport = SupervisorTransport(None, None, f"unix://{self.socket_path}")
+        transport = _Transport(None, None, f"unix://{self.socket_path}")
         proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
         try:
             return getattr(proxy.supervisor, method)(*args)
         except xmlrpc.client.Fault as exc:
             raise SupervisorError(f"supervisord {method}{args}: {exc.faultString}") from exc
+        except xmlrpc.client.ProtocolError as exc:
+            error = SupervisorInternalError if exc.errcode == 500 else SupervisorError
+            raise error(f"supervisord {method}{args}: HTTP {exc.errcode} {exc.errmsg}") from exc
+        except ExpatError as exc:
+            raise SupervisorError(f"supervisord {method}{args}: unreadable answer: {exc}") from exc
         except OSError as exc:
             raise SupervisorError(f"cannot reach supervisord at {self.socket_path}: {exc}") from exc
         finally:
@@ -76,5 +111,27 @@ class Supervisor:
                 raise
 
     async def tail_log(self, name: str, nbytes: int = 4096) -> str:
-        text, _offset, _overflow = await self.call("tailProcessStdoutLog", name, 0, nbytes)
-        return text
+        size = await self.log_size(name)
+        return await self.read_log(name, max(0, size - nbytes), size)
+
+    async def log_size(self, name: str) -> int:
+        """The program log's size in bytes, read from none of it: tailProcessStdoutLog(name, 0, 0) returns
+        ['', size, overflow] (0 while the log does not exist yet)."""
+        _text, size, _overflow = await self.call("tailProcessStdoutLog", name, 0, 0)
+        return size
+
+    async def read_log(self, name: str, start: int, end: int) -> str:
+        """The program log's bytes [start, end) as text; fewer past its end (rotated since), "" for none.
+
+        tailProcessStdoutLog cannot do this: it always answers the log's last `length` bytes, old ones included.
+        supervisord decodes the bytes as UTF-8 and fails (HTTP 500) when `start` falls inside a character, as a
+        window cut from the end can; then the window starts one to three bytes earlier, on the boundary."""
+        if end <= start:
+            return ""
+        for extra in range(min(start, 3) + 1):
+            try:
+                return await self.call("readProcessStdoutLog", name, start - extra, end - start + extra)
+            except SupervisorInternalError:
+                if extra == min(start, 3):
+                    raise
+        raise AssertionError("unreachable")

@@ -74,8 +74,10 @@ def pct(values: list[float], q: float) -> float:
 async def bench_engine(router: str, engine: str, info: dict, args) -> list[str]:
     direct = f"http://127.0.0.1:{info['port']}/v1/completions"
     routed = f"{router}/v1/completions"
-    base = {"prompt": "Once upon a time", "max_tokens": args.tokens, "temperature": 0.7, "ignore_eos": True,
-            "stream": True, "stream_options": {"include_usage": True}}
+    # Every sampling field explicit, so the router adds no default that changes the engine's work
+    # (top_p < 1 makes vLLM sort the vocabulary each step: a different workload, not router overhead).
+    base = {"prompt": "Once upon a time", "max_tokens": args.tokens, "temperature": 0.7, "top_p": 0.95,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     targets = {"direct": (direct, {**base, "model": info["model"]}),
                "router": (routed, {**base, "engine": engine, "model": info["model"]})}
     await throughput(*targets["direct"], streams=1, rounds=2)  # warm-up
@@ -92,7 +94,7 @@ async def bench_engine(router: str, engine: str, info: dict, args) -> list[str]:
         rows.append(f"| {engine} | {info['model']} | {streams} | {d:,.0f} | {r:,.0f} | {r / d:.3f} | "
                     f"{errors['direct']}/{errors['router']} |")
         print(rows[-1], flush=True)
-    one = {"prompt": "Hi", "max_tokens": 1, "temperature": 0, "stream": False, "model": info["model"]}
+    one = {"prompt": "Hi", "max_tokens": 1, "temperature": 0, "top_p": 1, "stream": False, "model": info["model"]}
     lat_direct = await latencies(direct, one, args.latency_requests)
     lat_router = await latencies(routed, {**one, "engine": engine}, args.latency_requests)
     lat = (f"| {engine} | {pct(lat_direct, 50):.2f} | {pct(lat_router, 50):.2f} | "

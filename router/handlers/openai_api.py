@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from aiohttp import web
 
 from engines.spec import ModelSpec
-from router.errors import InvalidRequest
+from router.errors import ApiError, InvalidRequest
 from router.lifecycle import EngineManager
+from router.metrics import RequestRecord
 from router.models import catalog_lookup, resolve_spec
 from router.proxy import forward
 from router.requests import json_object, optional
-from router.state import CONFIG, ENGINES, HTTP
+from router.state import CONFIG, ENGINES, HTTP, METRICS
 
 SAMPLING_DEFAULTS = {"max_tokens": 128, "temperature": 0.7, "top_p": 0.95}
+ENDPOINT_LABELS = {"/v1/completions": "completions", "/v1/chat/completions": "chat_completions"}
 UPSTREAM_READ_TIMEOUT = 600.0
 
 routes = web.RouteTableDef()
@@ -73,20 +76,31 @@ async def load_on_demand(manager: EngineManager, requested: str | None, config) 
 
 
 async def relay(request: web.Request, endpoint: str) -> web.StreamResponse:
-    body = await json_object(request)
-    optional(body, "stream", bool)
-    manager = choose_engine(request, body)
-    config = request.app[CONFIG].current
-    requested = optional(body, "model", str)
-    await load_on_demand(manager, requested, config)
-    spec = await manager.wait_until_serving(config.router.request_wait_seconds)
-    body["model"] = upstream_model(spec, requested, config)
-    body.pop("engine", None)
-    for key, value in SAMPLING_DEFAULTS.items():
-        if not (key == "max_tokens" and "max_completion_tokens" in body):
-            body.setdefault(key, value)
-    async with manager.serving():
-        return await forward(request, request.app[HTTP], manager.base_url + endpoint, body, UPSTREAM_READ_TIMEOUT)
+    record, started = RequestRecord(), time.monotonic()
+    try:
+        body = await json_object(request)
+        optional(body, "stream", bool)
+        manager = choose_engine(request, body)
+        record.engine = manager.name
+        config = request.app[CONFIG].current
+        requested = optional(body, "model", str)
+        await load_on_demand(manager, requested, config)
+        spec = await manager.wait_until_serving(config.router.request_wait_seconds)
+        record.model = spec.served_name
+        body["model"] = upstream_model(spec, requested, config)
+        body.pop("engine", None)
+        for key, value in SAMPLING_DEFAULTS.items():
+            if not (key == "max_tokens" and "max_completion_tokens" in body):
+                body.setdefault(key, value)
+        async with manager.serving():
+            return await forward(request, request.app[HTTP], manager.base_url + endpoint, body,
+                                 UPSTREAM_READ_TIMEOUT, record)
+    except ApiError as exc:
+        record.status = exc.status
+        raise
+    finally:
+        record.status = record.status or 500
+        request.app[METRICS].observe_request(record, ENDPOINT_LABELS[endpoint], time.monotonic() - started)
 
 
 @routes.post("/v1/completions")

@@ -69,6 +69,25 @@ def build_spec() -> dict:
             "/v1/chat/completions": _inference("OpenAI chat completion", {"messages": {"type": "array"}}),
             "/v1/config/reload": {"post": {"summary": "re-read models.yaml; restart only engines that changed",
                                            "responses": _answers("what changed", 400)}},
+            "/metrics": {"get": {"summary": "the router's Prometheus metrics",
+                                 "responses": {"200": {"description": "Prometheus text format"}}}},
+            "/metrics/engines/{engine}": {"get": {
+                "summary": "one engine's own Prometheus metrics, with engine and model labels added",
+                "parameters": [{"name": "engine", "in": "path", "required": True, "schema": ENGINE}],
+                "responses": {"200": {"description": "Prometheus text format"},
+                              "404": {"description": "unknown engine",
+                                      "content": {"application/json": {"schema": ERROR}}}}}},
+            "/v1/engines/{engine}/logs": {"get": {
+                "summary": "the tail of an engine's own log (its supervisord program output); follow=1 streams it",
+                "parameters": [
+                    {"name": "engine", "in": "path", "required": True, "schema": ENGINE},
+                    {"name": "lines", "in": "query", "description": "how many of the last lines (default 100)",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+                    {"name": "follow", "in": "query", "schema": {"enum": ["1", "true", "0", "false"]},
+                     "description": "stream new lines as server-sent events `data: {\"line\": ...}` until the "
+                                    "client leaves"}],
+                "responses": _answers('{"engine": ..., "lines": [...]} (text/plain with Accept: text/plain)',
+                                      400, 404, 503, stream=True)}},
             "/openapi.json": {"get": {"summary": "this document", "responses": _answers("OpenAPI document")}},
         },
     }

@@ -101,6 +101,10 @@ def test_idle_engine_answers_503_with_a_hint(stack, client):
             client.completions.create(model="x", prompt="Hi", max_tokens=3, extra_body={"engine": "llamacpp"})
         assert err.value.status_code == 503
         assert "/v1/models/load" in err.value.body["message"]
+        stack.ctl("restart", "router")  # an explicit unload survives a router restart: no default comes back
+        wait_for(lambda: stack._router_up(), 30, "the router to restart")
+        time.sleep(2)
+        assert stack.status()["llamacpp"]["status"] == "idle"
     finally:
         stack.api("POST", "/v1/models/load", {"engine": "llamacpp", "model_path": "tiny-llama-a-gguf"})
 

@@ -1,0 +1,157 @@
+"""The router's own Prometheus metrics, measured the same way for both engines so they share one panel.
+
+Names carry the `unified_` prefix and a unit; labels are bounded (engine names, catalog/served model names,
+endpoint names, status codes), never raw user input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from router.lifecycle import EngineManager
+
+log = logging.getLogger(__name__)
+
+STATES = ("idle", "loading", "loaded", "error")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+RATE_BUCKETS = (1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000, 10000)
+LOAD_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
+SAMPLE_SECONDS = 5.0
+
+
+@dataclass
+class RequestRecord:
+    """What one proxied request did, filled in as it goes and observed once at the end."""
+    engine: str = "none"
+    model: str = "none"
+    status: int = 0
+    first_byte_after: float | None = None  # seconds from arrival to the engine's first response byte
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass
+class ProcessSample:
+    rss_bytes: float = 0
+    cpu_seconds: float = 0
+    threads: float = 0
+
+
+class EngineProcessCollector:
+    """Exposes the latest psutil sample of each engine's process tree (sampled off the event loop)."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, ProcessSample] = {}
+
+    def collect(self) -> Iterable:
+        rss = GaugeMetricFamily("unified_engine_memory_rss_bytes", "Resident memory of the engine's process tree",
+                                labels=["engine"])
+        cpu = CounterMetricFamily("unified_engine_cpu_seconds", "CPU seconds used by the engine's process tree "
+                                  "(resets when the engine restarts)", labels=["engine"])
+        threads = GaugeMetricFamily("unified_engine_threads", "Threads in the engine's process tree", labels=["engine"])
+        for engine, sample in self.samples.items():
+            rss.add_metric([engine], sample.rss_bytes)
+            cpu.add_metric([engine], sample.cpu_seconds)
+            threads.add_metric([engine], sample.threads)
+        return [rss, cpu, threads]
+
+
+def sample_tree(pid: int) -> ProcessSample:
+    sample = ProcessSample()
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return sample
+    for proc in procs:
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                sample.rss_bytes += proc.memory_info().rss
+                sample.cpu_seconds += times.user + times.system
+                sample.threads += proc.num_threads()
+        except psutil.Error:
+            continue
+    return sample
+
+
+@dataclass
+class RouterMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter("unified_requests", "Requests answered, by engine, model, endpoint and HTTP status",
+                                ["engine", "model", "endpoint", "status"], registry=r)
+        self.duration = Histogram("unified_request_duration_seconds", "Time from arrival to the last byte sent",
+                                  ["engine", "model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("unified_time_to_first_token_seconds",
+                              "Time from arrival to the engine's first response byte (first token when streaming)",
+                              ["engine", "model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.prompt_tokens = Counter("unified_prompt_tokens", "Prompt tokens, from the engines' usage",
+                                     ["engine", "model"], registry=r)
+        self.generated_tokens = Counter("unified_generated_tokens", "Generated tokens, from the engines' usage",
+                                        ["engine", "model"], registry=r)
+        self.tokens_per_second = Histogram("unified_generation_tokens_per_second",
+                                           "Generated tokens per second of generation time, per request",
+                                           ["engine", "model"], buckets=RATE_BUCKETS, registry=r)
+        self.load_duration = Histogram("unified_model_load_duration_seconds", "Model load (engine start) time",
+                                       ["engine", "model", "outcome"], buckets=LOAD_BUCKETS, registry=r)
+        self.restarts = Counter("unified_engine_restarts", "Engine processes replaced outside a load "
+                                "(crash restarts, supervisorctl restart)", ["engine"], registry=r)
+        self.in_flight = Gauge("unified_requests_in_flight", "Requests being answered by the engine",
+                               ["engine"], registry=r)
+        self.queued = Gauge("unified_requests_queued", "Requests waiting for the engine to finish loading",
+                            ["engine"], registry=r)
+        self.state = Gauge("unified_engine_state", "1 for the engine's current state, else 0",
+                           ["engine", "state"], registry=r)
+        self.processes = EngineProcessCollector()
+        r.register(self.processes)
+
+    def watch(self, manager: "EngineManager") -> None:
+        """Gauges read live from the manager: no second copy of its counters to keep in step."""
+        name = manager.name
+        self.in_flight.labels(name).set_function(lambda: manager.in_flight)
+        self.queued.labels(name).set_function(lambda: manager.waiting)
+        for state in STATES:
+            self.state.labels(name, state).set_function(lambda s=state: float(manager.state.status == s))
+        self.restarts.labels(name)
+
+    def observe_request(self, record: RequestRecord, endpoint: str, seconds: float) -> None:
+        labels = (record.engine, record.model, endpoint)
+        self.requests.labels(*labels, str(record.status)).inc()
+        if record.status >= 400 or record.engine == "none":
+            return
+        self.duration.labels(*labels).observe(seconds)
+        if record.first_byte_after is not None:
+            self.ttft.labels(*labels).observe(record.first_byte_after)
+        if record.prompt_tokens is not None:
+            self.prompt_tokens.labels(record.engine, record.model).inc(record.prompt_tokens)
+        if record.completion_tokens:
+            self.generated_tokens.labels(record.engine, record.model).inc(record.completion_tokens)
+            generating = seconds - (record.first_byte_after or 0)
+            if generating <= 0.001 or record.first_byte_after is None:
+                generating = seconds
+            self.tokens_per_second.labels(record.engine, record.model).observe(record.completion_tokens / generating)
+
+    def observe_load(self, engine: str, model: str, seconds: float, ok: bool) -> None:
+        self.load_duration.labels(engine, model, "success" if ok else "failure").observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def sample_processes(self, engines: dict[str, "EngineManager"]) -> None:
+        """Every few seconds, measure each engine's process tree in a worker thread."""
+        while True:
+            for name, manager in engines.items():
+                pid = manager.state.process.pid if manager.state.process else 0
+                self.processes.samples[name] = await asyncio.to_thread(sample_tree, pid) if pid else ProcessSample()
+            await asyncio.sleep(SAMPLE_SECONDS)

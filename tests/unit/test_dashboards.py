@@ -1,0 +1,179 @@
+"""The committed Grafana dashboards, their docs and the Prometheus/Grafana provisioning stay consistent with
+grafana/generate.py and with each other (no processes; tests/e2e/test_dashboards.py runs the queries)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[2]
+BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__range_s", "__interval_ms"}
+
+
+def _load_generator():
+    spec = importlib.util.spec_from_file_location("grafana_generate", PROJECT / "grafana" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = _load_generator()
+BOARDS = generate.dashboards()
+
+
+def committed(name: str) -> dict:
+    return json.loads((PROJECT / "grafana" / "dashboards" / name).read_text())
+
+
+def panels():
+    for name, board in BOARDS.items():
+        for panel in board["panels"]:
+            yield name, panel
+
+
+def test_committed_files_are_what_the_generator_makes():
+    """Regenerated in memory: the dashboards JSON and the panel list in docs/metrics.md cannot drift."""
+    stale = [str(path.relative_to(PROJECT)) for path, text in generate.outputs().items()
+             if not path.exists() or path.read_text() != text]
+    assert not stale, f"out of date, run `python3 grafana/generate.py`: {stale}"
+    shipped = {p.name for p in (PROJECT / "grafana" / "dashboards").glob("*.json")}
+    assert shipped == set(BOARDS), "grafana/dashboards/ holds JSON the generator does not make"
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_committed_json_parses_to_the_generated_dashboard(name):
+    assert committed(name) == BOARDS[name]
+
+
+def test_every_panel_has_a_title_a_unit_and_a_query():
+    problems = []
+    for name, panel in panels():
+        where = f"{name} panel {panel.get('id')} {panel.get('title')!r}"
+        if not panel.get("title", "").strip():
+            problems.append(f"{where}: no title")
+        if not panel.get("fieldConfig", {}).get("defaults", {}).get("unit"):
+            problems.append(f"{where}: no fieldConfig.defaults.unit")
+        targets = panel.get("targets") or []
+        if not targets or not all(t.get("expr", "").strip() for t in targets):
+            problems.append(f"{where}: no target, or a target without expr")
+        if not panel.get("description", "").strip():
+            problems.append(f"{where}: no description")
+        ref_ids = [t.get("refId") for t in targets]
+        if len(set(ref_ids)) != len(ref_ids) or None in ref_ids:
+            problems.append(f"{where}: refIds missing or repeated: {ref_ids}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_datasource_is_a_template_variable_everywhere():
+    for name, board in BOARDS.items():
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource", name
+        assert variables["datasource"]["query"] == "prometheus", name
+        for var in variables.values():
+            if "datasource" in var and var["type"] != "datasource":
+                assert var["datasource"]["uid"] == "${datasource}", f"{name} variable {var['name']}"
+        for panel in board["panels"]:
+            for holder in [panel, *panel["targets"]]:
+                assert holder["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, \
+                    f"{name} panel {panel['title']!r}: datasource {holder['datasource']}"
+
+
+def test_ids_are_unique_and_the_grid_does_not_overlap():
+    uids = [board["uid"] for board in BOARDS.values()]
+    assert len(set(uids)) == len(uids) and all(len(uid) <= 40 for uid in uids)
+    titles = [board["title"] for board in BOARDS.values()]
+    assert len(set(titles)) == len(titles)
+    for name, board in BOARDS.items():
+        ids = [panel["id"] for panel in board["panels"]]
+        assert len(set(ids)) == len(ids), f"{name}: repeated panel ids {ids}"
+        panel_titles = [panel["title"] for panel in board["panels"]]
+        assert len(set(panel_titles)) == len(panel_titles), f"{name}: repeated panel titles"
+        cells = {}
+        for panel in board["panels"]:
+            grid = panel["gridPos"]
+            assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, f"{name} {panel['title']!r}: {grid}"
+            for x in range(grid["x"], grid["x"] + grid["w"]):
+                for y in range(grid["y"], grid["y"] + grid["h"]):
+                    assert (x, y) not in cells, f"{name}: {panel['title']!r} overlaps {cells[(x, y)]!r}"
+                    cells[(x, y)] = panel["title"]
+
+
+def test_every_variable_a_query_uses_is_defined():
+    for name, board in BOARDS.items():
+        defined = {v["name"] for v in board["templating"]["list"]} | BUILTIN_VARIABLES
+        for panel in board["panels"]:
+            for tgt in panel["targets"]:
+                used = set(re.findall(r"\$\{?(\w+)", tgt["expr"]))
+                assert used <= defined, f"{name} {panel['title']!r}: undefined {used - defined}"
+
+
+def test_queries_are_balanced():
+    for name, panel in panels():
+        for tgt in panel["targets"]:
+            expr = tgt["expr"]
+            for open_, close in ("()", "{}", "[]"):
+                assert expr.count(open_) == expr.count(close), f"{name} {panel['title']!r}: {expr}"
+            assert expr.count('"') % 2 == 0, f"{name} {panel['title']!r}: {expr}"
+
+
+def metric_names(expr: str) -> set[str]:
+    return {m for m in re.findall(r"\b((?:unified_|vllm:|llamacpp:)[a-zA-Z0-9_:]*)", expr)}
+
+
+def test_docs_describe_every_metric_the_dashboards_use():
+    docs = (PROJECT / "docs" / "metrics.md").read_text()
+    used = set().union(*(metric_names(t["expr"]) for _, p in panels() for t in p["targets"]))
+    assert used, "no metric names found in the dashboards"
+    missing = {m for m in used if f"`{re.sub(r'_(bucket|sum|count)$', '', m)}`" not in docs}
+    assert not missing, f"docs/metrics.md does not describe {sorted(missing)}"
+
+
+def test_docs_list_every_router_metric():
+    docs = (PROJECT / "docs" / "metrics.md").read_text()
+    router_metrics = [
+        "unified_requests_total", "unified_request_duration_seconds", "unified_time_to_first_token_seconds",
+        "unified_prompt_tokens_total", "unified_generated_tokens_total", "unified_generation_tokens_per_second",
+        "unified_requests_in_flight", "unified_requests_queued", "unified_engine_state",
+        "unified_model_load_duration_seconds", "unified_engine_restarts_total", "unified_engine_memory_rss_bytes",
+        "unified_engine_cpu_seconds_total", "unified_engine_threads"]
+    assert not [m for m in router_metrics if f"| `{m}` |" not in docs]
+
+
+def test_prometheus_scrapes_the_router_and_both_engines_through_it():
+    config = yaml.safe_load((PROJECT / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["metrics_path"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"/metrics", "/metrics/engines/vllm", "/metrics/engines/llamacpp"}
+    for job in jobs.values():
+        assert [t for sc in job["static_configs"] for t in sc["targets"]] == ["router:8080"]
+    interval = config["global"]["scrape_interval"]
+    datasource = yaml.safe_load(
+        (PROJECT / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert datasource[0]["jsonData"]["timeInterval"] == interval, "Grafana's timeInterval must match Prometheus"
+
+
+def test_the_up_panel_matches_the_job_names():
+    jobs = [job["job_name"] for job in
+            yaml.safe_load((PROJECT / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]]
+    assert all(job.startswith("unified-llm") for job in jobs), jobs
+
+
+def test_grafana_provisioning_points_at_the_datasource_and_the_dashboards():
+    datasources = yaml.safe_load(
+        (PROJECT / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    (source,) = datasources["datasources"]
+    assert (source["uid"], source["type"], source["url"]) == ("prometheus", "prometheus", "http://prometheus:9090")
+    for board in BOARDS.values():
+        current = next(v for v in board["templating"]["list"] if v["name"] == "datasource")["current"]
+        assert current["value"] == source["uid"]
+    providers = yaml.safe_load(
+        (PROJECT / "grafana" / "provisioning" / "dashboards" / "unified-llm.yml").read_text())["providers"]
+    (provider,) = providers
+    assert provider["type"] == "file"
+    path = provider["options"]["path"]
+    assert f"grafana/dashboards:{path}" in (PROJECT / "docs" / "metrics.md").read_text(), \
+        "docs/metrics.md must show the mount the provider expects"

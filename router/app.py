@@ -79,8 +79,10 @@ async def monitor(engines: dict[str, EngineManager]) -> None:
         await asyncio.sleep(MONITOR_INTERVAL)
 
 
-async def restore_models(config: Config, engines: dict[str, EngineManager]) -> None:
-    """At start, bring each engine back to its last model, else its configured default."""
+async def restore_models(config: Config, engines: dict[str, EngineManager]) -> list[asyncio.Task]:
+    """At start, bring each engine back to its last model, else its configured default. Runs before the
+    router accepts requests, so no one ever sees an engine that is about to load as idle."""
+    loads = []
     for name, manager in engines.items():
         info = await manager.supervisor.info(name)
         if info.state in ("RUNNING", "STARTING", "BACKOFF"):
@@ -95,14 +97,8 @@ async def restore_models(config: Config, engines: dict[str, EngineManager]) -> N
             manager.state.last_error = f"default model {default!r}: {exc.message}"
             continue
         if spec:
-            asyncio.ensure_future(_load_logged(manager, spec))
-
-
-async def _load_logged(manager: EngineManager, spec) -> None:
-    try:
-        await manager.load(spec)
-    except ApiError as exc:
-        log.error("%s: start-up load of %s failed: %s", manager.name, spec.served_name, exc.message)
+            loads.append(manager.schedule_load(spec))
+    return loads
 
 
 async def reload_on_sighup(app: web.Application) -> None:
@@ -127,9 +123,9 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
                         for name, settings in config.engines.items()}
         for manager in app[ENGINES].values():
             app[METRICS].watch(manager)
-        tasks = [asyncio.ensure_future(monitor(app[ENGINES])),
-                 asyncio.ensure_future(restore_models(config, app[ENGINES])),
-                 asyncio.ensure_future(app[METRICS].sample_processes(app[ENGINES]))]
+        tasks = await restore_models(config, app[ENGINES])
+        tasks += [asyncio.ensure_future(monitor(app[ENGINES])),
+                  asyncio.ensure_future(app[METRICS].sample_processes(app[ENGINES]))]
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: tasks.append(asyncio.ensure_future(reload_on_sighup(app))))
         yield

@@ -154,6 +154,8 @@ class EngineManager:
             new = "error"
             if state.status != "error":
                 state.last_error = await self._failure_message(state.process)
+        if self._lock.locked():  # a load or unload began while we were asking: it owns the state now
+            return state
         if new == "loaded" and state.status != "loaded":
             state.loaded_at = state.loaded_at or time.time()
         self._set_status(new)
@@ -203,6 +205,17 @@ class EngineManager:
                 pass
 
     # ---- load / unload -----------------------------------------------------------------------------------
+
+    def schedule_load(self, spec: ModelSpec) -> asyncio.Task:
+        """Start loading in the background; the status says `loading` from this moment on."""
+        self._set_status("loading")
+
+        async def run() -> None:
+            try:
+                await self.load(spec)
+            except LoadFailed as exc:
+                log.error("%s: background load of %s failed: %s", self.name, spec.served_name, exc.message)
+        return asyncio.ensure_future(run())
 
     async def load(self, spec: ModelSpec) -> float:
         """Replace the engine's model with `spec`; a concurrent load of the same spec joins this one, and a

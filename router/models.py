@@ -78,6 +78,8 @@ def resolve_spec(config: Config, name: str, engine: str | None, options: dict[st
 
 def re_resolve(config: Config, spec: ModelSpec) -> ModelSpec | None:
     """The spec `config` would give for what was loaded (None when its catalog entry is gone)."""
-    if spec.catalog_name and catalog_lookup(config, spec.catalog_name) is None:
+    # A spec file written before specs recorded their catalog name: its served name is the catalog name.
+    catalog_name = spec.catalog_name or (spec.served_name if spec.served_name in config.models else None)
+    if catalog_name and catalog_lookup(config, catalog_name) is None:
         return None
-    return resolve_spec(config, spec.catalog_name or spec.path, spec.engine, spec.overrides)
+    return resolve_spec(config, catalog_name or spec.path, spec.engine, spec.overrides)

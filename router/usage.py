@@ -2,7 +2,7 @@
 
 Streams: the router asks engines for `stream_options.include_usage`. The usage arrives in one late event
 (vLLM: a separate `"choices": []` event; llama-server: inside the last content chunk). Only events whose bytes
-contain `"usage":{` are parsed. When the client did not ask for usage, that extra information is removed
+contain `"usage"` are parsed. When the client did not ask for usage, that extra information is removed
 from what it receives, so it sees exactly what it would have seen without the router.
 """
 
@@ -29,15 +29,16 @@ class UsageTap:
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to send on now. Complete events pass through untouched unless they carry usage."""
-        data = self._pending + chunk
-        cut = data.rfind(b"\n\n") + 2
-        if cut < 2:
-            self._pending = data
-            return b""
-        complete, self._pending = data[:cut], data[cut:]
-        if any(mark in complete for mark in USAGE_MARKS):
-            complete = self._take_usage(complete)
-        return complete
+        if self._pending or not chunk.endswith(b"\n\n"):  # the fast path: a chunk of whole events
+            data = self._pending + chunk
+            cut = data.rfind(b"\n\n") + 2
+            if cut < 2:
+                self._pending = data
+                return b""
+            chunk, self._pending = data[:cut], data[cut:]
+        if b'"usage"' in chunk:
+            return self._take_usage(chunk)
+        return chunk
 
     def flush(self) -> bytes:
         rest, self._pending = self._pending, b""

@@ -60,3 +60,26 @@ def test_engine_mismatch_and_bad_options(config):
         resolve_spec(config, "hf-model", None, {"max_model_len": "big"})
     with pytest.raises(InvalidRequest, match="unknown engine"):
         resolve_spec(config, "hf-model", "tgi", {})
+
+
+def test_re_resolve_follows_catalog_edits_and_keeps_path_loads(config, tmp_path):
+    from dataclasses import replace
+
+    from router.config import parse_config
+    from router.models import re_resolve
+
+    spec = resolve_spec(config, "gguf-model", None, {"parallel": 2})
+    assert re_resolve(config, spec) == spec  # nothing changed: nothing to restart
+    edited = parse_config("""
+engines: {vllm: {port: 1}, llamacpp: {port: 2}}
+models:
+  gguf-model: {engine: llamacpp, path: m.gguf, options: {ctx_size: 1024}}
+""")
+    again = re_resolve(edited, spec)
+    assert again.options["ctx_size"] == 1024 and again.options["parallel"] == 2  # catalog edit + load override
+    legacy = replace(spec, catalog_name=None, overrides={})  # a spec file from before catalog names were kept
+    assert re_resolve(config, legacy).served_name == "gguf-model"
+    by_path = resolve_spec(config, "m.gguf", "llamacpp", {})
+    assert re_resolve(config, by_path) == by_path
+    gone = parse_config("engines: {vllm: {port: 1}, llamacpp: {port: 2}}\n")
+    assert re_resolve(gone, spec) is None

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from engines.spec import read_spec, unloaded_on_request
 from router.config import Config, config_path, run_dir
-from router.errors import ApiError, NotFound, error_response
+from router.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
 from router.handlers import admin, logs, openai_api, openapi
 from router.handlers import metrics as metrics_routes
 from router.lifecycle import EngineManager
@@ -26,16 +26,6 @@ from router.supervisor import Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
 MONITOR_INTERVAL = 0.5
-
-
-class MethodNotAllowed(ApiError):
-    status = 405
-    type = "invalid_request_error"
-
-
-class PayloadTooLarge(ApiError):
-    status = 413
-    type = "invalid_request_error"
 
 
 @web.middleware

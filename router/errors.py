@@ -37,9 +37,19 @@ class NotFound(ApiError):
     type = "not_found_error"
 
 
-class Unauthorized(ApiError):
-    status = 401
-    type = "authentication_error"
+class MethodNotAllowed(ApiError):
+    status = 405
+    type = "invalid_request_error"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    type = "invalid_request_error"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    type = "invalid_request_error"
 
 
 class EngineUnavailable(ApiError):
@@ -52,6 +62,12 @@ class UpstreamError(ApiError):
     """The engine could not be reached or failed mid-answer."""
     status = 502
     type = "upstream_error"
+
+
+class GatewayTimeout(ApiError):
+    """The engine did not answer, or stopped streaming, within the read timeout."""
+    status = 504
+    type = "upstream_timeout"
 
 
 class LoadFailed(ApiError):

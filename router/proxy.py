@@ -11,7 +11,7 @@ import time
 import aiohttp
 from aiohttp import web
 
-from router.errors import ApiError, UpstreamError, sse_error_event
+from router.errors import ApiError, GatewayTimeout, UpstreamError, sse_error_event
 from router.metrics import RequestRecord
 from router.usage import UsageTap, usage_from_json
 
@@ -22,11 +22,6 @@ log = logging.getLogger(__name__)
 RETRYABLE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 SEND_ATTEMPTS = 3
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
-
-
-class GatewayTimeout(ApiError):
-    status = 504
-    type = "upstream_timeout"
 
 
 async def _send(http: aiohttp.ClientSession, url: str, payload: bytes,

@@ -7,12 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.errors import ApiError, InvalidRequest
-
-
-class UnsupportedMediaType(ApiError):
-    status = 415
-    type = "invalid_request_error"
+from router.errors import InvalidRequest, UnsupportedMediaType
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:

@@ -53,7 +53,8 @@ def run_logged(cmd: list[str], log_name: str, what: str, fix: str, env: dict | N
         def heartbeat() -> None:
             while not done.wait(20):
                 lines = log.read_text(errors="replace").strip().splitlines()
-                last = lines[-1][:110] if lines else ""
+                progress = [line for line in lines[-50:] if line.startswith("[")]  # ninja's [n/total] lines
+                last = (progress or lines or [""])[-1][:110]
                 say(f"  ... {what}: {time.monotonic() - started:.0f}s so far | {last}")
 
         threading.Thread(target=heartbeat, daemon=True).start()
@@ -77,8 +78,8 @@ def step_system_packages() -> None:
         raise StepFailed(f"missing system tools: {' '.join(missing)}", "install them with your OS package manager")
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     say(f"installing system packages with apt-get: {' '.join(missing)}")
-    run_logged(sudo + [apt, "update"], "setup-apt.log", "apt-get update", "check the Debian mirror is reachable")
-    run_logged(sudo + [apt, "install", "-y", "--no-install-recommends", *missing], "setup-apt.log",
+    run_logged(sudo + [apt, "update"], "setup-apt-update.log", "apt-get update", "check the Debian mirror is reachable")
+    run_logged(sudo + [apt, "install", "-y", "--no-install-recommends", *missing], "setup-apt-install.log",
                "apt-get install", f"run: sudo apt-get install {' '.join(missing)}",
                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 

@@ -33,11 +33,6 @@ MAX_PARTIAL_CHARS = 64 * 1024  # a line without its newline yet is held back, up
 TRUE, FALSE = {"1", "true"}, {"0", "false"}
 
 
-class LogUnavailable(ApiError):
-    status = 503
-    type = "server_error"
-
-
 @dataclass
 class Tail:
     lines: list[str]  # complete lines, oldest first
@@ -88,7 +83,7 @@ async def read_tail_or_503(supervisor: Supervisor, name: str, count: int) -> Tai
             return await read_tail(supervisor, name, count)
         except SupervisorError as exc:
             if attempt == 2:  # the last bytes can also end inside a character while being written: retry briefly
-                raise LogUnavailable(f"cannot read the {name} log: {exc}", code="log_unavailable") from exc
+                raise ApiError(f"cannot read the {name} log: {exc}", status=503, code="log_unavailable") from exc
             await asyncio.sleep(0.2)
     raise AssertionError("unreachable")
 

@@ -15,3 +15,11 @@ def stack(tmp_path_factory) -> Stack:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def restore_llamacpp(stack):
+    """For tests that break or swap llama.cpp's model: put the default tiny model back afterwards."""
+    yield
+    status, body = stack.api("POST", "/v1/models/load", {"engine": "llamacpp", "model_path": "tiny-llama-a-gguf"})
+    assert status == 200, body

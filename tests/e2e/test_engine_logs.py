@@ -211,13 +211,6 @@ def test_a_window_starting_inside_a_utf8_character_is_read(stack):
         assert text == raw[pos:end].decode().replace("\r\n", "\n").replace("\r", "\n")
 
 
-@pytest.fixture
-def restore_llamacpp(stack):
-    yield
-    status, body = stack.api("POST", "/v1/models/load", {"engine": "llamacpp", "model_path": "tiny-llama-a-gguf"})
-    assert status == 200, body
-
-
 def test_log_with_terminal_escapes_and_control_bytes_stays_readable(stack, restore_llamacpp):
     """The launcher and llama-server print the model path; one holding a colour code and a BEL puts bytes in
     the log that XML cannot carry. The failed load still quotes the log, and the tail still reads."""

@@ -63,13 +63,6 @@ def test_killed_llama_server_is_restarted_with_the_same_model(stack):
     generate_direct(stack, "llamacpp", "tiny-llama-a-gguf")
 
 
-@pytest.fixture
-def restore_llamacpp(stack):
-    yield
-    status, body = stack.api("POST", "/v1/models/load", {"engine": "llamacpp", "model_path": "tiny-llama-a-gguf"})
-    assert status == 200, body
-
-
 def test_corrupt_gguf_fails_with_llama_server_log_lines(stack, restore_llamacpp):
     corrupt = stack.home / "scratch" / "corrupt.gguf"
     corrupt.write_bytes(b"GGUF" + os.urandom(4096))

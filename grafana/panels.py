@@ -1,0 +1,149 @@
+"""Building blocks for unified-llm's Grafana dashboards (stdlib only): panels, variables, layout.
+grafana/generate.py composes them into the two dashboards."""
+
+from __future__ import annotations
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+TOKENS_PER_SECOND = "suffix: tok/s"  # Grafana custom unit: the value, then " tok/s"
+ENGINE = 'engine=~"$engine"'
+RATE = "$__rate_interval"
+
+# unified_engine_state as one number per engine, for the state timeline (value mappings below).
+STATE_CODES = {"idle": 0, "loading": 1, "loaded": 2, "error": 3}
+STATE_COLORS = {"idle": "text", "loading": "yellow", "loaded": "green", "error": "red"}
+
+
+# ---------------------------------------------------------------------------------------------------- panels
+
+def target(expr: str, legend: str = "", instant: bool = False) -> dict:
+    return {"expr": expr, "legendFormat": legend or "__auto", "instant": instant, "range": not instant,
+            "editorMode": "code", "datasource": DS}
+
+
+def _panel(kind: str, title: str, unit: str, description: str, targets: list[dict], width: int, height: int,
+           defaults: dict | None = None, options: dict | None = None) -> dict:
+    for ref, tgt in zip("ABCDEFGHIJ", targets):
+        tgt["refId"] = ref
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "gridPos": {"w": width, "h": height},
+        "fieldConfig": {"defaults": {"unit": unit, **(defaults or {})}, "overrides": []},
+        "options": options or {},
+        "targets": targets,
+    }
+
+
+def timeseries(title: str, unit: str, description: str, targets: list[dict], width: int = 12, height: int = 8,
+               minimum: float | None = 0, maximum: float | None = None) -> dict:
+    defaults = {"color": {"mode": "palette-classic"},
+                "custom": {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never",
+                           "spanNulls": False}}
+    if minimum is not None:
+        defaults["min"] = minimum
+    if maximum is not None:
+        defaults["max"] = maximum
+    options = {"legend": {"showLegend": True, "displayMode": "table", "placement": "bottom",
+                          "calcs": ["mean", "max", "lastNotNull"]},
+               "tooltip": {"mode": "multi", "sort": "desc"}}
+    return _panel("timeseries", title, unit, description, targets, width, height, defaults, options)
+
+
+def stat(title: str, unit: str, description: str, targets: list[dict], width: int = 6, height: int = 5,
+         mappings: list | None = None, thresholds: list | None = None) -> dict:
+    defaults = {"color": {"mode": "thresholds"},
+                "thresholds": {"mode": "absolute", "steps": thresholds or [{"color": "green", "value": None}]},
+                "mappings": mappings or []}
+    options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+               "colorMode": "value", "graphMode": "none", "justifyMode": "auto", "orientation": "auto",
+               "textMode": "value_and_name"}
+    return _panel("stat", title, unit, description, targets, width, height, defaults, options)
+
+
+def bargauge(title: str, unit: str, description: str, targets: list[dict], width: int = 12, height: int = 8) -> dict:
+    defaults = {"color": {"mode": "continuous-GrYlRd"}, "min": 0,
+                "thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None}]}}
+    options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+               "orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True,
+               "valueMode": "color", "namePlacement": "auto", "sizing": "auto"}
+    return _panel("bargauge", title, unit, description, targets, width, height, defaults, options)
+
+
+def state_timeline(title: str, description: str, targets: list[dict], width: int = 24, height: int = 5) -> dict:
+    mappings = [{"type": "value", "options": {
+        str(code): {"text": state, "color": STATE_COLORS[state], "index": code} for state, code in STATE_CODES.items()}}]
+    defaults = {"color": {"mode": "thresholds"}, "mappings": mappings,
+                "thresholds": {"mode": "absolute", "steps": [{"color": "text", "value": None}]},
+                "custom": {"fillOpacity": 80, "lineWidth": 0}}
+    options = {"mergeValues": True, "showValue": "auto", "alignValue": "left", "rowHeight": 0.9,
+               "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
+               "tooltip": {"mode": "single", "sort": "none"}}
+    return _panel("state-timeline", title, "none", description, targets, width, height, defaults, options)
+
+
+def quantiles(metric: str, by: str, selector: str = "", legend_prefix: str = "{{engine}}",
+              qs: tuple[float, ...] = (0.5, 0.95)) -> list[dict]:
+    """histogram_quantile targets over a Prometheus histogram, one per quantile."""
+    sel = "{" + selector + "}" if selector else ""
+    return [target(f"histogram_quantile({q}, sum by ({by}, le) (rate({metric}_bucket{sel}[{RATE}])))",
+                   f"{legend_prefix} p{round(q * 100)}") for q in qs]
+
+
+# ------------------------------------------------------------------------------------------------ dashboards
+
+def datasource_variable() -> dict:
+    return {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+            "current": {"text": "Prometheus", "value": "prometheus"}, "hide": 0, "includeAll": False,
+            "multi": False, "options": [], "refresh": 1, "regex": "", "skipUrlSync": False}
+
+
+def engine_variable() -> dict:
+    query = "label_values(unified_engine_state, engine)"
+    return {"name": "engine", "label": "Engine", "type": "query", "datasource": DS,
+            "definition": query, "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+            "current": {"text": ["All"], "value": ["$__all"]}, "hide": 0, "includeAll": True, "multi": True,
+            "allValue": None, "options": [], "refresh": 2, "regex": "", "sort": 1, "skipUrlSync": False}
+
+
+def layout(panels: list[dict]) -> list[dict]:
+    """Number the panels and flow them left to right, top to bottom, on Grafana's 24-column grid."""
+    x = y = row_height = 0
+    for number, panel in enumerate(panels, start=1):
+        grid = panel["gridPos"]
+        if x + grid["w"] > 24:
+            x, y, row_height = 0, y + row_height, 0
+        panel["id"] = number
+        panel["gridPos"] = {"h": grid["h"], "w": grid["w"], "x": x, "y": y}
+        x += grid["w"]
+        row_height = max(row_height, grid["h"])
+    return panels
+
+
+def dashboard(uid: str, title: str, description: str, panels: list[dict], variables: list[dict]) -> dict:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["unified-llm"],
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "timepicker": {},
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "weekStart": "",
+        "annotations": {"list": [{
+            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True, "hide": True,
+            "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"}]},
+        "links": [{"title": "unified-llm dashboards", "type": "dashboards", "tags": ["unified-llm"],
+                   "asDropdown": True, "includeVars": False, "keepTime": True, "icon": "external link",
+                   "targetBlank": False, "tooltip": "", "url": ""}],
+        "templating": {"list": variables},
+        "panels": layout(panels),
+    }

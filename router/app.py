@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from engines.spec import read_spec, unloaded_on_request
+from router.auth import auth_middleware, keys_from_env
 from router.config import Config, config_path, run_dir
 from router.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
 from router.handlers import admin, logs, openai_api, openapi
@@ -100,7 +101,8 @@ async def reload_on_sighup(app: web.Application) -> None:
 
 def create_app(config: Config, run_path: Path | None = None, config_file: Path | None = None) -> web.Application:
     run_path = run_path or run_dir()
-    app = web.Application(middlewares=[openai_errors], client_max_size=config.router.max_body_bytes)
+    keys = auth_middleware(keys_from_env("ULLM_API_KEY"), keys_from_env("ULLM_ADMIN_KEY"))
+    app = web.Application(middlewares=[openai_errors, keys], client_max_size=config.router.max_body_bytes)
     app[CONFIG] = LiveConfig(config, config_file or config_path())
     app[SUPERVISOR] = Supervisor(run_path / "supervisor.sock")
     app[METRICS] = RouterMetrics()

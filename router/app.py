@@ -12,7 +12,7 @@ from typing import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from engines.spec import read_spec, unloaded_on_request
+from engines.spec import unloaded_on_request
 from router.auth import auth_middleware, keys_from_env
 from router.config import Config, config_path, run_dir
 from router.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
@@ -78,7 +78,7 @@ async def restore_models(config: Config, engines: dict[str, EngineManager]) -> l
         info = await manager.supervisor.info(name)
         if info.state in ("RUNNING", "STARTING", "BACKOFF"):
             continue  # the router restarted alone; the monitor adopts the running engine
-        spec = read_spec(manager.run_dir, name)
+        spec = manager.state.spec  # read from the spec file when the manager was made
         if spec is None and unloaded_on_request(manager.run_dir, name):
             continue  # the user unloaded it: do not bring the default back behind their back
         default = config.engines[name].default_model

@@ -131,7 +131,6 @@ class EngineManager:
             return self.state
         state = self.state
         state.process = await self.supervisor.info(self.name)
-        state.spec = read_spec(self.run_dir, self.name)
         if state.process.pid and state.process.pid != self._known_pid:
             if self._known_pid:
                 log.warning("%s: engine restarted outside a load (pid %s -> %s)", self.name, self._known_pid,

@@ -152,11 +152,15 @@ def step_llama_server(tree: Path, cuda: bool) -> None:
         say(f"using LLAMA_SERVER_BIN={configured}")
         return
     binary = build.default_binary()
-    if os.access(binary, os.X_OK):
+    build_dir = binary.parent.parent
+    if runs(binary):
         say(f"llama-server cached at {binary}")
         return
-    build_dir = binary.parent.parent
-    flags = ["-DGGML_CUDA=ON"] if cuda else []
+    if build_dir.exists():  # a broken or partial build (a cache copied from elsewhere, say): start over
+        say(f"{binary} does not run; rebuilding it")
+        shutil.rmtree(build_dir)
+    # Static: one self-contained binary, so a cache that is moved or copied keeps working.
+    flags = ["-DBUILD_SHARED_LIBS=OFF"] + (["-DGGML_CUDA=ON"] if cuda else [])
     say(f"building llama-server ({'CUDA' if cuda else 'CPU'}) into {build_dir} (about 5 min on 2 cores, once)")
     fix = "read the log; the build needs cmake, ninja and g++ (and the CUDA toolkit on a GPU box)"
     run_logged(["cmake", "-S", str(tree), "-B", str(build_dir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
@@ -164,6 +168,16 @@ def step_llama_server(tree: Path, cuda: bool) -> None:
                 "-DLLAMA_BUILD_SERVER=ON", *flags], "setup-llama-cmake.log", "cmake configure", fix)
     run_logged(["cmake", "--build", str(build_dir), "--target", "llama-server", f"-j{os.cpu_count() or 2}"],
                "setup-llama-build.log", "llama-server build", fix)
+
+
+def runs(binary: Path) -> bool:
+    """True when the binary starts (finds its libraries) and answers --version."""
+    if not os.access(binary, os.X_OK):
+        return False
+    try:
+        return subprocess.run([str(binary), "--version"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def step_tiny_models(tree: Path) -> None:

@@ -93,10 +93,14 @@ class EngineManager:
             self.in_flight -= 1
             self.last_used = time.monotonic()
 
+    def serves(self, served_name: str) -> bool:
+        """True when `served_name` is loaded or loading here (so an on-demand request has nothing to do)."""
+        current = self.state.spec
+        return bool(current and current.served_name == served_name and self.state.status in ("loaded", "loading"))
+
     async def ensure(self, spec: ModelSpec) -> None:
         """On-demand: make `spec`'s model the served one, joining a load of it already under way."""
-        current = self.state.spec
-        if current and current.served_name == spec.served_name and self.state.status in ("loaded", "loading"):
+        if self.serves(spec.served_name):
             return
         if self._pending and self._pending[0].served_name == spec.served_name:
             spec = self._pending[0]

@@ -70,7 +70,8 @@ async def load_on_demand(manager: EngineManager, requested: str | None, config) 
         return
     found = catalog_lookup(config, requested) if requested else None
     if found and found[1].engine == manager.name:
-        await manager.ensure(resolve_spec(config, found[0], manager.name, {}))
+        if not manager.serves(found[0]):  # checked first: resolving touches the filesystem
+            await manager.ensure(resolve_spec(config, found[0], manager.name, {}))
     elif manager.state.status == "idle" and manager.state.resume_spec:
         await manager.ensure(manager.state.resume_spec)
 

@@ -2,7 +2,8 @@
 """What the router costs: the same workload sent straight to each engine's internal port and through the
 router, in one run, alternating so both see the same machine state.
 
-Prints, per engine: streamed tokens/s at each concurrency (direct, router, ratio) and the latency a
+Prints, per engine: streamed tokens/s at each concurrency (direct, router, ratio), the CPU time the router
+process spent per relayed token (what it takes from an engine that shares its cores), and the latency a
 non-streaming 1-token request gains through the router (p50/p99). Needs a running stack (scripts/up.sh).
 
   .venv/bin/python scripts/bench_router.py --streams 1 64 --tokens 256 --output docs/performance.md
@@ -18,12 +19,30 @@ import statistics
 import time
 
 import aiohttp
+import psutil
 
 
-async def one_stream(session: aiohttp.ClientSession, url: str, body: dict) -> int:
+# llama-server's cpp-httplib closes a kept-alive connection after a stream; the next request on it fails
+# before any byte is sent back. Clients (and the router) send such a request again; so does the benchmark,
+# for both targets, so that direct and routed runs do the same work.
+RESENDABLE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: dict, stats: dict) -> aiohttp.ClientResponse:
+    for attempt in range(3):
+        try:
+            return await session.post(url, json=body)
+        except RESENDABLE:
+            if attempt == 2:
+                raise
+            stats["resent"] += 1
+    raise AssertionError("unreachable")
+
+
+async def one_stream(session: aiohttp.ClientSession, url: str, body: dict, stats: dict) -> int:
     """Stream one completion; return the completion tokens the engine reported (or chunks seen)."""
     chunks, usage = 0, None
-    async with session.post(url, json=body) as resp:
+    async with await post(session, url, body, stats) as resp:
         resp.raise_for_status()
         async for line in resp.content:
             if not line.startswith(b"data: {"):
@@ -36,35 +55,54 @@ async def one_stream(session: aiohttp.ClientSession, url: str, body: dict) -> in
     return usage if usage is not None else chunks
 
 
-async def throughput(url: str, body: dict, streams: int, rounds: int) -> tuple[float, int]:
+async def throughput(url: str, body: dict, streams: int, rounds: int, stats: dict) -> float:
     """Total streamed tokens/s with `streams` concurrent clients, each sending `rounds` requests."""
-    errors = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         async def client() -> int:
-            nonlocal errors
             total = 0
             for _ in range(rounds):
                 try:
-                    total += await one_stream(session, url, body)
+                    total += await one_stream(session, url, body, stats)
                 except aiohttp.ClientError:
-                    errors += 1
+                    stats["errors"] += 1
             return total
 
         started = time.perf_counter()
         tokens = sum(await asyncio.gather(*(client() for _ in range(streams))))
-        return tokens / (time.perf_counter() - started), errors
+        return tokens / (time.perf_counter() - started)
 
 
-async def latencies(url: str, body: dict, count: int) -> list[float]:
-    out = []
+async def latencies(targets: dict[str, tuple[str, dict]], count: int) -> dict[str, list[float]]:
+    """Milliseconds per sequential request, sent to each target in turn so drift hits all alike."""
+    out, stats = {name: [] for name in targets}, {"resent": 0}
     async with aiohttp.ClientSession() as session:
         for _ in range(count):
-            started = time.perf_counter()
-            async with session.post(url, json=body) as resp:
-                await resp.read()
-                resp.raise_for_status()
-            out.append((time.perf_counter() - started) * 1000)
+            for name, (url, body) in targets.items():
+                started = time.perf_counter()
+                async with await post(session, url, body, stats) as resp:
+                    await resp.read()
+                    resp.raise_for_status()
+                out[name].append((time.perf_counter() - started) * 1000)
     return out
+
+
+def router_process(url: str) -> psutil.Process | None:
+    """The process listening on the router's port, to charge it the CPU it spends relaying."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+                return psutil.Process(conn.pid)
+    except psutil.Error:
+        pass
+    return None
+
+
+def cpu_seconds(proc: psutil.Process | None) -> float:
+    if proc is None:
+        return float("nan")
+    times = proc.cpu_times()
+    return times.user + times.system
 
 
 def pct(values: list[float], q: float) -> float:
@@ -80,23 +118,30 @@ async def bench_engine(router: str, engine: str, info: dict, args) -> list[str]:
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     targets = {"direct": (direct, {**base, "model": info["model"]}),
                "router": (routed, {**base, "engine": engine, "model": info["model"]})}
-    await throughput(*targets["direct"], streams=1, rounds=2)  # warm-up
+    await throughput(*targets["direct"], streams=1, rounds=2, stats={"errors": 0, "resent": 0})  # warm-up
     rows = []
     for streams in args.streams:
         rate = {"direct": [], "router": []}
-        errors = {"direct": 0, "router": 0}
+        stats = {name: {"errors": 0, "resent": 0} for name in targets}
+        router_cpu = router_tokens = 0.0
         for _ in range(args.repeats):  # alternate direct/router so drift hits both
             for name, (url, body) in targets.items():
-                tps, errs = await throughput(url, body, streams, args.rounds)
+                cpu_before, started = cpu_seconds(args.router_proc), time.perf_counter()
+                tps = await throughput(url, body, streams, args.rounds, stats[name])
+                if name == "router":
+                    router_cpu += cpu_seconds(args.router_proc) - cpu_before
+                    router_tokens += tps * (time.perf_counter() - started)
                 rate[name].append(tps)
-                errors[name] += errs
         d, r = statistics.median(rate["direct"]), statistics.median(rate["router"])
+        per_token_us = router_cpu / router_tokens * 1e6 if router_tokens else float("nan")
         rows.append(f"| {engine} | {info['model']} | {streams} | {d:,.0f} | {r:,.0f} | {r / d:.3f} | "
-                    f"{errors['direct']}/{errors['router']} |")
+                    f"{per_token_us:.1f} | {stats['direct']['errors']}/{stats['router']['errors']} | "
+                    f"{stats['direct']['resent']}/{stats['router']['resent']} |")
         print(rows[-1], flush=True)
     one = {"prompt": "Hi", "max_tokens": 1, "temperature": 0, "top_p": 1, "stream": False, "model": info["model"]}
-    lat_direct = await latencies(direct, one, args.latency_requests)
-    lat_router = await latencies(routed, {**one, "engine": engine}, args.latency_requests)
+    lat = await latencies({"direct": (direct, one), "router": (routed, {**one, "engine": engine})},
+                          args.latency_requests)
+    lat_direct, lat_router = lat["direct"], lat["router"]
     lat = (f"| {engine} | {pct(lat_direct, 50):.2f} | {pct(lat_router, 50):.2f} | "
            f"{pct(lat_router, 50) - pct(lat_direct, 50):+.2f} | {pct(lat_direct, 99):.2f} | "
            f"{pct(lat_router, 99):.2f} | {pct(lat_router, 99) - pct(lat_direct, 99):+.2f} |")
@@ -119,8 +164,9 @@ async def main() -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(args.router + "/v1/status") as resp:
             status = (await resp.json())["engines"]
-    tput_head = ["| engine | model | streams | direct tok/s | router tok/s | ratio | errors d/r |",
-                 "|---|---|---:|---:|---:|---:|---:|"]
+    args.router_proc = router_process(args.router)
+    tput_head = ["| engine | model | streams | direct tok/s | router tok/s | ratio | router CPU µs/token | "
+                 "errors d/r | resent d/r |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     lat_head = ["| engine | direct p50 ms | router p50 ms | added p50 | direct p99 ms | router p99 ms | added p99 |",
                 "|---|---:|---:|---:|---:|---:|---:|"]
     print("\n".join(tput_head))

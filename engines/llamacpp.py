@@ -11,6 +11,9 @@ from engines.spec import ModelSpec
 
 READY_PATHS = ("/health",)  # 503 while loading, 200 when ready
 METRICS_PATH = "/metrics"  # needs --metrics; exposes llamacpp:* series
+# cpp-httplib closes the connection after every streamed answer while announcing keep-alive: a pooled client
+# that reuses it fails its next request ("Can not write request body"). Streams go on their own connection.
+REUSABLE_AFTER_STREAM = False
 
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")

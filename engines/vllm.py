@@ -14,6 +14,7 @@ from engines.spec import ModelSpec
 
 READY_PATHS = ("/health", "/v1/models")  # both answer 200 only once the model is served
 METRICS_PATH = "/metrics"
+REUSABLE_AFTER_STREAM = True  # uvicorn keeps the connection open after a stream
 MISTRAL_FLAGS = ["--tokenizer-mode", "mistral", "--config-format", "mistral", "--load-format", "mistral"]
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache on the CPU build; config `env` overrides it
 

@@ -36,6 +36,7 @@ class RequestRecord:
     first_byte_after: float | None = None  # seconds from arrival to the engine's first response byte
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    resends: int = 0  # times the request was sent again because the engine had closed the pooled connection
 
 
 @dataclass
@@ -107,6 +108,8 @@ class RouterMetrics:
                                        ["engine", "model", "outcome"], buckets=LOAD_BUCKETS, registry=r)
         self.restarts = Counter("unified_engine_restarts", "Engine processes replaced outside a load "
                                 "(crash restarts, supervisorctl restart)", ["engine"], registry=r)
+        self.resends = Counter("unified_upstream_resends", "Requests sent to the engine again because it had "
+                               "closed the pooled connection before reading them", ["engine"], registry=r)
         self.in_flight = Gauge("unified_requests_in_flight", "Requests being answered by the engine",
                                ["engine"], registry=r)
         self.queued = Gauge("unified_requests_queued", "Requests waiting for the engine to finish loading",
@@ -124,10 +127,13 @@ class RouterMetrics:
         for state in STATES:
             self.state.labels(name, state).set_function(lambda s=state: float(manager.state.status == s))
         self.restarts.labels(name)
+        self.resends.labels(name)
 
     def observe_request(self, record: RequestRecord, endpoint: str, seconds: float) -> None:
         labels = (record.engine, record.model, endpoint)
         self.requests.labels(*labels, str(record.status)).inc()
+        if record.resends:
+            self.resends.labels(record.engine).inc(record.resends)
         if record.status >= 400 or record.engine == "none":
             return
         self.duration.labels(*labels).observe(seconds)

@@ -24,29 +24,35 @@ SEND_ATTEMPTS = 3
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
 
 
-async def _send(http: aiohttp.ClientSession, url: str, payload: bytes,
-                timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+async def _send(http: aiohttp.ClientSession, url: str, payload: bytes, timeout: aiohttp.ClientTimeout,
+                record: RequestRecord, headers: dict[str, str]) -> aiohttp.ClientResponse:
     for attempt in range(1, SEND_ATTEMPTS + 1):
         try:
-            return await http.post(url, data=payload, timeout=timeout,
-                                   headers={"Content-Type": "application/json"})
+            return await http.post(url, data=payload, timeout=timeout, headers=headers)
         except aiohttp.ClientConnectorError:
             raise  # nothing listens there: retrying will not help
         except RETRYABLE as exc:
             if attempt == SEND_ATTEMPTS:
                 raise
+            record.resends += 1
             log.debug("retrying %s after %r (no response byte received)", url, exc)
     raise AssertionError("unreachable")
 
 
 async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, body: dict,
-                  read_timeout: float, record: RequestRecord | None = None) -> web.StreamResponse:
+                  read_timeout: float, record: RequestRecord | None = None,
+                  reuse_after_stream: bool = True) -> web.StreamResponse:
     """Send `body` to the engine at `url` and answer the client with the engine's answer, filling `record`
-    (status, first-byte time, token usage) for metrics."""
+    (status, first-byte time, token usage, resends) for metrics. `reuse_after_stream=False` sends a stream
+    request with `Connection: close`, so its connection never returns to the pool (for an engine that closes
+    it after the stream anyway: reusing it would fail the next request)."""
     record = record or RequestRecord()
     started = time.monotonic()
     tap = None
+    headers = {"Content-Type": "application/json"}
     if body.get("stream") is True:
+        if not reuse_after_stream:
+            headers["Connection"] = "close"
         options = body.get("stream_options")
         asked = isinstance(options, dict) and options.get("include_usage") is True
         if not asked:
@@ -55,7 +61,7 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
     payload = json.dumps(body).encode()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
     try:
-        upstream = await _send(http, url, payload, timeout)
+        upstream = await _send(http, url, payload, timeout, record, headers)
     except aiohttp.ClientConnectorError as exc:
         raise UpstreamError(f"engine at {url} is unreachable: {exc}", status=503, code="engine_unreachable")
     except RETRYABLE as exc:

@@ -95,7 +95,7 @@ async def relay(request: web.Request, endpoint: str) -> web.StreamResponse:
                 body.setdefault(key, value)
         async with manager.serving():
             return await forward(request, request.app[HTTP], manager.base_url + endpoint, body,
-                                 UPSTREAM_READ_TIMEOUT, record)
+                                 UPSTREAM_READ_TIMEOUT, record, manager.adapter.REUSABLE_AFTER_STREAM)
     except ApiError as exc:
         record.status = exc.status
         raise

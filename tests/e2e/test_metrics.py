@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -79,3 +80,21 @@ def test_engine_metrics_are_reexported_with_engine_and_model_labels(stack):
     assert running and all(("engine", "vllm") in labels and ("model", "tiny-llama-a") in labels for labels in running)
     status, body = stack.api("GET", "/metrics/engines/nope")
     assert status == 404 and body["error"]["code"] == "unknown_engine"
+
+
+def test_concurrent_streams_to_llamacpp_never_hit_a_closed_connection(stack):
+    """llama-server closes a connection after each stream while announcing keep-alive; the router must not pool
+    it, or the next request on it fails unsent and has to be resent (16 streams x 4 rounds did 4-5 resends)."""
+    stack.wait_loaded("llamacpp")
+    before = scrape(stack)
+    body = json.dumps({"engine": "llamacpp", "prompt": "Hi", "max_tokens": 8, "stream": True}).encode()
+
+    def client() -> list[int]:
+        return [stack.api_raw("POST", "/v1/completions", body)[0] for _ in range(4)]
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = [s for result in pool.map(lambda _: client(), range(16)) for s in result]
+    assert statuses == [200] * 64
+    after = scrape(stack)
+    assert value(after, "unified_upstream_resends_total", engine="llamacpp") == \
+        value(before, "unified_upstream_resends_total", engine="llamacpp")

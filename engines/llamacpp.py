@@ -16,7 +16,7 @@ METRICS_PATH = "/metrics"  # needs --metrics; exposes llamacpp:* series
 REUSABLE_AFTER_STREAM = False
 
 class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: no "8192" or true for an int
     ctx_size: int = Field(8192, ge=16, le=1 << 20)
     n_gpu_layers: int = Field(999, ge=0, le=100_000)  # used only on a CUDA build/box
     parallel: int = Field(4, ge=1, le=512)

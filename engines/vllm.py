@@ -20,7 +20,7 @@ CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache on the CPU build; c
 
 
 class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: no "8192" or true for an int
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_model_len: int = Field(8192, ge=16, le=1 << 20)

@@ -26,14 +26,20 @@ def catalog_lookup(config: Config, name: str) -> tuple[str, Any] | None:
 def confine_path(config: Config, raw: str) -> Path:
     """Resolve a user-given path under one of the model roots; refuse anything that escapes them."""
     roots = model_roots(config)
+    if "\0" in raw:
+        raise InvalidRequest("model path contains a NUL byte", param="model_path", code="invalid_path")
     candidate = Path(raw)
     tries = [candidate] if candidate.is_absolute() else [root / candidate for root in roots]
     for path in tries:
-        resolved = path.resolve()  # follows symlinks, removes `..`
-        if not any(resolved.is_relative_to(root) for root in roots):
-            continue
-        if resolved.exists():
-            return resolved
+        try:
+            resolved = path.resolve()  # follows symlinks, removes `..`
+            if not any(resolved.is_relative_to(root) for root in roots):
+                continue
+            if resolved.exists():
+                return resolved
+        except OSError as exc:  # a name too long, a symlink loop: no model can be there
+            raise InvalidRequest(f"model path {raw[:200]!r} cannot be used: {exc.strerror}",
+                                 param="model_path", code="invalid_path") from exc
     if not any(p.resolve().is_relative_to(root) for p in tries for root in roots):
         raise InvalidRequest(f"model path {raw!r} is outside the model roots "
                              f"({', '.join(str(r) for r in roots)})", param="model_path", code="path_not_allowed")

@@ -55,8 +55,8 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
             headers["Connection"] = "close"
         options = body.get("stream_options")
         asked = isinstance(options, dict) and options.get("include_usage") is True
-        if not asked:
-            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        if not asked and (options is None or isinstance(options, dict)):  # anything else: the engine's to refuse
+            body["stream_options"] = {**(options or {}), "include_usage": True}
         tap = UsageTap(strip=not asked)
     payload = json.dumps(body).encode()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)

@@ -112,6 +112,7 @@ def test_idle_engine_answers_503_with_a_hint(stack, client):
 @pytest.mark.parametrize("method, path, data, content_type, status, code", [
     ("POST", "/v1/completions", b"{not json", "application/json", 400, "invalid_json"),
     ("POST", "/v1/completions", b"[1, 2]", "application/json", 400, "invalid_json"),
+    ("POST", "/v1/completions", b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "invalid_json"),
     ("POST", "/v1/completions", b'{"engine": "llamacpp", "stream": "yes"}', "application/json", 400, "invalid_type"),
     ("POST", "/v1/completions", b'{"engine": "tgi", "prompt": "x"}', "application/json", 400, "unknown_engine"),
     ("POST", "/v1/completions", b'{"prompt": "x"}', "application/json", 400, "engine_required"),
@@ -124,6 +125,11 @@ def test_idle_engine_answers_503_with_a_hint(stack, client):
     ("POST", "/v1/models/load", b'{"model_path": "../../etc/passwd", "engine": "llamacpp"}', "application/json",
      400, "path_not_allowed"),
     ("POST", "/v1/models/load", b'{"model_path": "/etc/passwd"}', "application/json", 400, "path_not_allowed"),
+    ("POST", "/v1/models/load", b'{"model_path": "tiny\\u0000.gguf"}', "application/json", 400, "invalid_path"),
+    ("POST", "/v1/models/load", b'{"model_path": "' + b"a" * 5000 + b'.gguf"}', "application/json", 400,
+     "invalid_path"),
+    ("POST", "/v1/models/load", b'{"model_path": "tiny-llama-a-gguf", "ctx_size": true}', "application/json",
+     400, "invalid_option"),
     ("POST", "/v1/models/load", b'{"model_path": "tiny-llama-a", "max_model_len": "1; rm -rf /"}',
      "application/json", 400, "invalid_option"),
     ("POST", "/v1/models/load", b'{"model_path": "tiny-llama-a", "extra_args": ["--x"]}', "application/json",
@@ -151,6 +157,10 @@ def test_upstream_errors_pass_through(client):
     with pytest.raises(openai.BadRequestError) as err:  # vLLM's own validation: prompt longer than the context
         client.completions.create(model="tiny-llama-a", prompt="Hi", max_tokens=100000, extra_body={"engine": "vllm"})
     assert err.value.status_code == 400
+    with pytest.raises(openai.BadRequestError) as err:  # the router leaves a malformed stream_options alone
+        client.completions.create(model="tiny-llama-a", prompt="Hi", max_tokens=3, stream=True,
+                                  extra_body={"engine": "vllm", "stream_options": "yes"})
+    assert "stream_options" in str(err.value.body)
 
 
 def test_engine_killed_during_a_stream_gives_an_error_not_a_hang(stack):

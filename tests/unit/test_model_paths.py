@@ -48,6 +48,20 @@ def test_symlink_out_of_the_roots_is_refused(config, tmp_path):
         resolve_spec(config, "link.gguf", "llamacpp", {})
 
 
+@pytest.mark.parametrize("name", ["m\0.gguf", "a" * 5000 + ".gguf", "hf/" + "b" * 300 + "/x"])
+def test_unusable_names_are_refused_not_crashed_on(config, name):
+    # NUL bytes and over-long names make the OS calls raise; that is the client's error, not the router's
+    with pytest.raises(InvalidRequest) as err:
+        resolve_spec(config, name, None, {})
+    assert err.value.code == "invalid_path"
+
+
+def test_options_are_strictly_typed(config):
+    for bad in ({"ctx_size": True}, {"ctx_size": "4096"}, {"parallel": 2.5}):
+        with pytest.raises(InvalidRequest, match="invalid llamacpp option"):
+            resolve_spec(config, "gguf-model", None, bad)
+
+
 def test_missing_file_is_not_found(config):
     with pytest.raises(NotFound, match="neither a catalog model nor a file"):
         resolve_spec(config, "nope.gguf", None, {})

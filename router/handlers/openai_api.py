@@ -18,7 +18,6 @@ from router.state import CONFIG, ENGINES, HTTP, METRICS
 
 SAMPLING_DEFAULTS = {"max_tokens": 128, "temperature": 0.7, "top_p": 0.95}
 ENDPOINT_LABELS = {"/v1/completions": "completions", "/v1/chat/completions": "chat_completions"}
-UPSTREAM_READ_TIMEOUT = 600.0
 
 routes = web.RouteTableDef()
 
@@ -95,7 +94,8 @@ async def relay(request: web.Request, endpoint: str) -> web.StreamResponse:
                 body.setdefault(key, value)
         async with manager.serving():
             return await forward(request, request.app[HTTP], manager.base_url + endpoint, body,
-                                 UPSTREAM_READ_TIMEOUT, record, manager.adapter.REUSABLE_AFTER_STREAM)
+                                 config.router.upstream_read_timeout_seconds, record,
+                                 manager.adapter.REUSABLE_AFTER_STREAM)
     except ApiError as exc:
         record.status = exc.status
         raise

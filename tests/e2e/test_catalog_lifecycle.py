@@ -139,3 +139,18 @@ def test_idle_engine_unloads_and_comes_back_on_the_next_request(stack):
         assert state["unload_reason"] == "idle for 2 s" and state["unloaded_at"] and not state["process_alive"]
         status, body = stack.api("POST", "/v1/completions", {"engine": "llamacpp", "prompt": "Hi", "max_tokens": 2})
         assert status == 200 and body["model"] == "tiny-llama-a-gguf", body
+
+
+def test_upstream_read_timeout_comes_from_the_config_at_once(stack):
+    def edit(config):
+        config["router"]["upstream_read_timeout_seconds"] = 0.05
+
+    stack.wait_loaded("vllm")
+    slow = {"engine": "vllm", "prompt": "Hi", "max_tokens": 200, "ignore_eos": True}  # ~1 s on the CPU build
+    with edited_config(stack, edit):
+        status, report = stack.api("POST", "/v1/config/reload")
+        assert status == 200 and report["engines"]["vllm"]["restarted"] is False
+        status, body = stack.api("POST", "/v1/completions", slow)
+        assert status == 504 and body["error"]["code"] == "timeout", body
+    status, body = stack.api("POST", "/v1/completions", slow)  # the old timeout is back, and vLLM still serves
+    assert status == 200 and body["usage"]["completion_tokens"] == 200, body

@@ -42,19 +42,41 @@ def read_spec(run_dir: Path, engine: str) -> ModelSpec | None:
 def write_spec(run_dir: Path, spec: ModelSpec) -> None:
     """Atomically replace the engine's desired model (a crash mid-write never leaves half a file)."""
     _unloaded_marker(run_dir, spec.engine).unlink(missing_ok=True)
-    target = spec_file(run_dir, spec.engine)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(spec.to_json())
-    os.replace(tmp, target)
+    _resume_file(run_dir, spec.engine).unlink(missing_ok=True)
+    _write_atomically(spec_file(run_dir, spec.engine), spec.to_json())
 
 
 def clear_spec(run_dir: Path, engine: str, on_request: bool = False) -> None:
     """Forget the engine's model; `on_request` (an explicit unload) also keeps the default from coming back
     when the router restarts."""
     spec_file(run_dir, engine).unlink(missing_ok=True)
+    _resume_file(run_dir, engine).unlink(missing_ok=True)
     if on_request:
-        _unloaded_marker(run_dir, engine).touch()
+        marker = _unloaded_marker(run_dir, engine)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A model unloaded for idleness, which the engine's next request brings back (kept across restarts)."""
+    spec: ModelSpec
+    reason: str
+    unloaded_at: float
+
+
+def write_resume(run_dir: Path, resume: Resume) -> None:
+    _write_atomically(_resume_file(run_dir, resume.spec.engine), json.dumps(asdict(resume), indent=2))
+
+
+def read_resume(run_dir: Path, engine: str) -> Resume | None:
+    try:
+        raw = json.loads(_resume_file(run_dir, engine).read_text())
+        return Resume(spec=ModelSpec(**raw["spec"]), reason=raw["reason"], unloaded_at=raw["unloaded_at"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):  # a file from another version: forget it rather than fail
+        return None
 
 
 def unloaded_on_request(run_dir: Path, engine: str) -> bool:
@@ -63,3 +85,14 @@ def unloaded_on_request(run_dir: Path, engine: str) -> bool:
 
 def _unloaded_marker(run_dir: Path, engine: str) -> Path:
     return run_dir / "engines" / f"{engine}.unloaded"
+
+
+def _resume_file(run_dir: Path, engine: str) -> Path:
+    return run_dir / "engines" / f"{engine}.resume.json"
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)

@@ -20,7 +20,7 @@ import psutil
 
 from engines.registry import ADAPTERS
 from engines.process_group import leftovers
-from engines.spec import ModelSpec, clear_spec, read_spec, write_spec
+from engines.spec import ModelSpec, Resume, clear_spec, read_resume, read_spec, write_resume, write_spec
 from router.config import EngineSettings, RouterSettings
 from router.errors import EngineUnavailable, LoadFailed
 from router.metrics import RouterMetrics
@@ -56,6 +56,10 @@ class EngineManager:
         self.configure(settings, router)
         spec = read_spec(run_dir, name)
         self.state = EngineState(spec=spec)
+        resume = None if spec else read_resume(run_dir, name)  # idle-unloaded before the router restarted
+        if resume:
+            self.state.resume_spec, self.state.unload_reason = resume.spec, resume.reason
+            self.state.unloaded_at = resume.unloaded_at
         self._lock = asyncio.Lock()
         self._pending: tuple[ModelSpec, asyncio.Task] | None = None
         self._changed = asyncio.Event()  # set whenever the observed state changes
@@ -115,6 +119,7 @@ class EngineManager:
             resume = self.state.spec
             await self.unload(reason=f"idle for {idle_after:g} s")
             self.state.resume_spec = resume
+            write_resume(self.run_dir, Resume(resume, self.state.unload_reason, self.state.unloaded_at))
 
     # ---- observation -------------------------------------------------------------------------------------
 

@@ -137,6 +137,11 @@ def test_idle_engine_unloads_and_comes_back_on_the_next_request(stack):
         assert status == 200 and report["engines"]["llamacpp"]["restarted"] is False  # not a launch setting
         state = wait_for(lambda: (s := stack.status()["llamacpp"])["status"] == "idle" and s, 15, "idle unload")
         assert state["unload_reason"] == "idle for 2 s" and state["unloaded_at"] and not state["process_alive"]
+        stack.ctl("restart", "router")  # what an idle unload took away is remembered across a router restart
+        wait_for(lambda: stack._router_up(), 30, "the router to restart")
+        after = stack.status()["llamacpp"]
+        assert after["status"] == "idle" and after["unload_reason"] == "idle for 2 s", after
+        assert after["unloaded_at"] == state["unloaded_at"]
         status, body = stack.api("POST", "/v1/completions", {"engine": "llamacpp", "prompt": "Hi", "max_tokens": 2})
         assert status == 200 and body["model"] == "tiny-llama-a-gguf", body
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 import logging
 import signal
 from pathlib import Path
@@ -22,7 +23,7 @@ from router.lifecycle import EngineManager
 from router.models import resolve_spec
 from router.reload import reload
 from router.metrics import RouterMetrics
-from router.state import CONFIG, ENGINES, HTTP, METRICS, SUPERVISOR, LiveConfig
+from router.state import CONFIG, ENGINES, HTTP, LOG_FOLLOWERS, METRICS, SUPERVISOR, LiveConfig
 from router.supervisor import Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
     app[CONFIG] = LiveConfig(config, config_file or config_path())
     app[SUPERVISOR] = Supervisor(run_path / "supervisor.sock")
     app[METRICS] = RouterMetrics()
+    app[LOG_FOLLOWERS] = Counter()
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4)  # below llama-server's 5 s idle close

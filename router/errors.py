@@ -52,6 +52,11 @@ class UnsupportedMediaType(ApiError):
     type = "invalid_request_error"
 
 
+class TooManyRequests(ApiError):
+    status = 429
+    type = "rate_limit_error"
+
+
 class EngineUnavailable(ApiError):
     """The engine has no model, is in error, or is still loading past the wait limit."""
     status = 503

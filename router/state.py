@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,3 +27,4 @@ ENGINES = web.AppKey("engines", dict[str, EngineManager])
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 METRICS = web.AppKey("metrics", RouterMetrics)
+LOG_FOLLOWERS = web.AppKey("log_followers", Counter)  # open `follow=1` log streams, per engine

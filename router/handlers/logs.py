@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from router.errors import ApiError, InvalidRequest, NotFound
-from router.state import ENGINES, SUPERVISOR
+from router.errors import ApiError, InvalidRequest, NotFound, TooManyRequests
+from router.state import ENGINES, LOG_FOLLOWERS, SUPERVISOR
 from router.supervisor import Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ routes = web.RouteTableDef()
 DEFAULT_LINES = 100
 MAX_LINES = 10_000
 POLL_SECONDS = 0.5
+MAX_FOLLOWERS = 16  # per engine: each polls supervisord, which also answers the router's status checks
 KEEPALIVE_SECONDS = 15.0
 FIRST_READ_BYTES = 16 * 1024  # grown ×4 until it holds the lines asked for
 MAX_TAIL_BYTES = 8 * 1024 * 1024  # 10 000 long vLLM lines fit; past this, fewer lines come back
@@ -133,6 +134,18 @@ def server_stopping(request: web.Request) -> bool:
 
 
 async def follow(request: web.Request, supervisor: Supervisor, name: str, count: int) -> web.StreamResponse:
+    followers = request.app[LOG_FOLLOWERS]
+    if followers[name] >= MAX_FOLLOWERS:
+        raise TooManyRequests(f"{MAX_FOLLOWERS} clients already follow the {name} log; close one, or read the "
+                              "tail without follow=1", code="too_many_followers")
+    followers[name] += 1
+    try:
+        return await follow_counted(request, supervisor, name, count)
+    finally:
+        followers[name] -= 1
+
+
+async def follow_counted(request: web.Request, supervisor: Supervisor, name: str, count: int) -> web.StreamResponse:
     tail = await read_tail_or_503(supervisor, name, count)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})

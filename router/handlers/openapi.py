@@ -87,7 +87,7 @@ def build_spec() -> dict:
                      "description": "stream new lines as server-sent events `data: {\"line\": ...}` until the "
                                     "client leaves"}],
                 "responses": _answers('{"engine": ..., "lines": [...]} (text/plain with Accept: text/plain)',
-                                      400, 404, 503, stream=True)}},
+                                      400, 404, 429, 503, stream=True)}},
             "/openapi.json": {"get": {"summary": "this document", "responses": _answers("OpenAPI document")}},
         },
     }

@@ -10,13 +10,14 @@ import os
 import re
 import time
 import urllib.request
+from collections import Counter
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from router.handlers import logs
-from router.state import ENGINES, SUPERVISOR
+from router.state import ENGINES, LOG_FOLLOWERS, SUPERVISOR
 from router.supervisor import Supervisor, SupervisorError
 from tests.stack import http_json
 
@@ -150,6 +151,7 @@ async def start_router_side(stack, shutdown_timeout: float = 60) -> tuple[web.Ap
     app = web.Application()
     app[ENGINES] = {name: None for name in stack.engine_ports}  # the handler checks names only
     app[SUPERVISOR] = Supervisor(stack.home / "run" / "supervisor.sock")
+    app[LOG_FOLLOWERS] = Counter()
     app.router.add_get("/v1/engines/{engine}/logs", handler)
     runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
     await runner.setup()
@@ -252,3 +254,30 @@ def test_follow_goes_on_after_the_log_is_cleared(stack):
     whole = as_lines(log_file(stack, "llamacpp"))
     assert all(line in whole for line in new), (new, whole)
     assert any("print_timing" in line for line in new)
+
+
+def test_followers_are_capped_per_engine_and_freed_when_they_leave(stack):
+    """Each follower polls supervisord, which also answers the router's status checks: a client opening
+    hundreds must get 429s, not starve the router."""
+    url = f"{stack.base_url}/v1/engines/llamacpp/logs?lines=1&follow=1"
+
+    async def scenario() -> tuple[int, dict, int, int]:
+        # a follower notices its client left at its next poll: let those of earlier tests go first
+        await asyncio.sleep(2 * logs.POLL_SECONDS + 0.5)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+            open_ = [await http.get(url) for _ in range(logs.MAX_FOLLOWERS)]
+            assert [r.status for r in open_] == [200] * logs.MAX_FOLLOWERS
+            async with http.get(url) as refused:
+                status, body = refused.status, await refused.json()
+            async with http.get(f"{stack.base_url}/v1/engines/vllm/logs?lines=1&follow=1") as other:
+                other_status = other.status  # the cap is per engine
+            for resp in open_:
+                resp.close()
+            await asyncio.sleep(2 * logs.POLL_SECONDS + 0.5)  # the handlers notice and give their places back
+            async with http.get(url) as again:
+                return status, body, other_status, again.status
+
+    status, body, other_status, again = asyncio.run(scenario())
+    assert status == 429 and body["error"]["code"] == "too_many_followers", body
+    assert other_status == 200 and again == 200
+    assert stack.status()["llamacpp"]["status"] == "loaded"

@@ -161,7 +161,9 @@ def step_llama_server(tree: Path, cuda: bool) -> None:
         shutil.rmtree(build_dir)
     # Static: one self-contained binary, so a cache that is moved or copied keeps working.
     flags = ["-DBUILD_SHARED_LIBS=OFF"] + (["-DGGML_CUDA=ON"] if cuda else [])
-    say(f"building llama-server ({'CUDA' if cuda else 'CPU'}) into {build_dir} (about 5 min on 2 cores, once)")
+    took = ("CUDA kernels for this GPU: several minutes even on many cores" if cuda
+            else "about 5 min on 2 cores")
+    say(f"building llama-server ({'CUDA' if cuda else 'CPU'}) into {build_dir} ({took}; once)")
     fix = "read the log; the build needs cmake, ninja and g++ (and the CUDA toolkit on a GPU box)"
     run_logged(["cmake", "-S", str(tree), "-B", str(build_dir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
                 "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",

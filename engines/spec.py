@@ -73,9 +73,7 @@ def read_resume(run_dir: Path, engine: str) -> Resume | None:
     try:
         raw = json.loads(_resume_file(run_dir, engine).read_text())
         return Resume(spec=ModelSpec(**raw["spec"]), reason=raw["reason"], unloaded_at=raw["unloaded_at"])
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError):  # a file from another version: forget it rather than fail
+    except (OSError, ValueError, KeyError, TypeError):  # none, or from another version: nothing to resume
         return None
 
 

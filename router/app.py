@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
 import logging
 import signal
+from collections import Counter
 from pathlib import Path
 from typing import AsyncIterator
 

@@ -17,6 +17,7 @@ import json
 import platform
 import statistics
 import time
+from collections import Counter
 
 import aiohttp
 import psutil
@@ -69,12 +70,13 @@ async def throughput(url: str, body: dict, streams: int, rounds: int, stats: dic
 
         started = time.perf_counter()
         tokens = sum(await asyncio.gather(*(client() for _ in range(streams))))
+        stats["tokens"] += tokens
         return tokens / (time.perf_counter() - started)
 
 
 async def latencies(targets: dict[str, tuple[str, dict]], count: int) -> dict[str, list[float]]:
     """Milliseconds per sequential request, sent to each target in turn so drift hits all alike."""
-    out, stats = {name: [] for name in targets}, {"resent": 0}
+    out, stats = {name: [] for name in targets}, Counter()
     async with aiohttp.ClientSession() as session:
         for _ in range(count):
             for name, (url, body) in targets.items():
@@ -118,22 +120,21 @@ async def bench_engine(router: str, engine: str, info: dict, args) -> list[str]:
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     targets = {"direct": (direct, {**base, "model": info["model"]}),
                "router": (routed, {**base, "engine": engine, "model": info["model"]})}
-    await throughput(*targets["direct"], streams=1, rounds=2, stats={"errors": 0, "resent": 0})  # warm-up
+    await throughput(*targets["direct"], streams=1, rounds=2, stats=Counter())  # warm-up
     rows = []
     for streams in args.streams:
         rate = {"direct": [], "router": []}
-        stats = {name: {"errors": 0, "resent": 0} for name in targets}
-        router_cpu = router_tokens = 0.0
+        stats = {name: Counter() for name in targets}  # errors, resent, tokens
+        router_cpu = 0.0
         for _ in range(args.repeats):  # alternate direct/router so drift hits both
             for name, (url, body) in targets.items():
-                cpu_before, started = cpu_seconds(args.router_proc), time.perf_counter()
-                tps = await throughput(url, body, streams, args.rounds, stats[name])
+                cpu_before = cpu_seconds(args.router_proc)
+                rate[name].append(await throughput(url, body, streams, args.rounds, stats[name]))
                 if name == "router":
                     router_cpu += cpu_seconds(args.router_proc) - cpu_before
-                    router_tokens += tps * (time.perf_counter() - started)
-                rate[name].append(tps)
         d, r = statistics.median(rate["direct"]), statistics.median(rate["router"])
-        per_token_us = router_cpu / router_tokens * 1e6 if router_tokens else float("nan")
+        routed_tokens = stats["router"]["tokens"]
+        per_token_us = router_cpu / routed_tokens * 1e6 if routed_tokens else float("nan")
         rows.append(f"| {engine} | {info['model']} | {streams} | {d:,.0f} | {r:,.0f} | {r / d:.3f} | "
                     f"{per_token_us:.1f} | {stats['direct']['errors']}/{stats['router']['errors']} | "
                     f"{stats['direct']['resent']}/{stats['router']['resent']} |")

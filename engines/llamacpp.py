@@ -14,6 +14,9 @@ METRICS_PATH = "/metrics"  # needs --metrics; exposes llamacpp:* series
 # cpp-httplib closes the connection after every streamed answer while announcing keep-alive: a pooled client
 # that reuses it fails its next request ("Can not write request body"). Streams go on their own connection.
 REUSABLE_AFTER_STREAM = False
+MISSING_BINARY = ("llama-server binary not found at {path}; run scripts/setup.sh or set LLAMA_SERVER_BIN to an "
+                  "existing llama-server")
+
 
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # strict: no "8192" or true for an int

@@ -1,14 +1,29 @@
-"""The model an engine should serve: written by the router, read by the launcher, kept across restarts."""
+"""What an engine should run, and the files in the run folder that carry it across router and engine restarts.
+
+The router decides and writes; the launcher only reads. Every write is atomic and durable (write, fsync,
+rename, fsync the folder), so a crash or power cut leaves the old file or the new one, never half of one.
+A file that is empty, truncated or unparseable anyway raises `StateFileError`, which callers report and ignore.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 ENGINE_NAMES = ("vllm", "llamacpp")
+PROJECT_HOME = Path(__file__).resolve().parent.parent
+
+
+def home_dir() -> Path:
+    return Path(os.environ.get("ULLM_HOME", PROJECT_HOME)).resolve()
+
+
+def run_dir() -> Path:
+    return Path(os.environ.get("ULLM_RUN_DIR", home_dir() / "run"))
 
 
 @dataclass(frozen=True)
@@ -20,41 +35,32 @@ class ModelSpec:
     catalog_name: str | None = None  # the models.yaml entry it came from, if any (re-resolved on reload)
     overrides: dict[str, Any] = field(default_factory=dict)  # options the load request set over the catalog's
 
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Exactly what the launcher starts: the router builds it from its config in force, so an edited but not
+    reloaded models.yaml never changes what a crash restart runs."""
+    spec: ModelSpec
+    port: int
+    argv: list[str]
+    env: dict[str, str]  # added to the environment supervisord gives the launcher
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # tells one start of the same model from another
+
+    def same_launch(self, other: "LaunchPlan | None") -> bool:
+        """True when `other` would start the same process (the id aside)."""
+        return other is not None and (self.spec, self.port, self.argv, self.env) == (
+            other.spec, other.port, other.argv, other.env)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
-    @classmethod
-    def from_json(cls, text: str) -> "ModelSpec":
-        return cls(**json.loads(text))
 
+class StateFileError(Exception):
+    """A state file exists but cannot be used (empty, truncated, unparseable, from an unknown version)."""
 
-def spec_file(run_dir: Path, engine: str) -> Path:
-    return run_dir / "engines" / f"{engine}.json"
-
-
-def read_spec(run_dir: Path, engine: str) -> ModelSpec | None:
-    try:
-        return ModelSpec.from_json(spec_file(run_dir, engine).read_text())
-    except FileNotFoundError:
-        return None
-
-
-def write_spec(run_dir: Path, spec: ModelSpec) -> None:
-    """Atomically replace the engine's desired model (a crash mid-write never leaves half a file)."""
-    _unloaded_marker(run_dir, spec.engine).unlink(missing_ok=True)
-    _resume_file(run_dir, spec.engine).unlink(missing_ok=True)
-    _write_atomically(spec_file(run_dir, spec.engine), spec.to_json())
-
-
-def clear_spec(run_dir: Path, engine: str, on_request: bool = False) -> None:
-    """Forget the engine's model; `on_request` (an explicit unload) also keeps the default from coming back
-    when the router restarts."""
-    spec_file(run_dir, engine).unlink(missing_ok=True)
-    _resume_file(run_dir, engine).unlink(missing_ok=True)
-    if on_request:
-        marker = _unloaded_marker(run_dir, engine)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"state file {path} is unusable and was ignored: {why}")
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -65,32 +71,123 @@ class Resume:
     unloaded_at: float
 
 
-def write_resume(run_dir: Path, resume: Resume) -> None:
-    _write_atomically(_resume_file(run_dir, resume.spec.engine), json.dumps(asdict(resume), indent=2))
+def plan_file(run: Path, engine: str) -> Path:
+    return run / "engines" / f"{engine}.json"
 
 
-def read_resume(run_dir: Path, engine: str) -> Resume | None:
+def _unloaded_marker(run: Path, engine: str) -> Path:
+    return run / "engines" / f"{engine}.unloaded"
+
+
+def _resume_file(run: Path, engine: str) -> Path:
+    return run / "engines" / f"{engine}.resume.json"
+
+
+def _read_json(path: Path) -> dict | None:
+    """The file's JSON object, None when there is no file; StateFileError for anything unusable."""
     try:
-        raw = json.loads(_resume_file(run_dir, engine).read_text())
-        return Resume(spec=ModelSpec(**raw["spec"]), reason=raw["reason"], unloaded_at=raw["unloaded_at"])
-    except (OSError, ValueError, KeyError, TypeError):  # none, or from another version: nothing to resume
+        text = path.read_text()
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateFileError(path, str(exc)) from exc
+    if not text.strip():
+        raise StateFileError(path, "the file is empty")
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise StateFileError(path, f"not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise StateFileError(path, "not a JSON object")
+    return raw
 
 
-def unloaded_on_request(run_dir: Path, engine: str) -> bool:
-    return _unloaded_marker(run_dir, engine).exists()
+def _spec_from(raw: Any, path: Path) -> ModelSpec:
+    try:
+        return ModelSpec(**raw)
+    except TypeError as exc:
+        raise StateFileError(path, f"not a model spec ({exc})") from exc
 
 
-def _unloaded_marker(run_dir: Path, engine: str) -> Path:
-    return run_dir / "engines" / f"{engine}.unloaded"
+def read_plan(run: Path, engine: str) -> LaunchPlan | None:
+    """The engine's launch plan. A file from before plans (a bare model spec) comes back with `argv` empty:
+    the router rebuilds it from its config; the launcher refuses it."""
+    path = plan_file(run, engine)
+    raw = _read_json(path)
+    if raw is None:
+        return None
+    if "spec" not in raw:
+        return LaunchPlan(spec=_spec_from(raw, path), port=0, argv=[], env={}, id="legacy")
+    try:
+        plan = LaunchPlan(spec=_spec_from(raw["spec"], path), port=int(raw["port"]), argv=list(raw["argv"]),
+                          env=dict(raw["env"]), id=str(raw["id"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateFileError(path, f"not a launch plan ({exc!r})") from exc
+    if plan.spec.engine != engine:
+        raise StateFileError(path, f"it names engine {plan.spec.engine!r}")
+    return plan
 
 
-def _resume_file(run_dir: Path, engine: str) -> Path:
-    return run_dir / "engines" / f"{engine}.resume.json"
+def write_plan(run: Path, plan: LaunchPlan) -> None:
+    """Make `plan` the engine's desired launch; the model is no longer unloaded or waiting to resume."""
+    engine = plan.spec.engine
+    write_atomically(plan_file(run, engine), plan.to_json())
+    _unloaded_marker(run, engine).unlink(missing_ok=True)
+    _resume_file(run, engine).unlink(missing_ok=True)
 
 
-def _write_atomically(target: Path, text: str) -> None:
+def clear_plan(run: Path, engine: str, on_request: bool = False, resume: Resume | None = None) -> None:
+    """Forget the engine's model. `on_request` (an explicit unload) also keeps the default from coming back when
+    the router restarts; `resume` (an idle unload) remembers what the next request brings back."""
+    if on_request:
+        write_atomically(_unloaded_marker(run, engine), "")
+    if resume:
+        write_atomically(_resume_file(run, engine), json.dumps(asdict(resume), indent=2))
+    else:
+        _resume_file(run, engine).unlink(missing_ok=True)
+    plan_file(run, engine).unlink(missing_ok=True)
+    _fsync_dir(plan_file(run, engine).parent)
+
+
+def read_resume(run: Path, engine: str) -> Resume | None:
+    path = _resume_file(run, engine)
+    raw = _read_json(path)
+    if raw is None:
+        return None
+    try:
+        return Resume(spec=_spec_from(raw["spec"], path), reason=str(raw["reason"]),
+                      unloaded_at=float(raw["unloaded_at"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateFileError(path, f"not a resume record ({exc!r})") from exc
+
+
+def unloaded_on_request(run: Path, engine: str) -> bool:
+    return _unloaded_marker(run, engine).exists()
+
+
+def write_atomically(target: Path, text: str) -> None:
+    """Replace `target` with `text` so that a crash at any moment leaves the old file or the new one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in `folder` durable."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -16,6 +16,7 @@ READY_PATHS = ("/health", "/v1/models")  # both answer 200 only once the model i
 METRICS_PATH = "/metrics"
 REUSABLE_AFTER_STREAM = True  # uvicorn keeps the connection open after a stream
 MISTRAL_FLAGS = ["--tokenizer-mode", "mistral", "--config-format", "mistral", "--load-format", "mistral"]
+MISSING_BINARY = "the Python that runs vLLM is not at {path}; run scripts/setup.sh"
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache on the CPU build; config `env` overrides it
 
 

@@ -21,7 +21,9 @@ def main() -> None:
         sys.exit(78)
     port = int(os.environ.get("ULLM_ROUTER_PORT", config.router.port))
     uvloop.install()  # a faster event loop: the streaming path is a per-chunk copy loop
-    web.run_app(create_app(config), host=config.router.host, port=port, access_log=None,
+    # handler_cancellation: a client that hangs up cancels its handler, so the engine request is closed and
+    # stops generating (loads, unloads and reloads are shielded from it and finish regardless).
+    web.run_app(create_app(config), host=config.router.host, port=port, access_log=None, handler_cancellation=True,
                 print=lambda msg: logging.info(msg.strip()))
 
 

@@ -10,10 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
-from engines.spec import unloaded_on_request
 from router.auth import auth_middleware, keys_from_env
 from router.config import Config, config_path, run_dir
 from router.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
@@ -21,6 +19,7 @@ from router.handlers import admin, logs, openai_api, openapi
 from router.handlers import metrics as metrics_routes
 from router.lifecycle import EngineManager
 from router.models import resolve_spec
+from router.proxy import engine_session
 from router.reload import reload
 from router.metrics import RouterMetrics
 from router.state import CONFIG, ENGINES, HTTP, LOG_FOLLOWERS, METRICS, SUPERVISOR, LiveConfig
@@ -63,7 +62,7 @@ async def monitor(engines: dict[str, EngineManager]) -> None:
         for manager in engines.values():
             try:
                 await manager.refresh()
-                await manager.unload_if_idle()
+                manager.unload_if_idle()
             except SupervisorError as exc:  # supervisord restarting or shutting down: try again next round
                 log.warning("monitor: %s", exc)
             except Exception:
@@ -71,31 +70,22 @@ async def monitor(engines: dict[str, EngineManager]) -> None:
         await asyncio.sleep(MONITOR_INTERVAL)
 
 
-async def restore_models(config: Config, engines: dict[str, EngineManager]) -> list[asyncio.Task]:
-    """At start, bring each engine back to its last model, else its configured default. Runs before the
-    router accepts requests, so no one ever sees an engine that is about to load as idle."""
-    loads = []
+async def restore_models(config: Config, engines: dict[str, EngineManager]) -> None:
+    """At start, adopt each running engine or bring it back to its last model, else its configured default.
+    Runs before the router accepts requests, so no one sees an engine that is about to load as idle."""
     for name, manager in engines.items():
-        info = await manager.supervisor.info(name)
-        if info.state in ("RUNNING", "STARTING", "BACKOFF"):
-            continue  # the router restarted alone; the monitor adopts the running engine
-        spec = manager.state.spec  # read from the spec file when the manager was made
-        if spec is None and unloaded_on_request(manager.run_dir, name):
-            continue  # the user unloaded it: do not bring the default back behind their back
         default = config.engines[name].default_model
         try:
-            spec = spec or (resolve_spec(config, default, name, {}) if default else None)
+            spec = resolve_spec(config, default, name, {}) if default else None
         except ApiError as exc:
-            manager.state.last_error = f"default model {default!r}: {exc.message}"
-            continue
-        if spec:
-            loads.append(manager.schedule_load(spec))
-    return loads
+            manager.details.last_error = f"default model {default!r}: {exc.message}"
+            spec = None
+        await manager.restore(spec)
 
 
 async def reload_on_sighup(app: web.Application) -> None:
     try:
-        await reload(app[CONFIG], app[ENGINES])
+        await asyncio.shield(reload(app[CONFIG], app[ENGINES]))
     except ApiError as exc:
         log.error("SIGHUP reload refused: %s", exc.message)
 
@@ -110,20 +100,25 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
     app[LOG_FOLLOWERS] = Counter()
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4)  # below llama-server's 5 s idle close
-        app[HTTP] = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        app[ENGINES] = {name: EngineManager(name, settings, config.router, app[SUPERVISOR], run_path, app[HTTP],
-                                            app[METRICS])
-                        for name, settings in config.engines.items()}
-        for manager in app[ENGINES].values():
-            app[METRICS].watch(manager)
-        tasks = await restore_models(config, app[ENGINES])
-        tasks += [asyncio.ensure_future(monitor(app[ENGINES])),
-                  asyncio.ensure_future(app[METRICS].sample_processes(app[ENGINES]))]
+        app[HTTP] = engine_session()
+        engines = app[ENGINES] = {
+            name: EngineManager(name, settings, config.router, app[SUPERVISOR], run_path, app[HTTP],
+                                events=app[METRICS])
+            for name, settings in config.engines.items()}
+        for manager in engines.values():
+            app[METRICS].watch(manager.name, lambda m=manager: m.state, lambda m=manager: m.in_flight,
+                               lambda m=manager: m.waiting)
+        await restore_models(config, engines)
+
+        def engine_pids() -> dict[str, int]:
+            return {name: m.details.process.pid if m.details.process else 0 for name, m in engines.items()}
+        tasks = [asyncio.ensure_future(monitor(engines)),
+                 asyncio.ensure_future(app[METRICS].sample_processes(engine_pids))]
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: tasks.append(asyncio.ensure_future(reload_on_sighup(app))))
         yield
         loop.remove_signal_handler(signal.SIGHUP)
+        await asyncio.gather(*(manager.close() for manager in engines.values()))
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

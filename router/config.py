@@ -10,8 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from engines.registry import ADAPTERS, ENGINE_NAMES
-
-PROJECT_HOME = Path(__file__).resolve().parent.parent
+from engines.spec import PROJECT_HOME, home_dir, run_dir  # noqa: F401 (re-exported for the router)
 
 
 class StrictModel(BaseModel):
@@ -97,16 +96,8 @@ class ConfigError(Exception):
         self.problems = problems or [message]
 
 
-def home_dir() -> Path:
-    return Path(os.environ.get("ULLM_HOME", PROJECT_HOME)).resolve()
-
-
 def config_path() -> Path:
     return Path(os.environ.get("ULLM_CONFIG", home_dir() / "config" / "models.yaml"))
-
-
-def run_dir() -> Path:
-    return Path(os.environ.get("ULLM_RUN_DIR", home_dir() / "run"))
 
 
 def _position(text: str, loc: tuple) -> str:

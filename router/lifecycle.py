@@ -1,348 +1,358 @@
-"""One engine's model lifecycle: load, unload, observe. Loads are serialized per engine.
+"""One engine's model lifecycle: loads in arrival order, unloads that drain, restore at start, observation.
 
-The truth about a process comes from supervisord (is it running, which PID) and from the engine itself
-(does it answer its readiness URLs). A background monitor refreshes both every `poll_seconds`, so status
-follows changes made outside the router (`supervisorctl stop`, a crash) within a second.
+The manager is the one owner of the engine's state (`machine`, see router/engine_state.py). Loads and unloads
+run one at a time under a lock, in the order they were asked for; while one runs it owns the state, and the
+background monitor (`refresh`) only observes changes made outside the router (`supervisorctl stop`, a crash).
+Requests are let through by its admission half (router/admission.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Protocol
 
 import aiohttp
-import psutil
 
-from engines.registry import ADAPTERS
-from engines.process_group import leftovers
-from engines.spec import ModelSpec, Resume, clear_spec, read_resume, read_spec, write_resume, write_spec
+from engines.process_group import forget_group, read_record
+from engines.registry import ADAPTERS, launch_plan
+from engines.spec import (LaunchPlan, ModelSpec, Resume, StateFileError, clear_plan, read_plan, read_resume,
+                          unloaded_on_request, write_plan)
 from router.config import EngineSettings, RouterSettings
-from router.errors import EngineUnavailable, LoadFailed
-from router.metrics import RouterMetrics
-from router.supervisor import STARTING_STATES, STOPPED_STATES, ProcessInfo, Supervisor, SupervisorError
+from router.engine_state import State, StateMachine
+from router.errors import ApiError, LoadFailed
+from router.admission import Admission
+from router.engine_process import EngineProcess, Probe
+from router.supervisor import STARTING_STATES, ProcessInfo, Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
 
-LOG_LINES_IN_ERRORS = 15
+RUNNING_STATES = {"RUNNING", *STARTING_STATES}
 
 
 @dataclass
-class EngineState:
-    status: str = "idle"  # idle | loading | loaded | error
-    spec: ModelSpec | None = None
+class EngineDetails:
+    """What /v1/status reports beside the state."""
+    spec: ModelSpec | None = None  # the model served, or being loaded
+    plan: LaunchPlan | None = None  # the launch in effect: the running process's port and arguments
     process: ProcessInfo | None = None
     last_error: str | None = None
     load_seconds: float | None = None
     loaded_at: float | None = None
+    loading_since: float | None = None
     resume_spec: ModelSpec | None = None  # the model an idle unload took away; the next request brings it back
     unload_reason: str | None = None  # why the engine went idle, e.g. "idle for 300 s"
     unloaded_at: float | None = None
 
 
-class EngineManager:
+@dataclass
+class PendingLoad:
+    spec: ModelSpec
+    task: asyncio.Task | None = None
+
+
+class LifecycleEvents(Protocol):
+    """What the lifecycle tells observers (the router's metrics implement it)."""
+
+    def engine_moved(self, engine: str, source: State, target: State) -> None: ...
+
+    def engine_restarted(self, engine: str) -> None: ...
+
+    def observe_load(self, engine: str, model: str, seconds: float, ok: bool) -> None: ...
+
+
+class NoEvents:
+    def engine_moved(self, engine: str, source: State, target: State) -> None:
+        pass
+
+    def engine_restarted(self, engine: str) -> None:
+        pass
+
+    def observe_load(self, engine: str, model: str, seconds: float, ok: bool) -> None:
+        pass
+
+
+class EngineManager(Admission):
     def __init__(self, name: str, settings: EngineSettings, router: RouterSettings, supervisor: Supervisor,
-                 run_dir: Path, http: aiohttp.ClientSession, metrics: RouterMetrics):
+                 run_dir: Path, http: aiohttp.ClientSession | None = None, probe: Probe | None = None,
+                 events: LifecycleEvents | None = None):
         self.name = name
         self.adapter = ADAPTERS[name]
-        self.supervisor = supervisor
         self.run_dir = run_dir
-        self.http = http
-        self.metrics = metrics
+        self.proc = EngineProcess(name, supervisor, run_dir, self.adapter.READY_PATHS, http, probe)
+        self.events = events or NoEvents()
         self.configure(settings, router)
-        spec = read_spec(run_dir, name)
-        self.state = EngineState(spec=spec)
-        resume = None if spec else read_resume(run_dir, name)  # idle-unloaded before the router restarted
-        if resume:
-            self.state.resume_spec, self.state.unload_reason = resume.spec, resume.reason
-            self.state.unloaded_at = resume.unloaded_at
+        self.machine = StateMachine(name, on_move=self._moved)
+        self.details = EngineDetails()
         self._lock = asyncio.Lock()
-        self._pending: tuple[ModelSpec, asyncio.Task] | None = None
-        self._changed = asyncio.Event()  # set whenever the observed state changes
+        self._loads: list[PendingLoad] = []  # queued or running, in arrival order
+        self._background: set[asyncio.Task] = set()
         self._ready_pid = 0  # the engine PID that last answered its readiness URLs
         self._known_pid = 0  # the last engine PID seen; a different one outside a load is a restart
-        self.in_flight = 0  # requests being answered by the engine now
-        self.waiting = 0  # requests waiting for the engine to finish loading
-        self.last_used = time.monotonic()
+        self._init_admission()
 
     def configure(self, settings: EngineSettings, router: RouterSettings) -> None:
-        """Take (re)loaded settings; a port change takes effect with the engine's next start."""
+        """Take (re)loaded settings. They shape the next launch; a running engine keeps its plan."""
         self.settings, self.router_settings = settings, router
 
     @property
+    def state(self) -> State:
+        return self.machine.state
+
+    @property
     def port(self) -> int:
-        return self.settings.port
+        plan = self.details.plan
+        return plan.port if plan else self.settings.port
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def load_timeout(self) -> float:
-        return self.router_settings.load_timeout_seconds
+    def plan_for(self, spec: ModelSpec) -> LaunchPlan:
+        s = self.settings
+        return launch_plan(spec, s.port, s.extra_args, s.env, s.binary)
 
-    # ---- traffic -----------------------------------------------------------------------------------------
+    def _moved(self, source: State, target: State) -> None:
+        self.events.engine_moved(self.name, source, target)
+        self._review_waiters()
 
-    @contextlib.asynccontextmanager
-    async def serving(self) -> AsyncIterator[None]:
-        """Count a request as in flight for its whole life (a stream included): swaps drain these first."""
-        self.in_flight += 1
+    # ---- start-up --------------------------------------------------------------------------------------------
+
+    async def restore(self, default: ModelSpec | None) -> None:
+        """At router start: adopt the engine if it runs the plan on file, else resume what the file (or the
+        configured default) asks for. An unreadable state file is reported and ignored."""
+        plan = self._read(read_plan)
+        resume = self._read(read_resume) if plan is None else None
+        record = self._read(read_record)
+        info = self.details.process = await self.proc.info()
+        if info.state in RUNNING_STATES and plan and record and (record.pid, record.plan_id) == (info.pid, plan.id):
+            self.details.spec, self.details.plan, self._known_pid = plan.spec, plan, info.pid
+            self.details.loading_since = time.time()
+            self.machine.move(State.LOADING, f"adopted the running engine (pid {info.pid}) at router start")
+        elif plan:
+            self._request_load(plan.spec, "resuming the model the run folder asks for")
+        elif info.state in RUNNING_STATES:
+            self._spawn(self.unload(reason="no model is wanted at router start"))
+        elif resume:
+            self.details.resume_spec, self.details.unload_reason = resume.spec, resume.reason
+            self.details.unloaded_at = resume.unloaded_at
+        elif default and not unloaded_on_request(self.run_dir, self.name):
+            self._request_load(default, "the configured default model")
+
+    def _read(self, reader):
         try:
-            yield
-        finally:
-            self.in_flight -= 1
-            self.last_used = time.monotonic()
+            return reader(self.run_dir, self.name)
+        except StateFileError as exc:
+            log.error("%s: %s", self.name, exc)
+            self.details.last_error = str(exc)
+            return None
 
-    def serves(self, served_name: str) -> bool:
-        """True when `served_name` is loaded or loading here (so an on-demand request has nothing to do)."""
-        current = self.state.spec
-        return bool(current and current.served_name == served_name and self.state.status in ("loaded", "loading"))
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
-    async def ensure(self, spec: ModelSpec) -> None:
-        """On-demand: make `spec`'s model the served one, joining a load of it already under way."""
-        if self.serves(spec.served_name):
-            return
-        if self._pending and self._pending[0].served_name == spec.served_name:
-            spec = self._pending[0]
-        await self.load(spec)
+    async def close(self) -> None:
+        """Router shutdown: interrupt loads and unloads. The run folder keeps what they were for, so the next
+        router start resumes them."""
+        tasks = [p.task for p in self._loads if p.task] + list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def unload_if_idle(self) -> None:
-        idle_after = self.settings.idle_unload_seconds
-        if (idle_after and self.state.status == "loaded" and not self.in_flight and not self._lock.locked()
-                and time.monotonic() - self.last_used >= idle_after):
-            log.info("%s: unloading %s after %.0f s without requests", self.name,
-                     self.state.spec.served_name if self.state.spec else "?", idle_after)
-            resume = self.state.spec
-            await self.unload(reason=f"idle for {idle_after:g} s")
-            self.state.resume_spec = resume
-            write_resume(self.run_dir, Resume(resume, self.state.unload_reason, self.state.unloaded_at))
+    # ---- load / unload ---------------------------------------------------------------------------------------
 
-    # ---- observation -------------------------------------------------------------------------------------
+    async def load(self, spec: ModelSpec, cause: str = "load requested") -> float:
+        """Make `spec` the served model after the loads queued before it; join a queued load of the same model;
+        return at once (0 s) when it is already served with the same launch and nothing is queued."""
+        return await asyncio.shield(self._request_load(spec, cause))
 
-    async def is_ready(self, timeout: float = 2.0) -> bool:
+    def _request_load(self, spec: ModelSpec, cause: str) -> asyncio.Future:
+        for pending in self._loads:
+            if pending.spec == spec:
+                return pending.task
+        if (not self._loads and self.state is State.LOADED and self._process_ready()
+                and self.plan_for(spec).same_launch(self.details.plan)):
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(0.0)
+            return done
+        pending = PendingLoad(spec)
+        pending.task = asyncio.ensure_future(self._run_load(pending, cause))
+        pending.task.add_done_callback(_retrieve)  # an on-demand load may have no one awaiting it
+        self._loads.append(pending)
+        return pending.task
+
+    def _saw(self, info: ProcessInfo) -> None:
+        self.details.process = info
+
+    def _process_ready(self) -> bool:
+        proc = self.details.process
+        return bool(proc and proc.pid and proc.pid == self._ready_pid)
+
+    async def _run_load(self, pending: PendingLoad, cause: str) -> float:
+        failure: ApiError | None = None
         try:
-            for path in self.adapter.READY_PATHS:
-                async with self.http.get(self.base_url + path,
-                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                    if resp.status != 200:
-                        return False
-            return True
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            return False
+            async with self._lock:
+                return await self._load_locked(pending.spec, cause)
+        except ApiError as exc:
+            failure = exc
+            raise
+        finally:  # still in arrival order: whoever waited for this model hears how it went before the next load
+            self._loads.remove(pending)
+            self._review_waiters(pending.spec if failure else None, failure)
 
-    async def refresh(self) -> EngineState:
-        """Re-derive status from supervisord and the engine, unless a load/unload owns the state now."""
-        if self._lock.locked():
-            return self.state
-        state = self.state
-        state.process = await self.supervisor.info(self.name)
-        if state.process.pid and state.process.pid != self._known_pid:
-            if self._known_pid:
-                log.warning("%s: engine restarted outside a load (pid %s -> %s)", self.name, self._known_pid,
-                            state.process.pid)
-                self.metrics.restarts.labels(self.name).inc()
-            self._known_pid = state.process.pid
-        proc = state.process.state
-        if state.spec is None:
-            new = "error" if state.last_error else "idle"
-        elif proc == "RUNNING":
-            # Probe the engine only until it has answered once per process, not on every poll.
-            if state.process.pid != self._ready_pid and await self.is_ready():
-                self._ready_pid = state.process.pid
-            new = "loaded" if state.process.pid == self._ready_pid else "loading"
-        elif proc in STARTING_STATES or proc == "EXITED":
-            new = "loading"  # supervisord is (re)starting it after a crash, with the same model
-        elif proc == "STOPPED":
-            new = "idle"  # stopped on purpose (supervisorctl stop); `start` resumes the same model
-        else:  # FATAL: it kept dying and supervisord gave up
-            new = "error"
-            if state.status != "error":
-                state.last_error = await self._failure_message(state.process)
-        if self._lock.locked():  # a load or unload began while we were asking: it owns the state now
-            return state
-        if new == "loaded" and state.status != "loaded":
-            state.loaded_at = state.loaded_at or time.time()
-        self._set_status(new)
-        return state
-
-    def _set_status(self, status: str) -> None:
-        if status != self.state.status:
-            log.info("%s: %s -> %s", self.name, self.state.status, status)
-            self.state.status = status
-            self._changed.set()
-            self._changed = asyncio.Event()
-
-    async def wait_until_serving(self, timeout: float) -> ModelSpec:
-        """Return the served spec, waiting (bounded, in a bounded queue) while the engine loads; else a 503."""
-        if self.state.status == "loaded" and self.state.spec:
-            return self.state.spec
-        if self.waiting >= self.router_settings.max_queued_requests:
-            raise EngineUnavailable(f"engine {self.name} is loading and {self.waiting} requests are already "
-                                    f"waiting (router.max_queued_requests); retry later", code="queue_full")
-        self.waiting += 1
+    async def _load_locked(self, spec: ModelSpec, cause: str) -> float:
+        try:  # the intent first, durably: a router restart from here on resumes this load
+            plan = self.plan_for(spec)
+            write_plan(self.run_dir, plan)
+        except Exception as exc:
+            raise LoadFailed(f"cannot record the load of {spec.served_name} in {self.run_dir}: {exc}; "
+                             f"nothing was changed") from exc
+        d = self.details
+        d.spec, d.loading_since, started = spec, time.time(), time.monotonic()
+        self.machine.move(State.LOADING, f"{cause}: {spec.served_name}")
         try:
-            return await self._wait_serving(timeout)
-        finally:
-            self.waiting -= 1
+            await self._drain()
+            d.process = await self.proc.stop_tree()
+            d.plan = plan
+            await self.proc.start()
+            pid = await self.proc.wait_ready(self.base_url, self.router_settings.load_timeout_seconds, self._saw)
+            self._ready_pid = pid
+        except asyncio.CancelledError:
+            log.warning("%s: load of %s interrupted (the router is stopping); it stays the wanted model and "
+                        "resumes when the router starts", self.name, spec.served_name)
+            raise
+        except Exception as exc:
+            self.events.observe_load(self.name, spec.served_name, time.monotonic() - started, ok=False)
+            message = exc.message if isinstance(exc, ApiError) else f"load failed: {exc!r}"
+            await self._give_up(message)
+            if isinstance(exc, LoadFailed):
+                raise
+            raise LoadFailed(message) from exc
+        d.load_seconds, d.loaded_at, d.loading_since = time.monotonic() - started, time.time(), None
+        self.events.observe_load(self.name, spec.served_name, d.load_seconds, ok=True)
+        d.last_error = d.unload_reason = d.unloaded_at = d.resume_spec = None
+        self.last_used, self._known_pid = time.monotonic(), pid
+        self.machine.move(State.LOADED, f"{spec.served_name} ready after {d.load_seconds:.1f} s")
+        return d.load_seconds
 
-    async def _wait_serving(self, timeout: float) -> ModelSpec:
-        deadline = time.monotonic() + timeout
-        while True:
-            state = self.state
-            if state.status == "loaded" and state.spec:
-                return state.spec
-            if state.status == "idle":
-                why = f" (unloaded: {state.unload_reason})" if state.unload_reason else ""
-                raise EngineUnavailable(f"engine {self.name} has no model loaded{why}; load one with "
-                                        f"POST /v1/models/load {{\"engine\": \"{self.name}\", \"model_path\": ...}}",
-                                        code="engine_idle")
-            if state.status == "error":
-                raise EngineUnavailable(f"engine {self.name} is in error: {state.last_error}",
-                                        code="engine_error")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise EngineUnavailable(f"engine {self.name} is still loading after {timeout:.0f} s; retry later",
-                                        code="engine_loading")
-            try:
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
-            except asyncio.TimeoutError:
-                pass
+    async def unload(self, reason: str = "unloaded on request", resume: bool = False) -> None:
+        """Stop the engine's model once the requests in flight finish. `resume` (an idle unload) lets the next
+        request bring the model back, also after a router restart; otherwise the unload outlives restarts."""
+        await asyncio.shield(self._spawn(self._run_unload(reason, resume)))
 
-    # ---- load / unload -----------------------------------------------------------------------------------
-
-    def schedule_load(self, spec: ModelSpec) -> asyncio.Task:
-        """Start loading in the background; the status says `loading` from this moment on."""
-        self._set_status("loading")
-
-        async def run() -> None:
-            try:
-                await self.load(spec)
-            except LoadFailed as exc:
-                log.error("%s: background load of %s failed: %s", self.name, spec.served_name, exc.message)
-        return asyncio.ensure_future(run())
-
-    async def load(self, spec: ModelSpec) -> float:
-        """Replace the engine's model with `spec`; a concurrent load of the same spec joins this one, and a
-        load of the model already being served returns at once (0 s) without a restart."""
-        state = self.state
-        if state.status == "loaded" and state.spec == spec and state.process and state.process.pid == self._ready_pid:
-            return 0.0
-        if self._pending and self._pending[0] == spec:
-            return await asyncio.shield(self._pending[1])
-        task = asyncio.ensure_future(self._load_serialized(spec))
-        self._pending = (spec, task)
-        try:
-            return await asyncio.shield(task)
-        finally:
-            if self._pending and self._pending[1] is task and task.done():
-                self._pending = None
-
-    async def _load_serialized(self, spec: ModelSpec) -> float:
+    async def _run_unload(self, reason: str, resume: bool) -> None:
         async with self._lock:
-            self._set_status("loading")
-            started = time.monotonic()
+            d, now = self.details, time.time()
+            remembered = Resume(d.spec, reason, now) if resume and d.spec else None
+            clear_plan(self.run_dir, self.name, on_request=not resume, resume=remembered)  # the intent first
+            d.resume_spec = remembered.spec if remembered else None
+            d.unload_reason, d.unloaded_at, d.loading_since = reason, now, None
+            if self.state is not State.IDLE:
+                self.machine.move(State.STOPPING, reason)
             try:
                 await self._drain()
-                await self._stop_process_tree()
-                write_spec(self.run_dir, spec)
-                self.state.spec = spec
-                await self.supervisor.start(self.name)
-                await self._wait_ready(started + self.load_timeout)
-            except BaseException as exc:
-                self.metrics.observe_load(self.name, spec.served_name, time.monotonic() - started, ok=False)
-                message = str(exc) if isinstance(exc, LoadFailed) else f"load failed: {exc!r}"
-                await self._give_up(message)
-                if isinstance(exc, LoadFailed):
-                    raise
-                raise LoadFailed(message) from exc
-            self.state.load_seconds = time.monotonic() - started
-            self.state.loaded_at = time.time()
-            self.state.last_error = self.state.unload_reason = self.state.unloaded_at = None
-            self.state.resume_spec = None
-            self.last_used = time.monotonic()
-            self.state.process = await self.supervisor.info(self.name)
-            self._known_pid = self.state.process.pid
-            self.metrics.observe_load(self.name, spec.served_name, self.state.load_seconds, ok=True)
-            self._set_status("loaded")
-            log.info("%s: loaded %s in %.1f s", self.name, spec.served_name, self.state.load_seconds)
-            return self.state.load_seconds
+                d.process = await self.proc.stop_tree()
+            except SupervisorError as exc:
+                d.last_error = f"could not stop the engine: {exc}"
+                self.machine.move(State.ERROR, d.last_error)
+                raise
+            forget_group(self.run_dir, self.name)
+            d.spec = d.plan = d.load_seconds = d.loaded_at = d.last_error = None
+            if not self.machine.move(State.IDLE, "the process tree is gone"):
+                self._review_waiters()
 
-    async def unload(self, reason: str = "unloaded on request") -> None:
-        async with self._lock:
-            await self._stop_process_tree()
-            clear_spec(self.run_dir, self.name, on_request=True)
-            self.state.spec = None
-            self.state.last_error = None
-            self.state.unload_reason, self.state.unloaded_at = reason, time.time()
-            self.state.load_seconds = None
-            self.state.loaded_at = None
-            self._set_status("idle")
+    def unload_if_idle(self) -> None:
+        idle_after = self.settings.idle_unload_seconds
+        if (idle_after and self.state is State.LOADED and not self.in_flight and not self._waiters
+                and not self._loads and not self._lock.locked() and time.monotonic() - self.last_used >= idle_after):
+            self._spawn(self.unload(reason=f"idle for {idle_after:g} s", resume=True))
 
     async def _drain(self) -> None:
-        """Let in-flight requests on the old model finish, for at most router.drain_seconds; streams still
-        running after that end with an error event when the engine stops."""
+        """Let requests in flight finish, for at most router.drain_seconds; streams still running after that
+        end with an error event when the engine stops."""
         deadline = time.monotonic() + self.router_settings.drain_seconds
         if self.in_flight:
-            log.info("%s: waiting for %d in-flight request(s) before the swap", self.name, self.in_flight)
+            log.info("%s: waiting for %d in-flight request(s) to finish", self.name, self.in_flight)
         while self.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         if self.in_flight:
-            log.warning("%s: swapping with %d request(s) still in flight", self.name, self.in_flight)
-
-    async def _wait_ready(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            info = await self.supervisor.info(self.name)
-            if info.state in STOPPED_STATES or (info.state == "BACKOFF"):
-                raise LoadFailed(await self._failure_message(info))
-            if info.state == "RUNNING" and await self.is_ready():
-                self._ready_pid = info.pid
-                return
-            await asyncio.sleep(0.25)
-        raise LoadFailed(f"engine {self.name} did not become ready within {self.load_timeout:.0f} s; "
-                         f"last log lines:\n{await self._log_tail()}")
+            log.warning("%s: stopping with %d request(s) still in flight", self.name, self.in_flight)
 
     async def _give_up(self, message: str) -> None:
         """After a failed load: stop retries, forget the model so a restart does not repeat the failure."""
         log.error("%s: %s", self.name, message)
         try:
-            await self._stop_process_tree()
+            self.details.process = await self.proc.stop_tree()
         except SupervisorError as exc:
             log.error("%s: could not stop after failed load: %s", self.name, exc)
-        clear_spec(self.run_dir, self.name)
-        self.state.spec = None
-        self.state.last_error = message
-        self._set_status("error")
+        clear_plan(self.run_dir, self.name)
+        d = self.details
+        d.spec = d.plan = d.loading_since = None
+        d.last_error = message
+        self.machine.move(State.ERROR, "the load failed")
 
-    async def _failure_message(self, info: ProcessInfo) -> str:
-        why = info.spawn_error or f"exit status {info.exit_status}"
-        return f"engine {self.name} stopped during start ({info.state}: {why}); last log lines:\n{await self._log_tail()}"
+    # ---- observation -----------------------------------------------------------------------------------------
 
-    async def _log_tail(self) -> str:
-        try:
-            text = await self.supervisor.tail_log(self.name, 16384)
-        except SupervisorError as exc:
-            return f"(log unavailable: {exc})"
-        return "\n".join(text.splitlines()[-LOG_LINES_IN_ERRORS:])
+    def _owned(self) -> bool:
+        """True while a load or unload owns the state (the monitor only observes outside them)."""
+        return self._lock.locked() or bool(self._loads)
 
-    async def _stop_process_tree(self) -> None:
-        """Stop the engine and wait until every process of its tree is gone (no two copies in memory)."""
-        info = await self.supervisor.info(self.name)
-        procs: list[psutil.Process] = []
-        if info.pid:
-            try:
-                root = psutil.Process(info.pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                pass
-        await self.supervisor.stop(self.name)
-        procs += [p for p in await asyncio.to_thread(leftovers, self.run_dir, self.name) if p not in procs]
-        if procs:
-            _gone, alive = await asyncio.to_thread(psutil.wait_procs, procs, 10)
-            for proc in alive:
-                log.warning("%s: killing leftover pid %s", self.name, proc.pid)
-                proc.kill()
-            await asyncio.to_thread(psutil.wait_procs, alive, 5)
+    async def refresh(self) -> None:
+        """Follow changes made outside the router: `supervisorctl stop/start/restart`, crashes, supervisord
+        giving up. Only while no load or unload owns the state."""
+        if self._owned():
+            return
+        info = await self.proc.info()
+        if self._owned():
+            return
+        self.details.process = info
+        restarted = bool(info.pid and self._known_pid and info.pid != self._known_pid)
+        if restarted:
+            log.warning("%s: engine restarted outside a load (pid %s -> %s)", self.name, self._known_pid, info.pid)
+            self.events.engine_restarted(self.name)
+        if info.pid or info.state == "STOPPED":  # a deliberate stop: the next start is not a restart
+            self._known_pid = info.pid
+        if self.details.plan is None:
+            return  # no model wanted: nothing outside the router can make one run
+        if info.state == "RUNNING":
+            if info.pid != self._ready_pid and await self.proc.is_ready(self.base_url):
+                if self._owned():
+                    return
+                self._ready_pid = info.pid
+            if info.pid == self._ready_pid:
+                self._observe(State.LOADED, f"the engine answers (pid {info.pid})")
+            else:
+                self._observe(State.LOADING, "supervisord restarted the engine" if restarted
+                              else f"the engine process started (pid {info.pid})")
+        elif info.state in STARTING_STATES or info.state == "EXITED":
+            self._observe(State.LOADING, f"supervisord is restarting the engine ({info.state}, "
+                                         f"exit status {info.exit_status})")
+        elif info.state == "STOPPED":
+            self._observe(State.IDLE, "stopped outside the router (supervisorctl stop)")
+        elif info.state == "FATAL" and self.state is not State.ERROR:  # it kept dying and supervisord gave up
+            self.details.last_error = await self.proc.failure_message(info)
+            if not self._owned():
+                self._observe(State.ERROR, "supervisord gave up on the engine")
+        # STOPPING (supervisorctl stop under way) and UNKNOWN are passing: the next poll sees where they lead
+
+    def _observe(self, target: State, cause: str) -> None:
+        d = self.details
+        if target is State.LOADED and self.state not in (State.LOADING, State.LOADED):
+            self.machine.move(State.LOADING, "the engine process started")
+        if target is State.LOADING and self.state is not State.LOADING:
+            d.loading_since = time.time()
+        if target is State.LOADED and self.state is not State.LOADED:
+            d.loaded_at, d.loading_since, d.last_error = time.time(), None, None
+            self.last_used = time.monotonic()
+        self.machine.move(target, cause)
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark a task's outcome as seen (its waiters heard of a failure; the log has it too)."""
+    if not task.cancelled():
+        task.exception()

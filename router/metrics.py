@@ -9,18 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import Callable, Iterable
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-if TYPE_CHECKING:
-    from router.lifecycle import EngineManager
+from router.engine_state import State
 
 log = logging.getLogger(__name__)
 
-STATES = ("idle", "loading", "loaded", "error")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 RATE_BUCKETS = (1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000, 10000)
 LOAD_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
@@ -114,20 +112,29 @@ class RouterMetrics:
                                ["engine"], registry=r)
         self.queued = Gauge("unified_requests_queued", "Requests waiting for the engine to finish loading",
                             ["engine"], registry=r)
-        self.state = Gauge("unified_engine_state", "1 for the engine's current state, else 0",
+        self.state = Gauge("unified_engine_state", "1 for the engine's current lifecycle state, else 0",
                            ["engine", "state"], registry=r)
+        self.transitions = Counter("unified_engine_transitions", "Lifecycle state changes, by source and target "
+                                   "state", ["engine", "source", "target"], registry=r)
         self.processes = EngineProcessCollector()
         r.register(self.processes)
 
-    def watch(self, manager: "EngineManager") -> None:
-        """Gauges read live from the manager: no second copy of its counters to keep in step."""
-        name = manager.name
-        self.in_flight.labels(name).set_function(lambda: manager.in_flight)
-        self.queued.labels(name).set_function(lambda: manager.waiting)
-        for state in STATES:
-            self.state.labels(name, state).set_function(lambda s=state: float(manager.state.status == s))
+    def watch(self, name: str, state: Callable[[], State], in_flight: Callable[[], int],
+              waiting: Callable[[], int]) -> None:
+        """Gauges read live from the engine's manager: no second copy of its counters to keep in step."""
+        self.in_flight.labels(name).set_function(in_flight)
+        self.queued.labels(name).set_function(waiting)
+        for each in State:
+            self.state.labels(name, each.value).set_function(lambda s=each: float(state() is s))
         self.restarts.labels(name)
         self.resends.labels(name)
+
+    # the lifecycle's events (router.lifecycle.LifecycleEvents)
+    def engine_moved(self, engine: str, source: State, target: State) -> None:
+        self.transitions.labels(engine, source.value, target.value).inc()
+
+    def engine_restarted(self, engine: str) -> None:
+        self.restarts.labels(engine).inc()
 
     def observe_request(self, record: RequestRecord, endpoint: str, seconds: float) -> None:
         labels = (record.engine, record.model, endpoint)
@@ -154,10 +161,9 @@ class RouterMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    async def sample_processes(self, engines: dict[str, "EngineManager"]) -> None:
-        """Every few seconds, measure each engine's process tree in a worker thread."""
+    async def sample_processes(self, engine_pids: Callable[[], dict[str, int]]) -> None:
+        """Every few seconds, measure each engine's process tree (its root PID, 0 for none) in a worker thread."""
         while True:
-            for name, manager in engines.items():
-                pid = manager.state.process.pid if manager.state.process else 0
+            for name, pid in engine_pids().items():
                 self.processes.samples[name] = await asyncio.to_thread(sample_tree, pid) if pid else ProcessSample()
             await asyncio.sleep(SAMPLE_SECONDS)

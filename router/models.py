@@ -1,16 +1,22 @@
-"""Turn what a user names (a catalog name, an alias, or a path) into a validated ModelSpec for one engine."""
+"""Model resolution: what a user names (a catalog name, an alias, a path) becomes a validated ModelSpec for
+one engine; what a client request names becomes the engine to use and the model it must be served by."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import ValidationError
 
 from engines.registry import ADAPTERS, ENGINE_NAMES
 from engines.spec import ModelSpec
 from router.config import Config, model_roots
+from router.engine_state import State
 from router.errors import InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    from router.lifecycle import EngineManager
 
 
 def catalog_lookup(config: Config, name: str) -> tuple[str, Any] | None:
@@ -30,17 +36,20 @@ def confine_path(config: Config, raw: str) -> Path:
         raise InvalidRequest("model path contains a NUL byte", param="model_path", code="invalid_path")
     candidate = Path(raw)
     tries = [candidate] if candidate.is_absolute() else [root / candidate for root in roots]
+    inside = False
     for path in tries:
         try:
             resolved = path.resolve()  # follows symlinks, removes `..`
             if not any(resolved.is_relative_to(root) for root in roots):
                 continue
+            inside = True
             if resolved.exists():
                 return resolved
-        except OSError as exc:  # a name too long, a symlink loop: no model can be there
-            raise InvalidRequest(f"model path {raw[:200]!r} cannot be used: {exc.strerror}",
+        except (OSError, RuntimeError, ValueError) as exc:  # a name too long, a symlink loop: no model is there
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise InvalidRequest(f"model path {raw[:200]!r} cannot be used: {why}",
                                  param="model_path", code="invalid_path") from exc
-    if not any(p.resolve().is_relative_to(root) for p in tries for root in roots):
+    if not inside:
         raise InvalidRequest(f"model path {raw!r} is outside the model roots "
                              f"({', '.join(str(r) for r in roots)})", param="model_path", code="path_not_allowed")
     raise NotFound(f"model {raw!r} is neither a catalog model nor a file under the model roots "
@@ -89,3 +98,66 @@ def re_resolve(config: Config, spec: ModelSpec) -> ModelSpec | None:
     if catalog_name and catalog_lookup(config, catalog_name) is None:
         return None
     return resolve_spec(config, catalog_name or spec.path, spec.engine, spec.overrides)
+
+
+def names_of(spec: ModelSpec, config: Config) -> set[str]:
+    """Every string a user may send for a loaded model: served name, path, catalog name and aliases."""
+    names = {spec.served_name, spec.path, Path(spec.path).name}
+    found = catalog_lookup(config, spec.served_name)
+    if found:
+        names |= {found[0], *found[1].aliases}
+    return names
+
+
+def infer_engine(engines: dict[str, "EngineManager"], config: Config, engine: str | None,
+                 model: str | None) -> "EngineManager":
+    """The engine a request names, else the one engine whose loaded or catalog model matches `model`."""
+    if engine is not None:
+        if engine not in engines:
+            raise InvalidRequest(f"unknown engine {engine!r}; choose one of: {', '.join(engines)}",
+                                 param="engine", code="unknown_engine")
+        return engines[engine]
+    candidates = set()
+    if model:
+        candidates = {n for n, m in engines.items() if any(model in names_of(s, config) for s in m.known_specs())}
+        if not candidates and (found := catalog_lookup(config, model)) and found[1].engine in engines:
+            candidates = {found[1].engine}
+    if len(candidates) == 1:
+        return engines[candidates.pop()]
+    why = f"model {model!r} matches {len(candidates) or 'no'} engine(s)" if model else "no 'engine' or 'model' given"
+    raise InvalidRequest(f"cannot tell which engine to use ({why}); send \"engine\": one of {', '.join(engines)}",
+                         param="engine", code="engine_required")
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What a request needs from its engine."""
+    wanted: str | None  # the served name it must be answered by; None: whichever model the engine serves
+    load: ModelSpec | None = None  # the on-demand load that brings it, when the engine will not serve it anyway
+
+
+def route_request(manager: "EngineManager", requested: str | None, config: Config) -> Routing:
+    """Map the `model` a client sent to what its engine must serve. A catalog model of this engine, or one it
+    serves or swaps, is waited for (and loaded on demand); another engine's model or an unknown path is a 400;
+    any other name (e.g. "gpt-4o" from an unmodified client) takes the loaded model."""
+    if requested is not None:
+        found = catalog_lookup(config, requested)
+        if found and found[1].engine == manager.name:
+            return _wanted(manager, found[0], lambda: resolve_spec(config, found[0], manager.name, {}))
+        for spec in manager.known_specs():
+            if requested in names_of(spec, config):
+                return _wanted(manager, spec.served_name, lambda spec=spec: spec)
+        if found or "/" in requested or requested.endswith(".gguf"):
+            raise manager.not_loaded(requested)
+    resume = manager.details.resume_spec
+    if resume and manager.settings.on_demand and manager.state in (State.IDLE, State.STOPPING):
+        return Routing(None, resume)  # an idle unload took it away: the next request brings it back
+    return Routing(None)
+
+
+def _wanted(manager: "EngineManager", served_name: str, spec: Callable[[], ModelSpec]) -> Routing:
+    if manager.will_serve(served_name):
+        return Routing(served_name)
+    if not manager.settings.on_demand:
+        raise manager.not_loaded(served_name)
+    return Routing(served_name, spec())

@@ -21,7 +21,15 @@ log = logging.getLogger(__name__)
 # generated, so sending again is safe (llama-server's cpp-httplib does this under load; see docs).
 RETRYABLE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 SEND_ATTEMPTS = 3
-HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
+# Hop-by-hop headers, and the length aiohttp sets itself. Content-Encoding is passed through: the body is
+# relayed as it came (the client session does not decompress), so the header must describe it.
+HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+def engine_session() -> aiohttp.ClientSession:
+    """The one client session to the engines: pooled, closed before llama-server's 5 s idle timeout, and bodies
+    left as the engine sent them (relayed byte for byte, never decoded)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4), auto_decompress=False)
 
 
 async def _send(http: aiohttp.ClientSession, url: str, payload: bytes, timeout: aiohttp.ClientTimeout,
@@ -49,7 +57,7 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
     record = record or RequestRecord()
     started = time.monotonic()
     tap = None
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}  # plain bytes: cheap to relay
     if body.get("stream") is True:
         if not reuse_after_stream:
             headers["Connection"] = "close"

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from engines.spec import ModelSpec
 from router.config import Config, ConfigError, load_config
+from router.engine_state import State
 from router.errors import ApiError, InvalidRequest
 from router.lifecycle import EngineManager
 from router.models import re_resolve
@@ -26,11 +28,6 @@ class InvalidConfig(InvalidRequest):
         return body
 
 
-def launch_settings(config: Config, engine: str) -> dict:
-    """The engine settings that shape its command line or environment (a change needs a restart)."""
-    return config.engines[engine].model_dump(include={"port", "extra_args", "env", "binary"})
-
-
 def diff_models(old: Config, new: Config) -> dict[str, list[str]]:
     return {"added": sorted(set(new.models) - set(old.models)),
             "removed": sorted(set(old.models) - set(new.models)),
@@ -46,37 +43,39 @@ async def reload(live: LiveConfig, engines: dict[str, EngineManager]) -> dict:
     if set(new.engines) != set(old.engines):
         raise InvalidRequest("adding or removing an engine needs a router restart "
                              "(supervisorctl restart router); nothing was changed", code="restart_required")
-    plans: dict[str, object] = {}
+    notes: dict[str, str] = {}
+    restarts: dict[str, ModelSpec] = {}
     for name, manager in engines.items():
-        spec = manager.state.spec
-        settings_changed = launch_settings(new, name) != launch_settings(old, name)
         manager.configure(new.engines[name], new.router)
-        if spec is None:
-            continue
+        spec, running = manager.details.spec, manager.details.plan
+        if spec is None or manager.state not in (State.LOADED, State.LOADING):
+            continue  # nothing runs: the new settings apply at its next load
         try:
             new_spec = re_resolve(new, spec)
         except ApiError as exc:
-            plans[name] = f"kept running: its model no longer resolves ({exc.message})"
-            continue
-        if new_spec is None:
-            plans[name] = f"kept running: {spec.served_name} was removed from the catalog"
-        elif new_spec != spec or settings_changed:
-            plans[name] = new_spec
+            notes[name] = f"kept running: its model no longer resolves ({exc.message})"
+        else:
+            if new_spec is None:
+                notes[name] = f"kept running: {spec.served_name} was removed from the catalog"
+            elif not manager.plan_for(new_spec).same_launch(running):
+                restarts[name] = new_spec  # its command line, environment or port changed
+        if name in notes and running and running.port != manager.settings.port:
+            notes[name] += (f"; it stays on port {running.port} until its next load "
+                            f"(models.yaml now says {manager.settings.port})")
     live.current = new
 
-    async def restart(name: str, spec) -> dict:
+    async def restart(name: str, spec: ModelSpec) -> dict:
         try:
-            seconds = await engines[name].load(spec)
+            seconds = await engines[name].load(spec, "models.yaml reloaded")
             return {"restarted": True, "model": spec.served_name, "load_seconds": round(seconds, 3)}
         except ApiError as exc:
             return {"restarted": False, "error": exc.message}
 
-    restarts = {n: s for n, s in plans.items() if not isinstance(s, str)}
     results = dict(zip(restarts, await asyncio.gather(*(restart(n, s) for n, s in restarts.items()))))
     report = {
         "status": "success",
         "models": diff_models(old, new),
-        "engines": {name: results.get(name) or {"restarted": False, "note": plans.get(name, "unchanged")}
+        "engines": {name: results.get(name) or {"restarted": False, "note": notes.get(name, "unchanged")}
                     for name in engines},
         "router_restart_needed": [key for key in ("host", "port", "max_body_bytes")
                                   if getattr(old.router, key) != getattr(new.router, key)],

@@ -164,7 +164,7 @@ async def main() -> None:
 
     async with aiohttp.ClientSession() as session:
         async with session.get(args.router + "/v1/status") as resp:
-            status = (await resp.json())["engines"]
+            status = await resp.json()
     args.router_proc = router_process(args.router)
     tput_head = ["| engine | model | streams | direct tok/s | router tok/s | ratio | router CPU µs/token | "
                  "errors d/r | resent d/r |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -34,7 +34,7 @@ def main() -> int:
     started, last_line = time.monotonic(), ""
     while time.monotonic() - started < args.timeout:
         status = get_json(f"{base}/v1/status")
-        engines = (status or {}).get("engines", {})
+        engines = status or {}
         line = ("router not answering yet" if status is None else
                 ", ".join(f"{name}: {e['status']}" + (f" ({e['model']})" if e["model"] else "")
                           for name, e in engines.items()))

@@ -15,6 +15,8 @@ def stack(tmp_path_factory) -> Stack:
         yield stack
     finally:
         stack.stop()
+    illegal = [line for line in stack.router_log().splitlines() if "illegal transition" in line]
+    assert not illegal, f"the router made transitions its state table does not allow: {illegal}"
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -81,7 +82,19 @@ class Stack:
             return exc.code, exc.read()
 
     def status(self) -> dict:
-        return self.api("GET", "/v1/status", timeout=10)[1]["engines"]
+        return self.api("GET", "/v1/status", timeout=10)[1]
+
+    def engine_metric(self, engine: str, name: str) -> float:
+        """The sum of an engine's own metric over its series, read through the router."""
+        with urllib.request.urlopen(f"{self.base_url}/metrics/engines/{engine}", timeout=10) as resp:
+            text = resp.read().decode()
+        pattern = rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$"
+        return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+    def router_log(self) -> str:
+        """The router's log, rotated parts included."""
+        logs = sorted((self.home / "run" / "logs").glob("router.log*"), reverse=True)
+        return "".join(path.read_text(errors="replace") for path in logs)
 
     def engine_pid(self, engine: str) -> int:
         return self.status()[engine]["pid"]
@@ -134,7 +147,8 @@ def make_stack(home: Path) -> Stack:
         (home / name).symlink_to(PROJECT / name)
     config = yaml.safe_load((PROJECT / "config" / "models.yaml").read_text())
     router_port, ports = free_port(), {"vllm": free_port(), "llamacpp": free_port()}
-    config["router"].update(host="127.0.0.1", port=router_port, load_timeout_seconds=240,
+    # request_wait covers two vLLM loads on a busy 2-core box (a request for the outgoing model during a swap)
+    config["router"].update(host="127.0.0.1", port=router_port, load_timeout_seconds=240, request_wait_seconds=600,
                             model_roots=["models", "scratch"])
     for engine, port in ports.items():
         config["engines"][engine]["port"] = port

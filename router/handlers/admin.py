@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
@@ -12,7 +13,9 @@ from router.lifecycle import EngineManager
 from router.models import resolve_spec
 from router.reload import reload
 from router.requests import json_object, optional
-from router.state import CONFIG, ENGINES
+from router.engine_state import State
+from router.metrics import ProcessSample
+from router.state import CONFIG, ENGINES, LOG_FOLLOWERS, METRICS
 
 LOAD_KEYS = {"model_path", "model", "engine"}
 OPTION_KEYS = {name for adapter in ADAPTERS.values() for name in adapter.Options.model_fields}
@@ -20,27 +23,34 @@ OPTION_KEYS = {name for adapter in ADAPTERS.values() for name in adapter.Options
 routes = web.RouteTableDef()
 
 
-def engine_report(manager: EngineManager) -> dict:
-    state, proc = manager.state, manager.state.process
+def engine_report(manager: EngineManager, memory: ProcessSample | None, log_followers: int) -> dict:
+    """One engine's entry in /v1/status: the original API's fields first, then what the lifecycle adds."""
+    d, proc = manager.details, manager.details.process
     alive = bool(proc and proc.pid)
     return {
-        "status": state.status,
-        "model": state.spec.served_name if state.spec else None,
-        "model_path": state.spec.path if state.spec else None,
-        "options": state.spec.options if state.spec else None,
+        "status": manager.machine.status,  # the original four values: idle, loading, loaded, error
+        "model": d.spec.served_name if d.spec else None,
         "process_alive": alive,
+        "state": manager.state.value,  # the exact lifecycle state (adds stopping)
+        "state_since": manager.machine.since,
+        "state_cause": manager.machine.cause,
+        "model_path": d.spec.path if d.spec else None,
+        "options": d.spec.options if d.spec else None,
         "process_state": proc.state if proc else None,
         "pid": proc.pid if alive else None,
         "port": manager.port,
         "uptime_seconds": (proc.now - proc.start) if alive else None,
-        "load_seconds": state.load_seconds,
-        "last_error": state.last_error,
-        "unload_reason": state.unload_reason,
-        "unloaded_at": state.unloaded_at,
+        "memory_rss_bytes": int(memory.rss_bytes) if alive and memory and memory.rss_bytes else None,
+        "load_seconds": d.load_seconds,
+        "loading_since": d.loading_since,
+        "last_error": d.last_error,
+        "unload_reason": d.unload_reason,
+        "unloaded_at": d.unloaded_at,
         "in_flight": manager.in_flight,
         "waiting": manager.waiting,
         "idle_unload_seconds": manager.settings.idle_unload_seconds,
         "on_demand": manager.settings.on_demand,
+        "log_followers": log_followers,  # open `logs?follow=1` streams
     }
 
 
@@ -56,17 +66,20 @@ def engine_named(request: web.Request, value: object) -> EngineManager:
 async def health(request: web.Request) -> web.Response:
     engines = request.app[ENGINES]
     return web.json_response({"status": "ok",
-                              "engines": {name: m.state.status for name, m in engines.items()},
-                              "ready": [name for name, m in engines.items() if m.state.status == "loaded"]})
+                              "engines": {name: m.machine.status for name, m in engines.items()},
+                              "ready": [name for name, m in engines.items() if m.state is State.LOADED],
+                              "time": time.time()})
 
 
 @routes.get("/v1/status")
 async def status(request: web.Request) -> web.Response:
-    engines = request.app[ENGINES]
+    """The engines are the only top-level keys, as the original API documented."""
+    engines, followers = request.app[ENGINES], request.app[LOG_FOLLOWERS]
+    samples = request.app[METRICS].processes.samples
     for manager in engines.values():
         await manager.refresh()
-    return web.json_response({"engines": {name: engine_report(m) for name, m in engines.items()},
-                              "time": time.time()})
+    return web.json_response({name: engine_report(m, samples.get(name), followers[name])
+                              for name, m in engines.items()})
 
 
 @routes.post("/v1/models/load")
@@ -89,9 +102,10 @@ async def load(request: web.Request) -> web.Response:
         raise InvalidRequest(f"option(s) {', '.join(sorted(foreign))} do not apply to {spec.engine}",
                              param=sorted(foreign)[0], code="invalid_option")
     seconds = await manager.load(spec)
+    process = manager.details.process
     return web.json_response({"status": "success", "engine": spec.engine, "model": spec.served_name,
                               "model_path": spec.path, "options": spec.options, "load_seconds": round(seconds, 3),
-                              "pid": manager.state.process.pid if manager.state.process else None})
+                              "pid": process.pid if process else None})
 
 
 @routes.post("/v1/models/unload")
@@ -105,4 +119,5 @@ async def unload(request: web.Request) -> web.Response:
 @routes.post("/v1/config/reload")
 async def reload_config(request: web.Request) -> web.Response:
     """Re-read models.yaml (SIGHUP does the same); restart only engines whose model's arguments changed."""
-    return web.json_response(await reload(request.app[CONFIG], request.app[ENGINES]))
+    # shielded: a client that hangs up must not leave a reload half applied
+    return web.json_response(await asyncio.shield(reload(request.app[CONFIG], request.app[ENGINES])))

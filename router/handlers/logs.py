@@ -95,11 +95,13 @@ class Follower:
     def __init__(self, supervisor: Supervisor, name: str, tail: Tail):
         self.supervisor, self.name = supervisor, name
         self.offset, self.partial = tail.offset, tail.partial
+        self.started_over = False  # set by a poll that found the log rotated or cleared
 
     async def poll(self) -> list[str]:
         size = await self.supervisor.log_size(self.name)
         offset, partial, lines = self.offset, self.partial, []
-        if size < offset:  # rotated or cleared: the log started over; read the new one from the top
+        self.started_over = size < offset
+        if self.started_over:  # rotated or cleared: the log started over; read the new one from the top
             offset, partial, lines = 0, "", ([partial] if partial else [])
         start = max(offset, size - FOLLOW_READ_BYTES)
         text = await self.supervisor.read_log(self.name, start, size)
@@ -161,6 +163,8 @@ async def follow_counted(request: web.Request, supervisor: Supervisor, name: str
                 break
             try:
                 data, failures = events(await follower.poll()), 0
+                if follower.started_over:
+                    data = b": the log started over (rotated or cleared)\n\n" + data
             except SupervisorError as exc:
                 data, failures = b"", failures + 1
                 if failures == 1:

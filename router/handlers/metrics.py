@@ -8,8 +8,9 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from router.engine_state import State
 from router.errors import NotFound, UpstreamError
-from router.state import ENGINES, METRICS
+from router.state import ENGINES, HTTP, METRICS
 
 routes = web.RouteTableDef()
 SAMPLE = re.compile(rb"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?(\s.*)$")
@@ -48,12 +49,12 @@ async def engine_metrics(request: web.Request) -> web.Response:
         raise NotFound(f"no engine {request.match_info['engine']!r}; engines: {', '.join(engines)}",
                        code="unknown_engine")
     headers = {"Content-Type": CONTENT_TYPE_LATEST}
-    spec = manager.state.spec
-    if manager.state.status != "loaded" or spec is None:  # nothing to scrape: an empty, valid exposition
-        return web.Response(body=f"# engine {manager.name} is {manager.state.status}\n".encode(), headers=headers)
+    spec = manager.details.spec
+    if manager.state is not State.LOADED or spec is None:  # nothing to scrape: an empty, valid exposition
+        return web.Response(body=f"# engine {manager.name} is {manager.state.value}\n".encode(), headers=headers)
     try:
-        async with manager.http.get(manager.base_url + manager.adapter.METRICS_PATH,
-                                    timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        async with request.app[HTTP].get(manager.base_url + manager.adapter.METRICS_PATH,
+                                         timeout=aiohttp.ClientTimeout(total=10)) as resp:
             text = await resp.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise UpstreamError(f"could not read {manager.name}'s metrics: {exc!r}", code="engine_unreachable")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from engines.registry import ADAPTERS, ENGINE_NAMES
+from router.engine_state import LEGACY_STATUS, State
 
 routes = web.RouteTableDef()
 
@@ -13,14 +14,24 @@ ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "properties": {"message": {"type": "string"}, "type": {"type": "string"},
                    "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
 ENGINE = {"type": "string", "enum": list(ENGINE_NAMES)}
+NULLABLE_STRING = {"type": ["string", "null"]}
+# GET /v1/status: the engines are the only top-level keys (the original API's shape)
+ENGINE_STATUS = {"type": "object", "required": ["status", "model", "process_alive", "state", "pid", "port"],
+                 "properties": {"status": {"enum": sorted(set(LEGACY_STATUS.values()))},
+                                "state": {"enum": [state.value for state in State]},
+                                "model": NULLABLE_STRING, "process_alive": {"type": "boolean"},
+                                "pid": {"type": ["integer", "null"]}, "port": {"type": "integer"},
+                                "last_error": NULLABLE_STRING, "in_flight": {"type": "integer"},
+                                "waiting": {"type": "integer"}}}
+STATUS = {"type": "object", "additionalProperties": False, "properties": {name: ENGINE_STATUS for name in ENGINE_NAMES}}
 
 
 def _json_body(schema: dict) -> dict:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-def _answers(description: str, *errors: int, stream: bool = False) -> dict:
-    ok = {"application/json": {"schema": {"type": "object"}}}
+def _answers(description: str, *errors: int, stream: bool = False, schema: dict | None = None) -> dict:
+    ok = {"application/json": {"schema": schema or {"type": "object"}}}
     if stream:
         ok["text/event-stream"] = {"schema": {"type": "string"}}
     out = {"200": {"description": description, "content": ok}}
@@ -55,7 +66,7 @@ def build_spec() -> dict:
         "paths": {
             "/health": {"get": {"summary": "router liveness and engine readiness",
                                 "responses": _answers("router is up")}},
-            "/v1/status": {"get": {"summary": "per-engine status", "responses": _answers("status")}},
+            "/v1/status": {"get": {"summary": "per-engine status", "responses": _answers("status", schema=STATUS)}},
             "/v1/models": {"get": {"summary": "catalog and loaded models", "responses": _answers("model list")}},
             "/v1/models/load": {"post": {"summary": "load a model into an engine",
                                          "requestBody": _json_body(load_schema),

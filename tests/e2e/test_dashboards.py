@@ -72,6 +72,12 @@ class Prometheus:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
 
+def scraped_after(prometheus: Prometheus, instant: float) -> None:
+    """Wait until Prometheus has scraped every target after `instant`."""
+    wait_for(lambda: prometheus.scalar("min(timestamp(up))") > instant, 30,
+             f"every target to be scraped after {instant:.1f}", 0.2)
+
+
 def test_shipped_config_passes_promtool():
     promtool_check(SHIPPED_CONFIG)
 
@@ -202,7 +208,7 @@ def test_every_dashboard_query_returns_data(stack: Stack, prometheus: Prometheus
     run_requests(stack, warm_up)
     wait_for(lambda: prometheus.scalar(REQUESTS) >= before + len(warm_up), 60,
              "Prometheus to scrape the first requests", 1)
-    time.sleep(2)
+    scraped_after(prometheus, time.time())  # one more sample of each series before the traffic: a baseline
 
     started = time.time()
     before = prometheus.scalar(REQUESTS)
@@ -216,7 +222,7 @@ def test_every_dashboard_query_returns_data(stack: Stack, prometheus: Prometheus
     # Evaluate at a fixed instant after the scrapes that saw the traffic, over a rate window that spans the
     # traffic: the rate and histogram panels then show numbers, not 0s and NaNs.
     at = time.time() + 1
-    time.sleep(3)
+    scraped_after(prometheus, at + 1)  # every target scraped after the instant: its data there is final
     variables = VARIABLES | {"__rate_interval": f"{max(15, math.ceil(at - started) + 5)}s"}
     print(f"\nqueries evaluated at {at:.0f} with {variables}")
 

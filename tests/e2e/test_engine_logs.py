@@ -19,7 +19,7 @@ from aiohttp import web
 from router.handlers import logs
 from router.state import ENGINES, LOG_FOLLOWERS, SUPERVISOR
 from router.supervisor import Supervisor, SupervisorError
-from tests.stack import http_json
+from tests.stack import http_json, wait_for
 
 # llama-server's own log lines: "0.00.019.299 I srv  llama_server: listening on http://127.0.0.1:8002"
 LLAMA_LINE = re.compile(r"^\d+\.\d{2}\.\d{3}\.\d{3} [DIWE] ")
@@ -99,6 +99,16 @@ def test_errors_are_openai_shaped(stack, query, status, param, code):
     assert error["message"]
 
 
+async def until_comment(resp: aiohttp.ClientResponse, comment: bytes, deadline: float) -> None:
+    """Read on until an SSE comment starting with `comment`; fail at the deadline or the stream's end."""
+    while True:
+        raw = await asyncio.wait_for(resp.content.readline(), max(0.1, deadline - time.monotonic()))
+        if not raw:
+            raise EOFError("the stream ended")
+        if raw.startswith(comment):
+            return
+
+
 async def next_line(resp: aiohttp.ClientResponse, deadline: float) -> str:
     """The next `data:` event's line (SSE comments skipped); fails at the deadline or at the stream's end."""
     while True:
@@ -167,8 +177,11 @@ def test_follow_ends_when_the_client_leaves(stack):
             async with aiohttp.ClientSession() as http:
                 resp = await http.get(url + "/v1/engines/llamacpp/logs?lines=1&follow=true")
                 assert await asyncio.wait_for(resp.content.readline(), 10) == b": following the llamacpp log\n"
-                await asyncio.sleep(1)
-                assert not done.is_set()  # still following
+                engine_url = f"http://127.0.0.1:{stack.engine_ports['llamacpp']}/v1/completions"
+                status, _ = await asyncio.to_thread(http_json, "POST", engine_url, {"prompt": "Hi", "max_tokens": 2})
+                assert status == 200
+                await next_line(resp, time.monotonic() + 10)  # still following: the engine's new lines arrive
+                assert not done.is_set()
                 resp.close()  # the client hangs up
                 left = time.monotonic()
                 await asyncio.wait_for(done.wait(), 5)
@@ -240,7 +253,7 @@ def test_follow_goes_on_after_the_log_is_cleared(stack):
                 before = len(log_file(stack, "llamacpp"))
                 await asyncio.to_thread(stack.ctl, "clear", "llamacpp")
                 assert len(log_file(stack, "llamacpp")) < before
-                await asyncio.sleep(1.5)  # polls see the log shrink
+                await until_comment(resp, b": the log started over", time.monotonic() + 10)
                 status, body = await asyncio.to_thread(
                     http_json, "POST", engine_url, {"prompt": "Once upon a time", "max_tokens": 4}, 60)
                 assert status == 200, body
@@ -256,14 +269,18 @@ def test_follow_goes_on_after_the_log_is_cleared(stack):
     assert any("print_timing" in line for line in new)
 
 
+def followers(stack, engine: str = "llamacpp") -> int:
+    return stack.status()[engine]["log_followers"]
+
+
 def test_followers_are_capped_per_engine_and_freed_when_they_leave(stack):
     """Each follower polls supervisord, which also answers the router's status checks: a client opening
     hundreds must get 429s, not starve the router."""
     url = f"{stack.base_url}/v1/engines/llamacpp/logs?lines=1&follow=1"
 
     async def scenario() -> tuple[int, dict, int, int]:
-        # a follower notices its client left at its next poll: let those of earlier tests go first
-        await asyncio.sleep(2 * logs.POLL_SECONDS + 0.5)
+        # the followers of earlier tests are gone (a client hanging up cancels its handler at once)
+        await asyncio.to_thread(wait_for, lambda: followers(stack) == 0, 10, "earlier followers to leave")
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
             open_ = [await http.get(url) for _ in range(logs.MAX_FOLLOWERS)]
             assert [r.status for r in open_] == [200] * logs.MAX_FOLLOWERS
@@ -273,7 +290,8 @@ def test_followers_are_capped_per_engine_and_freed_when_they_leave(stack):
                 other_status = other.status  # the cap is per engine
             for resp in open_:
                 resp.close()
-            await asyncio.sleep(2 * logs.POLL_SECONDS + 0.5)  # the handlers notice and give their places back
+            await asyncio.to_thread(wait_for, lambda: followers(stack) == 0, 10, "the handlers to give their "
+                                    "places back")
             async with http.get(url) as again:
                 return status, body, other_status, again.status
 

@@ -91,14 +91,14 @@ def test_missing_llama_server_binary_quotes_the_launcher(stack, restore_llamacpp
     original = stack.config_path.read_text()
     config = yaml.safe_load(original)
     config["engines"]["llamacpp"]["binary"] = "/nonexistent/llama-server"
-    stack.config_path.write_text(yaml.safe_dump(config))  # the launcher reads it at each start
-    try:
-        status, body = stack.api("POST", "/v1/models/load",
-                                 {"engine": "llamacpp", "model_path": "tiny-llama-b-gguf"}, timeout=120)
+    stack.config_path.write_text(yaml.safe_dump(config))
+    try:  # a new binary is a new launch plan: the reload restarts llama.cpp with it, and the launcher refuses
+        status, report = stack.api("POST", "/v1/config/reload", timeout=120)
     finally:
         stack.config_path.write_text(original)
-    assert status == 500, body
-    assert "llama-server binary not found at /nonexistent/llama-server" in body["error"]["message"]
+        stack.api("POST", "/v1/config/reload")
+    assert status == 200 and report["engines"]["llamacpp"]["restarted"] is False, report
+    assert "llama-server binary not found at /nonexistent/llama-server" in report["engines"]["llamacpp"]["error"]
     assert stack.status()["llamacpp"]["status"] == "error"
 
 

@@ -4,13 +4,15 @@ or drops a pooled connection. Real engines cannot do these on demand; tests/e2e 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import json
 import time
 
 import aiohttp
 from aiohttp import web
 
-from router.proxy import forward
+from router.proxy import engine_session, forward
 
 CHUNK = b'data: {"choices": [{"text": "tok"}]}\n\n'
 
@@ -49,11 +51,30 @@ def fake_engine(seen: dict | None = None) -> web.Application:
             for _ in range(200):  # 10 s of tokens unless the reader goes away
                 await resp.write(CHUNK)
                 await asyncio.sleep(0.05)
-        except ConnectionResetError:
+        except (ConnectionResetError, asyncio.CancelledError):  # the router closed the request
             seen["aborted_at"] = time.monotonic()
         return resp
 
+    async def answers_slowly(request: web.Request) -> web.Response:
+        try:
+            await asyncio.sleep(10)  # a long non-streaming generation
+        except asyncio.CancelledError:  # the router closed the request: stop generating
+            seen["aborted_at"] = time.monotonic()
+            raise
+        return web.json_response({"choices": [{"text": "late"}]})
+
+    async def compresses(request: web.Request) -> web.Response:
+        seen["accept_encoding"] = request.headers.get("Accept-Encoding")
+        body = json.dumps({"choices": [{"text": "plain"}]}).encode()
+        if request.path.endswith("always") or "gzip" in seen["accept_encoding"]:
+            return web.Response(body=gzip.compress(body), headers={"Content-Encoding": "gzip",
+                                                                   "Content-Type": "application/json"})
+        return web.Response(body=body, content_type="application/json")
+
     app = web.Application()
+    app.router.add_post("/slow-json", answers_slowly)
+    app.router.add_post("/compresses-when-asked", compresses)
+    app.router.add_post("/compresses-always", compresses)
     app.router.add_post("/dies", dies_after_three_chunks)
     app.router.add_post("/slow", streams_slowly)
     app.router.add_post("/stalls", stalls)
@@ -62,7 +83,8 @@ def fake_engine(seen: dict | None = None) -> web.Application:
 
 
 async def start(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    # handler_cancellation as the router runs it (router/__main__.py): a client hanging up cancels the handler
+    runner = web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -71,10 +93,12 @@ async def start(app: web.Application) -> tuple[web.AppRunner, str]:
 
 
 async def through_router(path: str, read_timeout: float = 30, seen: dict | None = None,
-                         read_chunks: int | None = None) -> tuple[int, bytes, float]:
-    """POST through a router-side relay to the fake engine; with read_chunks, hang up after that many reads."""
+                         read_chunks: int | None = None, give_up_after: float | None = None
+                         ) -> tuple[int, bytes, float]:
+    """POST through a router-side relay to the fake engine; with read_chunks, hang up after that many reads;
+    with give_up_after, hang up that many seconds after sending (a client timeout on a non-streamed answer)."""
     engine_runner, engine_url = await start(fake_engine(seen))
-    async with aiohttp.ClientSession() as upstream:
+    async with engine_session() as upstream:
         async def relay(request: web.Request) -> web.StreamResponse:
             return await forward(request, upstream, engine_url + path, {"prompt": "x"}, read_timeout)
 
@@ -84,6 +108,13 @@ async def through_router(path: str, read_timeout: float = 30, seen: dict | None 
         try:
             started = time.monotonic()
             async with aiohttp.ClientSession() as client:
+                if give_up_after is not None:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await client.post(router_url + "/v1/completions", json={},
+                                          timeout=aiohttp.ClientTimeout(total=give_up_after))
+                    left = time.monotonic()
+                    await wait_until(lambda: "aborted_at" in seen, 5)
+                    return 0, b"", seen.get("aborted_at", float("inf")) - left
                 async with client.post(router_url + "/v1/completions", json={}) as resp:
                     if read_chunks is None:
                         return resp.status, await resp.read(), time.monotonic() - started
@@ -91,11 +122,17 @@ async def through_router(path: str, read_timeout: float = 30, seen: dict | None 
                         await resp.content.readany()
                     resp.close()  # the client leaves mid-stream
                     left = time.monotonic()
-            await asyncio.sleep(2)  # give the abort time to travel client → router → engine
+            await wait_until(lambda: "aborted_at" in seen, 5)  # the abort travels client → router → engine
             return 0, b"", seen.get("aborted_at", float("inf")) - left
         finally:
             await router_runner.cleanup()
             await engine_runner.cleanup()
+
+
+async def wait_until(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
 
 
 def last_event(body: bytes) -> dict:
@@ -128,3 +165,21 @@ def test_client_leaving_mid_stream_aborts_the_engine_request():
     seen: dict = {}
     _, _, abort_delay = asyncio.run(through_router("/slow", seen=seen, read_chunks=2))
     assert abort_delay < 1.5, "the engine kept generating for a client that had left"
+
+
+def test_client_leaving_a_non_streamed_request_aborts_the_engine_request():
+    seen: dict = {}
+    _, _, abort_delay = asyncio.run(through_router("/slow-json", seen=seen, give_up_after=0.5))
+    assert abort_delay < 1.5, "the engine kept generating for a client that had left"
+
+
+def test_the_router_asks_engines_for_plain_bytes():
+    seen: dict = {}
+    status, body, _ = asyncio.run(through_router("/compresses-when-asked", seen=seen))
+    assert seen["accept_encoding"] == "identity"
+    assert status == 200 and json.loads(body) == {"choices": [{"text": "plain"}]}
+
+
+def test_an_encoded_answer_keeps_its_content_encoding():
+    status, body, _ = asyncio.run(through_router("/compresses-always", seen={}))
+    assert status == 200 and json.loads(body) == {"choices": [{"text": "plain"}]}  # decoded by the client

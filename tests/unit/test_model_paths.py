@@ -97,3 +97,30 @@ models:
     assert re_resolve(config, by_path) == by_path
     gone = parse_config("engines: {vllm: {port: 1}, llamacpp: {port: 2}}\n")
     assert re_resolve(gone, spec) is None
+
+
+@pytest.mark.parametrize("name", ["loop.gguf", "loop.gguf/inner", "deep/loop.gguf"])
+def test_a_symlink_loop_under_a_root_is_a_400(config, tmp_path, name):
+    models = tmp_path / "models"
+    (models / "loop.gguf").symlink_to(models / "loop.gguf")  # points at itself
+    (models / "deep").mkdir()
+    (models / "deep" / "loop.gguf").symlink_to(models / "deep" / "other")
+    (models / "deep" / "other").symlink_to(models / "deep" / "loop.gguf")
+    with pytest.raises(InvalidRequest) as err:
+        resolve_spec(config, name, "llamacpp", {})
+    assert err.value.code == "invalid_path" and err.value.status == 400
+
+
+def test_an_unexpected_os_error_while_resolving_is_a_400(config, monkeypatch):
+    from pathlib import Path
+
+    real = Path.resolve
+
+    def broken(self, strict=False):
+        if self.name == "m.gguf":
+            raise PermissionError(13, "Permission denied")
+        return real(self, strict)
+    monkeypatch.setattr(Path, "resolve", broken)
+    with pytest.raises(InvalidRequest) as err:
+        resolve_spec(config, "m.gguf", "llamacpp", {})
+    assert err.value.code == "invalid_path" and "Permission denied" in err.value.message

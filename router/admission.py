@@ -1,0 +1,141 @@
+"""Admission: requests wait (bounded) for the model they need and are counted in flight from the moment they
+are let through, so the next swap or unload drains them instead of cutting them off.
+
+A mixin of `EngineManager` (router/lifecycle.py), which owns the state: it provides `machine`, `details`, the
+load queue `_loads`, the settings, and calls `_review_waiters` after every change. When a load completes,
+every request that waited for that model is let through at once, before the next queued swap starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from engines.spec import ModelSpec
+from router.engine_state import State
+from router.errors import ApiError, EngineUnavailable, InvalidRequest
+
+
+@dataclass
+class Waiter:
+    wanted: str | None  # the served name the request needs; None takes whatever model is loaded
+    future: asyncio.Future
+
+
+class Admission:
+    def _init_admission(self) -> None:
+        self._waiters: list[Waiter] = []
+        self.in_flight = 0  # requests let through to the engine and not finished
+        self.last_used = time.monotonic()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def will_serve(self, served_name: str) -> bool:
+        """True when `served_name` is loaded with no swap queued, or is being or about to be loaded."""
+        if any(p.spec.served_name == served_name for p in self._loads):
+            return True
+        spec = self.details.spec
+        return (not self._loads and spec is not None and spec.served_name == served_name
+                and self.state in (State.LOADED, State.LOADING))
+
+    def known_specs(self) -> list[ModelSpec]:
+        """Models this engine serves, is loading, has queued, or is swapping away from."""
+        specs = [self.details.spec, self.details.plan.spec if self.details.plan else None,
+                 *(p.spec for p in self._loads)]
+        return [s for s in specs if s is not None]
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, wanted: str | None, load: ModelSpec | None, timeout: float) -> AsyncIterator[ModelSpec]:
+        """Hold a place on the engine for one request: load `load` first when given (after the swaps already
+        queued), wait at most `timeout` s for `wanted` (any model when None), count it in flight until the end."""
+        if load is not None:
+            self._request_load(load, "a request asked for it")
+        spec = await self._admit(wanted, timeout)
+        try:
+            yield spec
+        finally:
+            self.in_flight -= 1
+            self.last_used = time.monotonic()
+
+    def _servable(self, wanted: str | None) -> bool:
+        spec = self.details.spec
+        return self.state is State.LOADED and spec is not None and (wanted is None or wanted == spec.served_name)
+
+    async def _admit(self, wanted: str | None, timeout: float) -> ModelSpec:
+        if self._servable(wanted) and not self._loads:
+            self.in_flight += 1
+            return self.details.spec
+        if not self._loads and self.state not in (State.LOADING, State.LOADED):
+            raise self._unavailable()
+        if not self._loads and self.state is State.LOADED:
+            raise self.not_loaded(wanted)
+        if self.waiting >= self.router_settings.max_queued_requests:
+            raise EngineUnavailable(f"engine {self.name} is loading and {self.waiting} requests are already "
+                                    f"waiting (router.max_queued_requests); retry later", code="queue_full")
+        waiter = Waiter(wanted, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        try:
+            done, _ = await asyncio.wait({waiter.future}, timeout=timeout)
+        except asyncio.CancelledError:  # the client left
+            self._drop(waiter, cancelled=True)
+            raise
+        self._drop(waiter)
+        if not done:
+            raise EngineUnavailable(f"engine {self.name} is still loading after {timeout:.0f} s; retry later",
+                                    code="engine_loading")
+        return waiter.future.result()
+
+    def _drop(self, waiter: Waiter, cancelled: bool = False) -> None:
+        """A waiter leaves (let through, refused, timed out or cancelled); one let through whose request was
+        cancelled before it could run gives its place back."""
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+        if not waiter.future.done():
+            waiter.future.cancel()
+        elif waiter.future.exception() is None and cancelled:
+            self.in_flight -= 1
+
+    def _review_waiters(self, failed: ModelSpec | None = None, error: ApiError | None = None) -> None:
+        """Let through every waiter the engine now serves; refuse those whose model no longer comes."""
+        pending = {p.spec.served_name for p in self._loads}
+        spec, state = self.details.spec, self.state
+        for waiter in list(self._waiters):
+            if waiter.future.done():
+                continue
+            if self._servable(waiter.wanted):
+                self.in_flight += 1
+                waiter.future.set_result(spec)
+            elif failed is not None and waiter.wanted == failed.served_name and waiter.wanted not in pending:
+                waiter.future.set_exception(error)
+            elif pending or state is State.LOADING:
+                if waiter.wanted and waiter.wanted not in pending and not (spec and spec.served_name == waiter.wanted):
+                    waiter.future.set_exception(EngineUnavailable(
+                        f"model {waiter.wanted} is no longer being loaded on {self.name}", code="model_not_loaded"))
+            elif state is State.LOADED:
+                waiter.future.set_exception(self.not_loaded(waiter.wanted))
+            else:
+                waiter.future.set_exception(self._unavailable())
+
+    def not_loaded(self, requested: str | None) -> InvalidRequest:
+        served = self.details.spec.served_name if self.details.spec else "none"
+        how = "" if self.settings.on_demand else f" (on_demand is off for {self.name})"
+        return InvalidRequest(f"model {requested!r} is not the one loaded on {self.name} ({served}){how}; load it "
+                              f"first with POST /v1/models/load", param="model", code="model_not_loaded")
+
+    def _unavailable(self) -> EngineUnavailable:
+        d = self.details
+        if self.state is State.ERROR:
+            return EngineUnavailable(f"engine {self.name} is in error: {d.last_error}", code="engine_error")
+        why = f" (unloaded: {d.unload_reason})" if d.unload_reason else ""
+        if self.state is State.STOPPING:
+            why = f" (being unloaded: {d.unload_reason})"
+        elif d.spec is not None:
+            why = (f" ({d.spec.served_name} was stopped outside the router; `supervisorctl start {self.name}` "
+                   f"resumes it)")
+        return EngineUnavailable(f"engine {self.name} has no model loaded{why}; load one with POST /v1/models/load "
+                                 f"{{\"engine\": \"{self.name}\", \"model_path\": ...}}", code="engine_idle")

@@ -1,0 +1,97 @@
+"""One engine's process as supervisord runs it: start, stop its whole tree, readiness, failure reports.
+
+Nothing here decides anything; the lifecycle (router/lifecycle.py) calls it and owns the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import aiohttp
+import psutil
+
+from engines.process_group import leftovers
+from router.errors import LoadFailed
+from router.supervisor import STOPPED_STATES, ProcessInfo, Supervisor, SupervisorError
+
+log = logging.getLogger(__name__)
+
+LOG_LINES_IN_ERRORS = 15
+Probe = Callable[[str], Awaitable[bool]]  # base URL -> does the engine answer its readiness URLs
+
+
+class EngineProcess:
+    def __init__(self, name: str, supervisor: Supervisor, run_dir: Path, ready_paths: tuple[str, ...],
+                 http: aiohttp.ClientSession | None = None, probe: Probe | None = None):
+        self.name, self.supervisor, self.run_dir = name, supervisor, run_dir
+        self.ready_paths, self.http = ready_paths, http
+        self.is_ready: Probe = probe or self._http_probe
+
+    async def info(self) -> ProcessInfo:
+        return await self.supervisor.info(self.name)
+
+    async def start(self) -> None:
+        await self.supervisor.start(self.name)
+
+    async def wait_ready(self, base_url: str, timeout: float, seen: Callable[[ProcessInfo], None]) -> int:
+        """Wait until the started process answers at `base_url`; its PID. `seen` gets each observation.
+        LoadFailed, quoting the engine's last log lines, when it exits instead or takes longer than `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = await self.info()
+            seen(info)
+            if info.state in STOPPED_STATES or info.state == "BACKOFF":
+                raise LoadFailed(await self.failure_message(info))
+            if info.state == "RUNNING" and await self.is_ready(base_url):
+                return info.pid
+            await asyncio.sleep(0.25)
+        raise LoadFailed(f"engine {self.name} did not become ready within {timeout:.0f} s; "
+                         f"last log lines:\n{await self.log_tail()}")
+
+    async def stop_tree(self) -> ProcessInfo:
+        """Stop the engine and wait until every process of its tree is gone (no two copies in memory). Only
+        processes of this engine are touched: supervisord's child and its descendants, and leftovers that carry
+        the token of the engine's last start."""
+        info = await self.info()
+        procs: list[psutil.Process] = []
+        if info.pid:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(info.pid)
+                procs = [root, *root.children(recursive=True)]
+        await self.supervisor.stop(self.name)
+        procs += [p for p in await asyncio.to_thread(leftovers, self.run_dir, self.name) if p not in procs]
+        if procs:
+            _gone, alive = await asyncio.to_thread(psutil.wait_procs, procs, 10)
+            for proc in alive:
+                log.warning("%s: killing leftover pid %s", self.name, proc.pid)
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            await asyncio.to_thread(psutil.wait_procs, alive, 5)
+        return await self.info()
+
+    async def failure_message(self, info: ProcessInfo) -> str:
+        why = info.spawn_error or f"exit status {info.exit_status}"
+        return (f"engine {self.name} stopped during start ({info.state}: {why}); "
+                f"last log lines:\n{await self.log_tail()}")
+
+    async def log_tail(self) -> str:
+        try:
+            text = await self.supervisor.tail_log(self.name, 16384)
+        except SupervisorError as exc:
+            return f"(log unavailable: {exc})"
+        return "\n".join(text.splitlines()[-LOG_LINES_IN_ERRORS:])
+
+    async def _http_probe(self, base_url: str) -> bool:
+        try:
+            for path in self.ready_paths:
+                async with self.http.get(base_url + path, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    if resp.status != 200:
+                        return False
+            return True
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False

@@ -1,0 +1,176 @@
+"""The engine lifecycle on the real stack: a router restart mid-load, crash restarts that ignore an unreloaded
+models.yaml, a reload that moves a port, a request for the outgoing model during a swap, unloads that drain,
+and clients that leave a non-streamed request."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import psutil
+import yaml
+
+from tests.stack import free_port, http_json, wait_for
+
+
+def router_restarted(stack) -> None:
+    stack.ctl("restart", "router")
+    wait_for(stack._router_up, 60, "the router to come back")
+
+
+def load_in_background(stack, engine: str, model: str) -> threading.Thread:
+    """POST a load that may outlive its HTTP request (the router restarts under it)."""
+    def post():
+        with contextlib.suppress(OSError):
+            stack.api("POST", "/v1/models/load", {"engine": engine, "model_path": model})
+    thread = threading.Thread(target=post, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_router_restart_mid_load_comes_back_with_the_requested_model(stack):
+    before = stack.wait_loaded("vllm")
+    try:
+        load_in_background(stack, "vllm", "tiny-llama-b")
+        # the new process is started (its plan written first): the load is now waiting for vLLM to be ready
+        state = wait_for(lambda: (s := stack.status()["vllm"])["state"] == "loading" and s["pid"]
+                         and s["pid"] != before["pid"] and s, 120, "vLLM to start with tiny-llama-b", 0.1)
+        assert state["model"] == "tiny-llama-b"
+        router_restarted(stack)
+        after = stack.wait_loaded("vllm", timeout=300)
+        assert after["model"] == "tiny-llama-b" and after["pid"] == state["pid"]  # adopted, not started again
+        text = stack.api("POST", "/v1/completions", {"engine": "vllm", "prompt": "Hi", "max_tokens": 2})
+        assert text[0] == 200 and text[1]["model"] == "tiny-llama-b", text
+    finally:
+        stack.api("POST", "/v1/models/load", {"engine": "vllm", "model_path": "tiny-llama-a"})
+
+
+def cmdline(pid: int) -> list[str]:
+    return psutil.Process(pid).cmdline()
+
+
+def test_a_crash_restart_runs_what_the_router_decided_not_an_unreloaded_models_yaml(stack):
+    before = stack.wait_loaded("llamacpp")
+    original = stack.config_path.read_text()
+    config = yaml.safe_load(original)
+    config["engines"]["llamacpp"]["extra_args"] = ["--threads", "1"]
+    config["models"]["tiny-llama-a-gguf"]["options"]["ctx_size"] = 1024
+    try:
+        stack.config_path.write_text(yaml.safe_dump(config))  # edited, not reloaded
+        os.kill(before["pid"], signal.SIGKILL)
+        edited = wait_for(lambda: (s := stack.status()["llamacpp"])["status"] == "loaded"
+                          and s["pid"] != before["pid"] and s, 60, "llama-server to come back")
+        argv = cmdline(edited["pid"])
+        assert "--threads" not in argv and argv[argv.index("-c") + 1] == "2048", argv
+        assert edited["port"] == before["port"] and edited["options"]["ctx_size"] == 2048
+
+        stack.config_path.write_text(original[: len(original) // 2])  # half-written: not even valid YAML
+        os.kill(edited["pid"], signal.SIGKILL)
+        again = wait_for(lambda: (s := stack.status()["llamacpp"])["status"] == "loaded"
+                         and s["pid"] != edited["pid"] and s, 60, "llama-server to come back again")
+        assert cmdline(again["pid"]) == argv
+    finally:
+        stack.config_path.write_text(original)
+    status, body = stack.api("POST", "/v1/completions", {"engine": "llamacpp", "prompt": "Hi", "max_tokens": 2})
+    assert status == 200, body
+
+
+def test_a_reload_that_moves_a_port_restarts_the_engine_there(stack):
+    before = stack.wait_loaded("llamacpp")
+    original = stack.config_path.read_text()
+    config = yaml.safe_load(original)
+    new_port = free_port()
+    config["engines"]["llamacpp"]["port"] = new_port
+    try:
+        stack.config_path.write_text(yaml.safe_dump(config))
+        status, report = stack.api("POST", "/v1/config/reload")
+        assert status == 200 and report["engines"]["llamacpp"]["restarted"] is True, report
+        after = stack.status()["llamacpp"]
+        assert after["port"] == new_port and after["pid"] != before["pid"]
+        assert f"--port {new_port}" in " ".join(cmdline(after["pid"]))
+        status, body = stack.api("POST", "/v1/completions", {"engine": "llamacpp", "prompt": "Hi", "max_tokens": 2})
+        assert status == 200, body
+    finally:
+        stack.config_path.write_text(original)
+        status, report = stack.api("POST", "/v1/config/reload")
+        assert status == 200 and stack.status()["llamacpp"]["port"] == before["port"], report
+
+
+def test_a_request_for_the_outgoing_model_during_a_swap_is_answered(stack):
+    stack.wait_loaded("vllm")
+    swap = load_in_background(stack, "vllm", "tiny-llama-b")
+    try:
+        wait_for(lambda: stack.status()["vllm"]["state"] == "loading", 30, "the swap to begin", 0.05)
+        status, body = stack.api("POST", "/v1/completions", {"model": "tiny-llama-a", "prompt": "Hi", "max_tokens": 3})
+        assert status == 200 and body["model"] == "tiny-llama-a", body  # waited for B, then the swap back
+        swap.join(60)
+        after = stack.status()["vllm"]
+        assert after["model"] == "tiny-llama-a" and after["status"] == "loaded"
+    finally:
+        swap.join(300)
+        stack.api("POST", "/v1/models/load", {"engine": "vllm", "model_path": "tiny-llama-a"})
+
+
+def stream(stack, body: dict) -> tuple[int, bytes]:
+    return stack.api_raw("POST", "/v1/completions", json.dumps(body).encode(), timeout=300)
+
+
+def test_unload_under_16_streams_drains_them_and_answers_new_requests_with_503(stack):
+    stack.wait_loaded("vllm")
+    body = {"engine": "vllm", "prompt": "Hi", "max_tokens": 1500, "ignore_eos": True, "stream": True}  # seconds each
+    try:
+        with concurrent.futures.ThreadPoolExecutor(17) as pool:
+            streams = [pool.submit(stream, stack, body) for _ in range(16)]
+            wait_for(lambda: stack.status()["vllm"]["in_flight"] == 16, 60, "16 streams in flight", 0.05)
+            unloading = pool.submit(stack.api, "POST", "/v1/models/unload", {"engine": "vllm"})
+            state = wait_for(lambda: (s := stack.status()["vllm"])["state"] != "loaded" and s, 10,
+                             "the state to leave loaded", 0.02)
+            assert state["state"] == "stopping" and state["status"] == "idle", state
+            status, refused = stack.api("POST", "/v1/completions", {"engine": "vllm", "prompt": "Hi", "max_tokens": 2})
+            assert status == 503 and refused["error"]["code"] == "engine_idle", refused
+            answers = [s.result() for s in streams]
+            assert unloading.result()[0] == 200
+        for status, raw in answers:
+            assert status == 200 and raw.rstrip().endswith(b"data: [DONE]"), raw[-300:]  # finished, none cut
+            assert b'"error"' not in raw
+        assert stack.status()["vllm"]["state"] == "idle"
+    finally:
+        status, body = stack.api("POST", "/v1/models/load", {"engine": "vllm", "model_path": "tiny-llama-a"})
+        assert status == 200, body
+
+
+def test_a_client_leaving_a_non_streamed_request_frees_the_engine(stack):
+    stack.wait_loaded("vllm")
+    asked = 16 * 1900  # tens of seconds of generation on the CPU build
+    before = stack.engine_metric("vllm", "vllm:generation_tokens_total")
+    body = json.dumps({"engine": "vllm", "prompt": "Hi", "max_tokens": 1900, "n": 16, "ignore_eos": True}).encode()
+    request = urllib.request.Request(stack.base_url + "/v1/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with contextlib.suppress(TimeoutError, urllib.error.URLError):
+        urllib.request.urlopen(request, timeout=2)  # the client gives up
+    left = time.monotonic()
+    wait_for(lambda: stack.status()["vllm"]["in_flight"] == 0, 3, "the router to drop the request")
+    # vLLM's API server answers /metrics late while it generates: running == 0 is read once it has stopped
+    wait_for(lambda: stack.engine_metric("vllm", "vllm:num_requests_running") == 0, 60, "vLLM to stop generating")
+    generated = stack.engine_metric("vllm", "vllm:generation_tokens_total") - before
+    print(f"\nvLLM stopped {time.monotonic() - left:.2f}s after the client left, after {generated:.0f} of "
+          f"{asked} tokens")
+    assert 0 < generated < asked / 2, generated  # it was generating, and was cut off
+    status, done = stack.api("POST", "/v1/completions", {"engine": "vllm", "prompt": "Hi", "max_tokens": 2})
+    assert status == 200, done
+
+
+def test_status_has_the_original_shape(stack):
+    status, body = stack.api("GET", "/v1/status")
+    assert status == 200 and set(body) == {"vllm", "llamacpp"}
+    for engine in body.values():
+        assert engine["status"] in ("idle", "loading", "loaded", "error")
+        assert {"model", "process_alive", "state", "pid", "port", "last_error"} <= set(engine)
+    assert http_json("GET", stack.base_url + "/health")[1]["status"] == "ok"

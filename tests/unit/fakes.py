@@ -1,0 +1,129 @@
+"""A fake supervisord client for lifecycle tests: one program per engine whose process starts, becomes ready,
+crashes or stops on cue, and a readiness probe that answers for it. No real process is ever touched: fake PIDs
+are above the kernel's pid_max, so psutil finds nothing to wait for or kill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from engines.spec import LaunchPlan, ModelSpec, read_plan
+from router.config import EngineSettings, RouterSettings
+from router.lifecycle import EngineManager
+from router.supervisor import ProcessInfo
+
+FIRST_FAKE_PID = 100_000_000
+
+
+def spec(name: str, engine: str = "llamacpp") -> ModelSpec:
+    return ModelSpec(engine=engine, path=f"/models/{name}.gguf", served_name=name,
+                     options={"ctx_size": 2048, "n_gpu_layers": 999, "parallel": 4})
+
+
+class FakeSupervisor:
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.state, self.pid, self.exit_status = "STOPPED", 0, 0
+        self.next_pid = FIRST_FAKE_PID
+        self.calls: list[str] = []
+        self.ready_pids: set[int] = set()
+        self.probed_ports: list[int] = []
+        self.auto_ready = True  # a started process answers its readiness URLs at once
+        self.start_fails = False  # a started process exits at once (a broken model)
+        self.gates: dict[str, asyncio.Event] = {}  # "start"/"stop"/"info": block that call until set
+        self.blocked: set[str] = set()  # gated calls waiting now
+        self.started_plans: list[LaunchPlan] = []
+
+    def gate(self, call: str) -> asyncio.Event:
+        self.gates[call] = asyncio.Event()
+        return self.gates[call]
+
+    async def _pass(self, call: str) -> None:
+        self.calls.append(call)
+        if call in self.gates:
+            self.blocked.add(call)
+            try:
+                await self.gates[call].wait()
+            finally:
+                self.blocked.discard(call)
+
+    async def info(self, name: str) -> ProcessInfo:
+        await self._pass("info")
+        now = int(time.time())
+        return ProcessInfo(name=name, state=self.state, pid=self.pid, start=now, now=now,
+                           exit_status=self.exit_status, spawn_error="", logfile="")
+
+    async def start(self, name: str) -> None:
+        await self._pass("start")
+        plan = read_plan(self.run_dir, name)  # what the launcher does
+        assert plan is not None and plan.argv, "the launcher would refuse to start without a plan"
+        if self.start_fails:
+            self.state, self.pid, self.exit_status = "FATAL", 0, 1
+            return
+        self.run(plan)
+
+    def run(self, plan: LaunchPlan) -> None:
+        """A process of `plan` is now running, recorded as the launcher records it."""
+        self.started_plans.append(plan)
+        self.state, self.pid, self.next_pid = "RUNNING", self.next_pid, self.next_pid + 1
+        record = {"pgid": self.pid, "pid": self.pid, "token": "t", "plan_id": plan.id, "exe": plan.argv[0],
+                  "started_at": time.time()}
+        (self.run_dir / "engines" / f"{plan.spec.engine}.process.json").write_text(json.dumps(record))
+        if self.auto_ready:
+            self.ready_pids.add(self.pid)
+
+    def crash_and_restart(self) -> None:
+        """supervisord restarting a crashed engine: a new PID, same plan, not ready yet."""
+        plan = read_plan(self.run_dir, self.started_plans[-1].spec.engine)
+        auto, self.auto_ready = self.auto_ready, False
+        self.run(plan)
+        self.auto_ready = auto
+
+    async def stop(self, name: str) -> None:
+        await self._pass("stop")
+        self.state, self.pid = "STOPPED", 0
+
+    async def tail_log(self, name: str, nbytes: int = 4096) -> str:
+        return "fake engine: failed to load model\n"
+
+    async def probe(self, base_url: str) -> bool:
+        self.probed_ports.append(int(base_url.rsplit(":", 1)[1]))
+        return self.state == "RUNNING" and self.pid in self.ready_pids
+
+
+class RecordingEvents:
+    def __init__(self) -> None:
+        self.moves: list[tuple[str, str]] = []
+        self.restarts = 0
+        self.loads: list[tuple[str, bool]] = []
+
+    def engine_moved(self, engine, source, target) -> None:
+        self.moves.append((source.value, target.value))
+
+    def engine_restarted(self, engine) -> None:
+        self.restarts += 1
+
+    def observe_load(self, engine, model, seconds, ok) -> None:
+        self.loads.append((model, ok))
+
+
+def make_manager(run_dir: Path, supervisor: FakeSupervisor | None = None, port: int = 18002,
+                 **router: float) -> tuple[EngineManager, FakeSupervisor, RecordingEvents]:
+    supervisor = supervisor or FakeSupervisor(run_dir)
+    events = RecordingEvents()
+    settings = RouterSettings(**{"load_timeout_seconds": 5, "request_wait_seconds": 5, "drain_seconds": 5,
+                                 **router})
+    manager = EngineManager("llamacpp", EngineSettings(port=port), settings, supervisor, run_dir,
+                            probe=supervisor.probe, events=events)
+    return manager, supervisor, events
+
+
+async def until(predicate, timeout: float = 5.0, what: str = "the condition") -> None:
+    """Yield to the event loop until `predicate()` holds (a deadline, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)

@@ -1,0 +1,456 @@
+"""The engine lifecycle against a fake supervisord: the state machine, loads in order, swaps that serve the
+outgoing model's requests, unloads that drain, cancellation at every await, restore after a router restart."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import re
+
+import pytest
+
+from engines.spec import StateFileError, plan_file, read_plan, read_resume, unloaded_on_request
+from router import lifecycle
+from router.engine_state import LEGACY_STATUS, TRANSITIONS, IllegalTransition, State, StateMachine
+from router.errors import EngineUnavailable, InvalidRequest, LoadFailed
+from tests.unit.fakes import make_manager, spec, until
+
+A, B, C = spec("a"), spec("b"), spec("c")
+
+
+@pytest.fixture(autouse=True)
+def no_illegal_transitions(caplog):
+    """Any transition outside the table is a bug, wherever it happens (also inside a background task)."""
+    caplog.set_level(logging.INFO)
+    yield
+    illegal = [r.getMessage() for r in caplog.records if "illegal transition" in r.getMessage()]
+    assert not illegal, illegal
+
+
+# ---- the table ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source, target", list(itertools.product(State, State)))
+def test_every_transition_is_in_the_table_or_refused(source, target, caplog):
+    async def scenario():
+        machine = StateMachine("llamacpp")
+        machine.state = source
+        if target is source:
+            assert machine.move(target, "no change") is False
+        elif target in TRANSITIONS[source]:
+            assert machine.move(target, "test") is True and machine.state is target
+        else:
+            with pytest.raises(IllegalTransition):
+                machine.move(target, "test")
+            assert machine.state is source
+            caplog.clear()  # refused as it should be: not a finding for the no_illegal_transitions check
+    asyncio.run(scenario())
+
+
+def test_status_keeps_the_original_four_values():
+    assert set(LEGACY_STATUS) == set(State)
+    assert set(LEGACY_STATUS.values()) == {"idle", "loading", "loaded", "error"}
+
+
+def test_each_move_is_logged_once_with_its_cause(caplog, tmp_path):
+    async def scenario():
+        manager, _, events = make_manager(tmp_path)
+        await manager.load(A)
+        return events
+    events = asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records if r.name == "router.engine_state"]
+    assert len(lines) == 2 and lines[0] == "llamacpp: idle -> loading (load requested: a)"
+    assert re.fullmatch(r"llamacpp: loading -> loaded \(a ready after \d+\.\d s\)", lines[1]), lines
+    assert events.moves == [("idle", "loading"), ("loading", "loaded")]
+
+
+# ---- loads -------------------------------------------------------------------------------------------------
+
+def test_a_load_writes_the_plan_first_then_stops_and_starts(tmp_path):
+    async def scenario():
+        manager, sup, events = make_manager(tmp_path)
+        seconds = await manager.load(A)
+        plan = read_plan(tmp_path, "llamacpp")
+        assert plan.spec == A and plan.port == 18002 and "-m" in plan.argv and plan == sup.started_plans[-1]
+        assert [c for c in sup.calls if c != "info"] == ["stop", "start"]
+        assert manager.state is State.LOADED and manager.details.plan == plan and seconds > 0
+        assert events.loads == [("a", True)]
+        sup.calls.clear()
+        assert await manager.load(A) == 0.0 and "start" not in sup.calls  # already served: no restart
+    asyncio.run(scenario())
+
+
+def test_concurrent_loads_of_one_model_share_one_start(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        await asyncio.gather(*(manager.load(A) for _ in range(5)))
+        assert sup.calls.count("start") == 1
+    asyncio.run(scenario())
+
+
+def test_loads_run_in_arrival_order(tmp_path):
+    async def scenario():
+        manager, sup, events = make_manager(tmp_path)
+        await asyncio.gather(manager.load(B), manager.load(A), manager.load(C))
+        assert [p.spec.served_name for p in sup.started_plans] == ["b", "a", "c"]
+        assert manager.details.spec == C and manager.state is State.LOADED
+    asyncio.run(scenario())
+
+
+def test_a_failed_load_is_an_error_that_forgets_the_model(tmp_path):
+    async def scenario():
+        manager, sup, events = make_manager(tmp_path)
+        sup.start_fails = True
+        with pytest.raises(LoadFailed) as err:
+            await manager.load(A)
+        assert "failed to load model" in err.value.message  # the engine's own log lines
+        assert manager.state is State.ERROR and manager.details.last_error == err.value.message
+        assert read_plan(tmp_path, "llamacpp") is None and manager.details.spec is None
+        assert events.loads == [("a", False)]
+        sup.start_fails = False
+        await manager.load(A)  # a later good load recovers
+        assert manager.state is State.LOADED and manager.details.last_error is None
+    asyncio.run(scenario())
+
+
+def test_a_plan_that_cannot_be_written_changes_nothing(tmp_path, monkeypatch):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        await manager.load(A)
+
+        def disk_full(*_):
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(lifecycle, "write_plan", disk_full)
+        with pytest.raises(LoadFailed, match="No space left on device.*nothing was changed"):
+            await manager.load(B)
+        assert manager.state is State.LOADED and manager.details.spec == A
+        assert read_plan(tmp_path, "llamacpp").spec == A and len(sup.started_plans) == 1
+        async with manager.admitted("a", None, timeout=1) as served:  # and A keeps serving
+            assert served == A
+    asyncio.run(scenario())
+
+
+# ---- cancellation is not failure (a router restart mid-load) -----------------------------------------------
+
+@pytest.mark.parametrize("interrupted_in", ["stop", "start", "ready"])
+def test_an_interrupted_load_keeps_the_wanted_model_and_resumes_after_a_restart(tmp_path, interrupted_in):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        await manager.load(A)
+        if interrupted_in == "ready":
+            sup.auto_ready = False  # B's process starts but does not answer yet
+        else:
+            sup.gate(interrupted_in)
+        loading = asyncio.ensure_future(manager.load(B))
+        await until(lambda: interrupted_in in sup.blocked or len(sup.started_plans) == 2, what="the interruption point")
+        await manager.close()  # the router stops: its tasks are cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await loading
+        assert manager.state is State.LOADING  # not error: cancellation is not failure
+        assert read_plan(tmp_path, "llamacpp").spec == B  # still the wanted model
+        sup.gates.clear()
+        sup.auto_ready = True
+        sup.ready_pids.add(sup.pid)
+        starts = len(sup.started_plans)
+
+        restarted, _, _ = make_manager(tmp_path, sup)  # the router comes back
+        await restarted.restore(default=A)
+        await until(lambda: not restarted._loads, what="the resumed load")
+        await restarted.refresh()
+        assert restarted.state is State.LOADED and restarted.details.spec == B
+        assert sup.started_plans[-1].spec == B
+        # already started with B's plan: adopted as it is; otherwise started once more, with B
+        assert len(sup.started_plans) == starts + (0 if interrupted_in == "ready" else 1)
+    asyncio.run(scenario())
+
+
+def test_an_engine_running_an_older_plan_is_replaced_at_restore(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        await manager.load(A)
+        plan_b = manager.plan_for(B)
+        from engines.spec import write_plan
+        write_plan(tmp_path, plan_b)  # a load of B was interrupted before it stopped A
+        restarted, _, _ = make_manager(tmp_path, sup)
+        await restarted.restore(default=None)
+        await until(lambda: restarted.state is State.LOADED and restarted.details.spec == B, what="B")
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("content", ["", "{trunc", "null", '{"spec": 1}'])
+def test_a_corrupt_plan_file_is_reported_and_ignored(tmp_path, content):
+    async def scenario():
+        plan_file(tmp_path, "llamacpp").parent.mkdir(parents=True)
+        plan_file(tmp_path, "llamacpp").write_text(content)
+        manager, _, _ = make_manager(tmp_path)
+        await manager.restore(default=A)  # the router starts anyway, with its default
+        assert "unusable" in manager.details.last_error and str(plan_file(tmp_path, "llamacpp")) in \
+            manager.details.last_error
+        await until(lambda: manager.state is State.LOADED, what="the default model")
+    asyncio.run(scenario())
+
+
+# ---- swaps serve the outgoing model's requests ------------------------------------------------------------
+
+def test_a_request_for_the_outgoing_model_during_a_swap_waits_its_turn(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        await manager.load(A)
+        started = sup.gate("start")
+        swap = asyncio.ensure_future(manager.load(B))
+        await until(lambda: manager.state is State.LOADING, what="the swap")
+        order = []
+
+        async def request(wanted, load):
+            async with manager.admitted(wanted, load, timeout=5) as served:
+                order.append(served.served_name)
+                await asyncio.sleep(0.05)
+        for_a = asyncio.ensure_future(request("a", A))  # arrives first, wants the outgoing model
+        await asyncio.sleep(0)
+        for_b = asyncio.ensure_future(request("b", None))
+        await until(lambda: manager.waiting == 2, what="both requests to wait")
+        started.set()
+        await asyncio.gather(swap, for_a, for_b)
+        assert order == ["b", "a"]  # B's waiter first (its load was first), then the swap back
+        assert [p.spec.served_name for p in sup.started_plans] == ["a", "b", "a"]
+        assert manager.in_flight == 0 and manager.details.spec == A
+    asyncio.run(scenario())
+
+
+def test_new_requests_for_the_current_model_queue_behind_a_pending_swap(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        await manager.load(A)
+        async with manager.admitted("a", None, timeout=5):  # keeps A busy, so the swap waits in its drain
+            swap = asyncio.ensure_future(manager.load(B))
+            await until(lambda: manager.state is State.LOADING, what="the swap to begin")
+            assert not manager.will_serve("a")
+            late = asyncio.ensure_future(manager.admitted("a", A, timeout=5).__aenter__())
+            await asyncio.sleep(0.1)
+            assert not late.done() and sup.calls.count("start") == 1  # still draining for us
+        await swap
+        served = await late
+        assert served == A and [p.spec.served_name for p in sup.started_plans] == ["a", "b", "a"]
+        manager.in_flight -= 1
+    asyncio.run(scenario())
+
+
+def test_a_waiter_for_a_failed_load_hears_the_engines_error(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        await manager.load(A)
+        sup.start_fails = True
+        with pytest.raises(LoadFailed, match="failed to load model"):
+            async with manager.admitted("b", B, timeout=5):
+                pass
+        assert manager.waiting == 0 and manager.in_flight == 0 and manager.state is State.ERROR
+    asyncio.run(scenario())
+
+
+# ---- unloads drain -----------------------------------------------------------------------------------------
+
+def test_unload_leaves_loaded_at_once_and_lets_requests_in_flight_finish(tmp_path):
+    async def scenario():
+        manager, sup, events = make_manager(tmp_path)
+        await manager.load(A)
+        finished = asyncio.Event()
+
+        async def in_flight():
+            async with manager.admitted(None, None, timeout=5):
+                await finished.wait()
+        request = asyncio.ensure_future(in_flight())
+        await until(lambda: manager.in_flight == 1, what="the request to be in flight")
+        unloading = asyncio.ensure_future(manager.unload())
+        await until(lambda: manager.state is State.STOPPING, what="stopping")
+        assert manager.machine.status == "idle" and "stop" not in sup.calls[-1:]
+        with pytest.raises(EngineUnavailable) as err:  # a new request: the documented 503 hint, at once
+            async with manager.admitted(None, None, timeout=5):
+                pass
+        assert err.value.code == "engine_idle" and "/v1/models/load" in err.value.message
+        assert sup.state == "RUNNING"  # nothing stopped yet: the request in flight is still being answered
+        finished.set()
+        await asyncio.gather(request, unloading)
+        assert manager.state is State.IDLE and sup.state == "STOPPED"
+        assert unloaded_on_request(tmp_path, "llamacpp") and read_plan(tmp_path, "llamacpp") is None
+        assert events.moves[-2:] == [("loaded", "stopping"), ("stopping", "idle")]
+    asyncio.run(scenario())
+
+
+def test_an_idle_unload_is_remembered_and_the_next_request_brings_the_model_back(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        await manager.load(A)
+        await manager.unload(reason="idle for 2 s", resume=True)
+        assert read_resume(tmp_path, "llamacpp").spec == A and not unloaded_on_request(tmp_path, "llamacpp")
+        assert manager.details.resume_spec == A
+        async with manager.admitted(None, manager.details.resume_spec, timeout=5) as served:
+            assert served == A
+        assert read_resume(tmp_path, "llamacpp") is None
+    asyncio.run(scenario())
+
+
+def test_unload_of_an_idle_engine_changes_no_state(tmp_path):
+    async def scenario():
+        manager, sup, events = make_manager(tmp_path)
+        await manager.unload()
+        assert manager.state is State.IDLE and events.moves == [] and unloaded_on_request(tmp_path, "llamacpp")
+    asyncio.run(scenario())
+
+
+# ---- admission -----------------------------------------------------------------------------------------------
+
+def test_a_request_waits_for_a_loading_engine_at_most_request_wait_seconds(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        sup.auto_ready = False
+        loading = asyncio.ensure_future(manager.load(A))
+        await until(lambda: manager.state is State.LOADING, what="loading")
+        with pytest.raises(EngineUnavailable) as err:
+            async with manager.admitted(None, None, timeout=0.3):
+                pass
+        assert err.value.code == "engine_loading" and manager.waiting == 0 and manager.in_flight == 0
+        sup.ready_pids.add(sup.pid)
+        await loading
+    asyncio.run(scenario())
+
+
+def test_a_client_that_leaves_while_waiting_leaves_no_trace(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        sup.auto_ready = False
+        loading = asyncio.ensure_future(manager.load(A))
+        await until(lambda: manager.state is State.LOADING, what="loading")
+        leaves = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
+        await until(lambda: manager.waiting == 1, what="the waiter")
+        leaves.cancel()  # gone while waiting
+        with pytest.raises(asyncio.CancelledError):
+            await leaves
+        assert manager.waiting == 0 and manager.in_flight == 0
+
+        raced = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
+        await until(lambda: manager.waiting == 1, what="the second waiter")
+        waiter = manager._waiters[0]
+        sup.ready_pids.add(sup.pid)
+        while not waiter.future.done():  # one loop turn at a time: stop right when it is let through
+            await asyncio.sleep(0)
+        assert manager.in_flight == 1 and not raced.done()
+        raced.cancel()  # let through and gone in the same moment: its place is given back
+        with pytest.raises(asyncio.CancelledError):
+            await raced
+        assert manager.waiting == 0 and manager.in_flight == 0
+        await loading
+    asyncio.run(scenario())
+
+
+def test_a_full_queue_answers_503(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path, max_queued_requests=1)
+        sup.auto_ready = False
+        loading = asyncio.ensure_future(manager.load(A))
+        await until(lambda: manager.state is State.LOADING, what="loading")
+        first = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
+        await until(lambda: manager.waiting == 1, what="the first waiter")
+        with pytest.raises(EngineUnavailable) as err:
+            async with manager.admitted(None, None, timeout=5):
+                pass
+        assert err.value.code == "queue_full"
+        sup.ready_pids.add(sup.pid)
+        await asyncio.gather(loading, first)
+    asyncio.run(scenario())
+
+
+def test_a_request_for_another_model_with_no_load_queued_is_refused(tmp_path):
+    async def scenario():
+        manager, _, _ = make_manager(tmp_path)
+        await manager.load(A)
+        with pytest.raises(InvalidRequest) as err:
+            async with manager.admitted("b", None, timeout=5):
+                pass
+        assert err.value.code == "model_not_loaded"
+    asyncio.run(scenario())
+
+
+# ---- observation (the monitor) -----------------------------------------------------------------------------
+
+def test_the_monitor_follows_stop_start_crash_and_fatal(tmp_path):
+    async def scenario():
+        manager, sup, events = make_manager(tmp_path)
+        await manager.load(A)
+        sup.state, sup.pid = "STOPPED", 0  # supervisorctl stop
+        await manager.refresh()
+        assert manager.state is State.IDLE and manager.details.spec == A  # `start` resumes the same model
+        sup.run(read_plan(tmp_path, "llamacpp"))  # supervisorctl start
+        await manager.refresh()
+        assert manager.state is State.LOADED
+        sup.crash_and_restart()
+        await manager.refresh()
+        assert manager.state is State.LOADING and events.restarts == 1
+        sup.ready_pids.add(sup.pid)
+        await manager.refresh()
+        assert manager.state is State.LOADED
+        sup.state, sup.pid = "FATAL", 0
+        await manager.refresh()
+        assert manager.state is State.ERROR and "failed to load model" in manager.details.last_error
+        assert events.moves == [("idle", "loading"), ("loading", "loaded"), ("loaded", "idle"), ("idle", "loading"),
+                                ("loading", "loaded"), ("loaded", "loading"), ("loading", "loaded"),
+                                ("loaded", "error")]
+    asyncio.run(scenario())
+
+
+def test_the_router_talks_only_to_the_port_of_the_launch_in_effect(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path, port=18002)
+        await manager.load(A)
+        manager.configure(manager.settings.model_copy(update={"port": 18099}), manager.router_settings)
+        assert manager.port == 18002  # the engine still runs its old launch
+        sup.probed_ports.clear()
+        await manager.load(A)  # the new settings make a new launch: a restart on the new port
+        assert manager.port == 18099 and read_plan(tmp_path, "llamacpp").port == 18099
+        assert set(sup.probed_ports) == {18099}
+    asyncio.run(scenario())
+
+
+def test_restore_adopts_a_running_engine_without_restarting_it(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        await manager.load(A)
+        pid, starts = sup.pid, sup.calls.count("start")
+        again, _, events = make_manager(tmp_path, sup)
+        await again.restore(default=B)
+        await again.refresh()
+        assert again.state is State.LOADED and again.details.spec == A and sup.pid == pid
+        assert sup.calls.count("start") == starts and events.restarts == 0
+    asyncio.run(scenario())
+
+
+def test_restore_stops_an_engine_that_runs_without_a_wanted_model(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        await manager.load(A)
+        plan_file(tmp_path, "llamacpp").unlink()  # e.g. an unload interrupted after recording its intent
+        again, _, _ = make_manager(tmp_path, sup)
+        await again.restore(default=B)
+        await until(lambda: sup.state == "STOPPED", what="the stop")
+        assert again.state is State.IDLE
+    asyncio.run(scenario())
+
+
+def test_state_file_errors_name_the_file(tmp_path):
+    plan_file(tmp_path, "llamacpp").parent.mkdir(parents=True)
+    plan_file(tmp_path, "llamacpp").write_text(json.dumps({"spec": {}}))
+    with pytest.raises(StateFileError, match="llamacpp.json"):
+        read_plan(tmp_path, "llamacpp")
+
+
+def test_a_stop_under_way_outside_the_router_is_not_an_error(tmp_path):
+    async def scenario():
+        manager, sup, events = make_manager(tmp_path)
+        await manager.load(A)
+        sup.state = "STOPPING"  # supervisorctl stop, caught half way
+        await manager.refresh()
+        assert manager.state is State.LOADED and manager.details.last_error is None
+        sup.state, sup.pid = "STOPPED", 0
+        await manager.refresh()
+        assert manager.state is State.IDLE and manager.details.last_error is None
+    asyncio.run(scenario())

@@ -36,8 +36,9 @@ def overview_panels() -> list[dict]:
     return [
         state_timeline(
             "Engine state",
-            "Each engine's state as the router reports it in /v1/status: idle (no model), loading (starting, or "
-            "restarting after a crash), loaded (serving), error (failed load or dead engine).",
+            "Each engine's lifecycle state as the router reports it in /v1/status (`state`): idle (no model), "
+            "loading (starting, swapping, or restarting after a crash), loaded (serving), stopping (an unload "
+            "draining its requests), error (failed load or dead engine).",
             [target(state_expr, "{{engine}}")], width=18),
         stat(
             "Engine restarts in range",

@@ -9,8 +9,8 @@ ENGINE = 'engine=~"$engine"'
 RATE = "$__rate_interval"
 
 # unified_engine_state as one number per engine, for the state timeline (value mappings below).
-STATE_CODES = {"idle": 0, "loading": 1, "loaded": 2, "error": 3}
-STATE_COLORS = {"idle": "text", "loading": "yellow", "loaded": "green", "error": "red"}
+STATE_CODES = {"idle": 0, "loading": 1, "loaded": 2, "error": 3, "stopping": 4}
+STATE_COLORS = {"idle": "text", "loading": "yellow", "loaded": "green", "error": "red", "stopping": "orange"}
 
 
 # ---------------------------------------------------------------------------------------------------- panels

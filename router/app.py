@@ -17,7 +17,7 @@ from engines.spec import unloaded_on_request
 from router.auth import auth_middleware, keys_from_env
 from router.config import Config, config_path, run_dir
 from router.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
-from router.handlers import admin, logs, openai_api, openapi
+from router.handlers import admin, logs, openai_api, openapi, ui
 from router.handlers import metrics as metrics_routes
 from router.lifecycle import EngineManager
 from router.models import resolve_spec
@@ -136,6 +136,7 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
     app.add_routes(openai_api.routes)
     app.add_routes(openapi.routes)
     app.add_routes(metrics_routes.routes)
+    app.add_routes(ui.routes)
     return app
 
 

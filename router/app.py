@@ -15,7 +15,7 @@ from aiohttp import web
 from router.auth import auth_middleware, keys_from_env
 from router.config import Config, config_path, run_dir
 from router.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
-from router.handlers import admin, logs, openai_api, openapi
+from router.handlers import admin, logs, openai_api, openapi, ui
 from router.handlers import metrics as metrics_routes
 from router.lifecycle import EngineManager
 from router.models import resolve_spec
@@ -131,6 +131,7 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
     app.add_routes(openai_api.routes)
     app.add_routes(openapi.routes)
     app.add_routes(metrics_routes.routes)
+    app.add_routes(ui.routes)
     return app
 
 

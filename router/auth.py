@@ -3,7 +3,8 @@ change or reveal the system (load, unload, reload, engine logs). Unset: open, as
 Each may hold several keys separated by commas; without an admin key, the API key guards admin too; an
 admin key also opens the inference API.
 Clients send `Authorization: Bearer KEY` (what the openai SDK sends for `api_key`) or `X-API-Key: KEY`.
-/health, /v1/status, /metrics and the OpenAPI document stay open: they carry no secrets and probes need them.
+/health, /v1/status, /metrics and the OpenAPI document stay open: they carry no secrets and probes need them;
+so do the chat page (`/`) and its assets (`/static/`): the page asks for the key and sends it with its API calls.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from aiohttp import web
 
 from router.errors import ApiError, error_response
 
-OPEN_PATHS = ("/health", "/v1/status", "/metrics", "/openapi.json")
+OPEN_PATHS = ("/health", "/v1/status", "/metrics", "/openapi.json", "/static/")
+PAGE = "/"  # the chat page: an exact match (as a prefix it would open everything)
 ADMIN_PATHS = ("/v1/models/load", "/v1/models/unload", "/v1/config/", "/v1/engines/")
 
 
@@ -46,7 +48,7 @@ def auth_middleware(api_keys: tuple[str, ...], admin_keys: tuple[str, ...]):
     @web.middleware
     async def check_key(request: web.Request, handler):
         path = request.path
-        if path.startswith(OPEN_PATHS):
+        if path == PAGE or path.startswith(OPEN_PATHS):
             return await handler(request)
         admin = path.startswith(ADMIN_PATHS)
         allowed = admin_keys if admin else inference_keys

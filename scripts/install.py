@@ -68,10 +68,13 @@ def run_logged(cmd: list[str], log_name: str, what: str, fix: str, env: dict | N
 def step_system_packages() -> None:
     needed = {"cmake": "cmake", "ninja": "ninja-build", "g++": "g++", "git": "git",
               # /usr/bin/prometheus and promtool: tests/e2e/test_dashboards.py runs a real Prometheus
-              "promtool": "prometheus"}
+              "promtool": "prometheus",
+              # headless browser for tests/e2e/test_web_ui.py (Playwright drives it: `playwright install` cannot
+              # download its own browser here)
+              "chromium": "chromium"}
     missing = [pkg for tool, pkg in needed.items() if not shutil.which(tool)]
     if not missing:
-        say("system tools present (cmake, ninja, g++)")
+        say("system tools present (cmake, ninja, g++, prometheus, chromium)")
         return
     apt = shutil.which("apt-get")
     if not apt:

@@ -100,6 +100,15 @@ def build_spec() -> dict:
                 "responses": _answers('{"engine": ..., "lines": [...]} (text/plain with Accept: text/plain)',
                                       400, 404, 429, 503, stream=True)}},
             "/openapi.json": {"get": {"summary": "this document", "responses": _answers("OpenAPI document")}},
+            "/": {"get": {"summary": "the chat web UI (open without a key; it asks for one when the API needs it)",
+                          "responses": {"200": {"description": "the page",
+                                                "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            "/static/{path}": {"get": {
+                "summary": "the chat UI's assets (CSS, JavaScript, vendored libraries)",
+                "parameters": [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the file"},
+                              "404": {"description": "no such asset",
+                                      "content": {"application/json": {"schema": ERROR}}}}}},
         },
     }
 

@@ -1,0 +1,112 @@
+// Live status of both engines from GET /v1/status, polled (faster while something loads), shown in the top bar.
+// Works with both shapes: {"engines": {...}, "time": ...} and the engines as the only top-level keys.
+
+import { apiJson } from "./api.js";
+
+export const ENGINE_LABELS = { vllm: "vLLM", llamacpp: "llama.cpp" };
+const SLOW_MS = 2000;
+const FAST_MS = 700;
+
+// The exact lifecycle state when the router gives it, else the coarse status.
+export function stateOf(engine) {
+  return engine?.state ?? engine?.status ?? "unknown";
+}
+
+export function formatDuration(seconds) {
+  if (seconds == null || !Number.isFinite(seconds)) return "";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+function formatBytes(bytes) {
+  if (bytes == null) return null;
+  return bytes >= 1 << 30 ? `${(bytes / (1 << 30)).toFixed(1)} GiB` : `${Math.round(bytes / (1 << 20))} MiB`;
+}
+
+export class StatusMonitor {
+  constructor(container) {
+    this.container = container;
+    this.engines = {};
+    this.loadingSeen = {}; // engine → page clock (ms) when this page first saw it loading
+    this.listeners = [];
+    this.fast = false;
+    this.timer = null;
+  }
+
+  onChange(listener) {
+    this.listeners.push(listener);
+  }
+
+  // Seconds the engine has been loading: from the router's loading_since, else from this page's own clock.
+  loadingSeconds(name) {
+    const engine = this.engines[name];
+    if (!engine || stateOf(engine) !== "loading") return null;
+    const since = engine.loading_since;
+    const fromRouter = since == null ? null : Date.now() / 1000 - since;
+    if (fromRouter != null && fromRouter >= 0 && fromRouter < 86400) return fromRouter;
+    return (Date.now() - (this.loadingSeen[name] ?? Date.now())) / 1000;
+  }
+
+  async poll() {
+    clearTimeout(this.timer);
+    try {
+      const body = await apiJson("/v1/status");
+      this.engines = body.engines ?? body;
+      this.error = null;
+    } catch (err) {
+      this.error = err.message;
+    }
+    for (const [name, engine] of Object.entries(this.engines)) {
+      if (stateOf(engine) === "loading") this.loadingSeen[name] ??= Date.now();
+      else delete this.loadingSeen[name];
+    }
+    this.render();
+    for (const listener of this.listeners) listener(this.engines);
+    const busy = Object.values(this.engines).some((e) => ["loading", "stopping"].includes(stateOf(e)));
+    clearTimeout(this.timer); // a poll that overlapped this one must not leave a second timer running
+    this.timer = setTimeout(() => this.poll(), busy || this.fast ? FAST_MS : SLOW_MS);
+  }
+
+  render() {
+    const cards = Object.entries(this.engines).map(([name, engine]) => this.card(name, engine));
+    if (this.error) {
+      const note = document.createElement("span");
+      note.className = "error-box";
+      note.textContent = `status unavailable: ${this.error}`;
+      cards.push(note);
+    }
+    this.container.replaceChildren(...cards);
+  }
+
+  card(name, engine) {
+    const state = stateOf(engine);
+    const card = document.createElement("div");
+    card.className = "engine-card";
+    card.dataset.engine = name;
+    card.dataset.state = state;
+    const add = (cls, text, title) => {
+      const span = document.createElement("span");
+      span.className = cls;
+      span.textContent = text;
+      if (title) span.title = title;
+      card.append(span);
+      return span;
+    };
+    add("name", ENGINE_LABELS[name] ?? name);
+    add(`badge ${state}`, state);
+    if (engine.model) add("model", engine.model, engine.model_path ?? "");
+    if (state === "loading") add("elapsed", formatDuration(this.loadingSeconds(name)));
+    if (state === "loaded" && engine.uptime_seconds != null) add("muted uptime", `up ${formatDuration(engine.uptime_seconds)}`);
+    const memory = formatBytes(engine.memory_rss_bytes);
+    if (memory) add("muted memory", memory, "memory of the engine's processes (RSS)");
+    if (engine.in_flight || engine.waiting) {
+      add("muted busy", `${engine.in_flight ?? 0} running${engine.waiting ? `, ${engine.waiting} waiting` : ""}`);
+    }
+    if (state === "error" && engine.last_error) {
+      add("error-text", engine.last_error.split("\n")[0].slice(0, 80), engine.last_error);
+    }
+    return card;
+  }
+}

@@ -89,7 +89,9 @@ class Stack:
         with urllib.request.urlopen(f"{self.base_url}/metrics/engines/{engine}", timeout=10) as resp:
             text = resp.read().decode()
         pattern = rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$"
-        return sum(float(v) for v in re.findall(pattern, text, re.M))
+        values = re.findall(pattern, text, re.M)
+        assert values, f"{name} is not among {engine}'s metrics"  # a misspelt name must not read as 0
+        return sum(float(v) for v in values)
 
     def router_log(self) -> str:
         """The router's log, rotated parts included."""

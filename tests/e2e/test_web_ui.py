@@ -9,14 +9,13 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.stack import free_port, http_json
+from tests.stack import free_port, http_json, wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 DOCS = PROJECT / "docs"
@@ -27,32 +26,6 @@ PHONE = {"width": 360, "height": 780}
 ANSWER = "article.assistant"
 
 
-def until(predicate, timeout: float, what: str, interval: float = 0.2):
-    """Poll until predicate() is truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"gave up after {timeout:.0f}s waiting for {what}")
-
-
-def engines(stack) -> dict:
-    """/v1/status's engines, in either shape: {"engines": {...}} or the engines as the top-level keys."""
-    status, body = stack.api("GET", "/v1/status", timeout=10)
-    assert status == 200, body
-    return body.get("engines", body)
-
-
-def engine_metric(stack, engine: str, name: str) -> float:
-    """Sum of one of the engine's own Prometheus series (read through the router)."""
-    status, text = stack.api_raw("GET", f"/metrics/engines/{engine}", None, content_type=None, timeout=30)
-    assert status == 200, text[:300]
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.decode().splitlines()
-              if line.startswith((name + "{", name + " "))]
-    assert values, f"{name} not in the {engine} metrics"
-    return sum(values)
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +183,8 @@ STOP_ON_FIRST_TEXT = """() => { const observer = new MutationObserver(() => {
     const answer = document.querySelector('article.assistant');
     if (answer?.dataset.state === 'streaming') { observer.disconnect(); document.getElementById('stop').click(); }
   });
-  observer.observe(document.getElementById('messages'), {subtree: true, attributes: true, attributeFilter: ['data-state']});
+  observer.observe(document.getElementById('messages'),
+                   {subtree: true, attributes: true, attributeFilter: ['data-state']});
 }"""
 LONG = 30_000  # tokens: ~10 s of llama-server on 2 cores, far longer than any pause of this busy machine
 
@@ -228,7 +202,7 @@ def test_stop_cancels_the_request_and_the_engine_stops(stack, page, restore_llam
                                                                    "ignore_eos": True})))
     page.select_option("#engine", "llamacpp")
     set_params(page, max_tokens=LONG)
-    predicted_before = engine_metric(stack, "llamacpp", "llamacpp:tokens_predicted_total")
+    predicted_before = stack.engine_metric("llamacpp", "llamacpp:tokens_predicted_total")
     page.evaluate(STOP_ON_FIRST_TEXT)  # Stop is clicked the moment the first text shows
     send(page, "Tell me a very long story.")
     answer = page.locator(ANSWER)
@@ -236,10 +210,10 @@ def test_stop_cancels_the_request_and_the_engine_stops(stack, page, restore_llam
     assert answer.get_attribute("data-state") == "stopped", answer.inner_text()[-300:]
     expect(answer.locator(".state")).to_have_text("stopped")
     expect(page.locator("#send")).to_be_visible()
-    until(lambda: engines(stack)["llamacpp"]["in_flight"] == 0, 30, "the router's in-flight count to go back to 0")
-    until(lambda: engine_metric(stack, "llamacpp", "llamacpp:requests_processing") == 0, 60,
+    wait_for(lambda: stack.status()["llamacpp"]["in_flight"] == 0, 30, "the router's in-flight count to go back to 0")
+    wait_for(lambda: stack.engine_metric("llamacpp", "llamacpp:requests_processing") == 0, 60,
           "llama-server to finish or drop the request")
-    predicted = engine_metric(stack, "llamacpp", "llamacpp:tokens_predicted_total") - predicted_before
+    predicted = stack.engine_metric("llamacpp", "llamacpp:tokens_predicted_total") - predicted_before
     assert 0 < predicted < LONG, f"llama-server generated {predicted:.0f} of {LONG} tokens: the stop did not reach it"
     print(f"\nstop: llama-server generated {predicted:.0f} of {LONG} tokens")
 
@@ -258,7 +232,7 @@ def test_load_a_model_from_the_ui(stack, page, restore_llamacpp):
     expect(page.locator("#load-state")).to_contain_text("loaded tiny-llama-b-gguf on llama.cpp in", timeout=120_000)
     texts = page.evaluate("window.loadTexts")
     assert any(t.startswith("loading tiny-llama-b-gguf on llama.cpp: ") and "(engine: " in t for t in texts), texts
-    assert engines(stack)["llamacpp"]["model"] == "tiny-llama-b-gguf"
+    assert stack.status()["llamacpp"]["model"] == "tiny-llama-b-gguf"
     expect(page.locator('.engine-card[data-engine="llamacpp"] .model')).to_have_text("tiny-llama-b-gguf")
     expect(page.locator("#model")).to_have_value("tiny-llama-b-gguf")
     expect(page.locator("#model-offer")).to_be_hidden()
@@ -282,7 +256,7 @@ def test_a_failed_load_shows_the_engine_error(stack, page, restore_llamacpp):
     assert "ui-broken.gguf" in text and "last log lines" in text, text
     assert "failed to load model" in text.lower(), text  # llama-server's own words
     expect(page.locator('.engine-card[data-engine="llamacpp"]')).to_have_attribute("data-state", "error")
-    assert engines(stack)["llamacpp"]["status"] == "error"
+    assert stack.status()["llamacpp"]["status"] == "error"
 
 
 def test_api_errors_show_as_readable_messages(page):
@@ -390,7 +364,7 @@ def keyed_router(stack, tmp_path):
         except OSError:
             return False
     try:
-        until(up, 60, "the keyed router to answer")
+        wait_for(up, 60, "the keyed router to answer")
         yield url
     finally:
         proc.terminate()

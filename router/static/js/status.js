@@ -1,5 +1,5 @@
-// Live status of both engines from GET /v1/status, polled (faster while something loads), shown in the top bar.
-// Works with both shapes: {"engines": {...}, "time": ...} and the engines as the only top-level keys.
+// Live status of both engines from GET /v1/status (the engines are its top-level keys), polled (faster while
+// something loads or stops), shown in the top bar.
 
 import { apiJson } from "./api.js";
 
@@ -39,7 +39,8 @@ export class StatusMonitor {
     this.listeners.push(listener);
   }
 
-  // Seconds the engine has been loading: from the router's loading_since, else from this page's own clock.
+  // Seconds the engine has been loading: from the router's loading_since, unless this browser's clock disagrees
+  // with the router's (then from when this page first saw it loading).
   loadingSeconds(name) {
     const engine = this.engines[name];
     if (!engine || stateOf(engine) !== "loading") return null;
@@ -53,7 +54,7 @@ export class StatusMonitor {
     clearTimeout(this.timer);
     try {
       const body = await apiJson("/v1/status");
-      this.engines = body.engines ?? body;
+      this.engines = body;
       this.error = null;
     } catch (err) {
       this.error = err.message;

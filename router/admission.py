@@ -12,11 +12,15 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 from engines.spec import ModelSpec
 from router.engine_state import State
 from router.errors import ApiError, EngineUnavailable, InvalidRequest
+
+
+NOTE_SECONDS = 1.0  # how often a waiting request hears why it waits (see proxy.WaitNotes)
+Notify = Callable[[str], Awaitable[None]]
 
 
 @dataclass
@@ -50,12 +54,14 @@ class Admission:
         return [s for s in specs if s is not None]
 
     @contextlib.asynccontextmanager
-    async def admitted(self, wanted: str | None, load: ModelSpec | None, timeout: float) -> AsyncIterator[ModelSpec]:
+    async def admitted(self, wanted: str | None, load: ModelSpec | None, timeout: float,
+                       notify: Notify | None = None) -> AsyncIterator[ModelSpec]:
         """Hold a place on the engine for one request: load `load` first when given (after the swaps already
-        queued), wait at most `timeout` s for `wanted` (any model when None), count it in flight until the end."""
+        queued), wait at most `timeout` s for `wanted` (any model when None), count it in flight until the end.
+        `notify` hears every NOTE_SECONDS what the request is waiting for."""
         if load is not None:
-            self._request_load(load, "a request asked for it")
-        spec = await self._admit(wanted, timeout)
+            self._request_load(load, "a request asked for it", on_demand=True)
+        spec = await self._admit(wanted, timeout, notify)
         try:
             yield spec
         finally:
@@ -66,7 +72,7 @@ class Admission:
         spec = self.details.spec
         return self.state is State.LOADED and spec is not None and (wanted is None or wanted == spec.served_name)
 
-    async def _admit(self, wanted: str | None, timeout: float) -> ModelSpec:
+    async def _admit(self, wanted: str | None, timeout: float, notify: Notify | None = None) -> ModelSpec:
         if self._servable(wanted) and not self._loads:
             self.in_flight += 1
             return self.details.spec
@@ -79,16 +85,34 @@ class Admission:
                                     f"waiting (router.max_queued_requests); retry later", code="queue_full")
         waiter = Waiter(wanted, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
+        started = time.monotonic()
         try:
-            done, _ = await asyncio.wait({waiter.future}, timeout=timeout)
-        except asyncio.CancelledError:  # the client left
+            while (remaining := started + timeout - time.monotonic()) > 0:
+                done, _ = await asyncio.wait({waiter.future}, timeout=min(remaining, NOTE_SECONDS) if notify
+                                             else remaining)
+                if done:
+                    break
+                if notify:
+                    await notify(self._why_waiting(wanted, time.monotonic() - started))
+        except (asyncio.CancelledError, ConnectionResetError):  # the client left
             self._drop(waiter, cancelled=True)
             raise
+        answered = waiter.future.done()
         self._drop(waiter)
-        if not done:
+        if not answered:
             raise EngineUnavailable(f"engine {self.name} is still loading after {timeout:.0f} s; retry later",
                                     code="engine_loading")
         return waiter.future.result()
+
+    def _why_waiting(self, wanted: str | None, waited: float) -> str:
+        """What a waiting request waits for, in words: the load it needs, and how many come first."""
+        names = [p.spec.served_name for p in self._loads]
+        target = wanted if wanted in names else (names[-1] if names else self.details.spec.served_name
+                                                   if self.details.spec else None)
+        ahead = names.index(target) if target in names else 0
+        queue = f", after {ahead} other load{'s' if ahead > 1 else ''}" if ahead else ""
+        what = f"to load {target}" if target else f"({self.state.value})"
+        return f"waiting for {self.name} {what}{queue}: {waited:.0f} s"
 
     def _drop(self, waiter: Waiter, cancelled: bool = False) -> None:
         """A waiter leaves (let through, refused, timed out or cancelled); one let through whose request was
@@ -97,6 +121,7 @@ class Admission:
             self._waiters.remove(waiter)
         if not waiter.future.done():
             waiter.future.cancel()
+            self._drop_abandoned_loads()
         elif waiter.future.exception() is None and cancelled:
             self.in_flight -= 1
 

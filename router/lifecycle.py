@@ -52,6 +52,7 @@ class EngineDetails:
 class PendingLoad:
     spec: ModelSpec
     task: asyncio.Task | None = None
+    on_demand: bool = False  # only requests want it: when they have all gone before it starts, it is dropped
 
 
 class LifecycleEvents(Protocol):
@@ -171,20 +172,31 @@ class EngineManager(Admission):
         return at once (0 s) when it is already served with the same launch and nothing is queued."""
         return await asyncio.shield(self._request_load(spec, cause))
 
-    def _request_load(self, spec: ModelSpec, cause: str) -> asyncio.Future:
+    def _request_load(self, spec: ModelSpec, cause: str, on_demand: bool = False) -> asyncio.Future:
         for pending in self._loads:
             if pending.spec == spec:
+                pending.on_demand = pending.on_demand and on_demand  # an explicit load keeps it
                 return pending.task
         if (not self._loads and self.state is State.LOADED and self._process_ready()
                 and self.plan_for(spec).same_launch(self.details.plan)):
             done = asyncio.get_running_loop().create_future()
             done.set_result(0.0)
             return done
-        pending = PendingLoad(spec)
+        pending = PendingLoad(spec, on_demand=on_demand)
         pending.task = asyncio.ensure_future(self._run_load(pending, cause))
         pending.task.add_done_callback(_retrieve)  # an on-demand load may have no one awaiting it
         self._loads.append(pending)
         return pending.task
+
+    def _drop_abandoned_loads(self) -> None:
+        """Cancel queued on-demand loads that no waiting request wants any more (before they start)."""
+        wanted = {waiter.wanted for waiter in self._waiters}
+        for pending in self._loads[1 if self._lock.locked() else 0:]:
+            if pending.on_demand and pending.spec.served_name not in wanted and None not in wanted:
+                log.info("%s: dropping the queued load of %s: every request that wanted it has gone", self.name,
+                         pending.spec.served_name)
+                self._loads.remove(pending)  # at once: no new request may join it
+                pending.task.cancel()
 
     def _saw(self, info: ProcessInfo) -> None:
         self.details.process = info
@@ -202,7 +214,8 @@ class EngineManager(Admission):
             failure = exc
             raise
         finally:  # still in arrival order: whoever waited for this model hears how it went before the next load
-            self._loads.remove(pending)
+            if pending in self._loads:  # (a dropped load has left already)
+                self._loads.remove(pending)
             self._review_waiters(pending.spec if failure else None, failure)
 
     async def _load_locked(self, spec: ModelSpec, cause: str) -> float:

@@ -47,13 +47,39 @@ async def _send(http: aiohttp.ClientSession, url: str, payload: bytes, timeout: 
     raise AssertionError("unreachable")
 
 
+class WaitNotes:
+    """While a streaming request waits for its model, SSE comment lines tell the client why nothing has come
+    yet (OpenAI clients ignore comments; proxies see traffic). The first note starts the 200 event stream, so
+    whatever fails after it reaches the client as an SSE error event."""
+
+    def __init__(self, request: web.Request):
+        self.request = request
+        self.response: web.StreamResponse | None = None
+
+    async def note(self, text: str) -> None:
+        if self.response is None:
+            self.response = web.StreamResponse(headers=SSE_HEADERS)
+            await self.response.prepare(self.request)
+        await self.response.write(f": {text}\n\n".encode())
+
+    async def fail(self, error: ApiError) -> web.StreamResponse:
+        await self.response.write(sse_error_event(error))
+        await self.response.write_eof()
+        return self.response
+
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
 async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, body: dict,
                   read_timeout: float, record: RequestRecord | None = None,
-                  reuse_after_stream: bool = True) -> web.StreamResponse:
+                  reuse_after_stream: bool = True, started_stream: web.StreamResponse | None = None
+                  ) -> web.StreamResponse:
     """Send `body` to the engine at `url` and answer the client with the engine's answer, filling `record`
     (status, first-byte time, token usage, resends) for metrics. `reuse_after_stream=False` sends a stream
     request with `Connection: close`, so its connection never returns to the pool (for an engine that closes
-    it after the stream anyway: reusing it would fail the next request)."""
+    it after the stream anyway: reusing it would fail the next request). `started_stream`: the event stream
+    already sent to the client (see WaitNotes); the engine's answer goes on in it, an error as an error event."""
     record = record or RequestRecord()
     started = time.monotonic()
     tap = None
@@ -80,6 +106,12 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
     async with upstream:
         record.status = upstream.status
         headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
+        if started_stream is not None and upstream.content_type != "text/event-stream":  # the engine refused
+            data = await upstream.read()
+            await started_stream.write(b"data: " + data.strip() + b"\n\n" if _is_error(data) else sse_error_event(
+                UpstreamError(f"engine answered {upstream.status} with no error body", code="engine_failed")))
+            await started_stream.write_eof()
+            return started_stream
         if upstream.content_type != "text/event-stream":
             try:
                 data = await upstream.read()
@@ -91,12 +123,20 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
             record_usage(record, usage_from_json(data) if upstream.status == 200 else None)
             return web.Response(body=data, status=upstream.status, headers=headers)
 
-        response = web.StreamResponse(status=upstream.status, headers=headers)
-        await response.prepare(request)
+        response = started_stream or web.StreamResponse(status=upstream.status, headers=headers)
+        if started_stream is None:
+            await response.prepare(request)
         tap = tap or UsageTap(strip=False)
         await relay_stream(upstream, response, read_timeout, tap, record, started)
         record_usage(record, tap.usage)
         return response
+
+
+def _is_error(data: bytes) -> bool:
+    try:
+        return isinstance(json.loads(data).get("error"), dict)
+    except (ValueError, AttributeError):
+        return False
 
 
 def record_usage(record: RequestRecord, usage: dict | None) -> None:

@@ -10,7 +10,7 @@ from aiohttp import web
 from router.errors import ApiError
 from router.metrics import RequestRecord
 from router.models import infer_engine, route_request
-from router.proxy import forward
+from router.proxy import WaitNotes, forward
 from router.requests import json_object, optional
 from router.state import CONFIG, ENGINES, HTTP, METRICS
 
@@ -21,7 +21,7 @@ routes = web.RouteTableDef()
 
 
 async def relay(request: web.Request, endpoint: str) -> web.StreamResponse:
-    record, started = RequestRecord(), time.monotonic()
+    record, started, notes = RequestRecord(), time.monotonic(), None
     try:
         body = await json_object(request)
         optional(body, "stream", bool)
@@ -30,7 +30,9 @@ async def relay(request: web.Request, endpoint: str) -> web.StreamResponse:
         manager = infer_engine(request.app[ENGINES], config, optional(body, "engine", str), requested)
         record.engine = manager.name
         routing = route_request(manager, requested, config)
-        async with manager.admitted(routing.wanted, routing.load, config.router.request_wait_seconds) as spec:
+        notes = WaitNotes(request) if body.get("stream") is True else None
+        async with manager.admitted(routing.wanted, routing.load, config.router.request_wait_seconds,
+                                    notes.note if notes else None) as spec:
             record.model = body["model"] = spec.served_name
             body.pop("engine", None)
             for key, value in SAMPLING_DEFAULTS.items():
@@ -38,9 +40,11 @@ async def relay(request: web.Request, endpoint: str) -> web.StreamResponse:
                     body.setdefault(key, value)
             return await forward(request, request.app[HTTP], manager.base_url + endpoint, body,
                                  config.router.upstream_read_timeout_seconds, record,
-                                 manager.adapter.REUSABLE_AFTER_STREAM)
+                                 manager.adapter.REUSABLE_AFTER_STREAM, notes.response if notes else None)
     except ApiError as exc:
         record.status = exc.status
+        if notes and notes.response:  # the event stream has begun: the error goes in it
+            return await notes.fail(exc)
         raise
     except asyncio.CancelledError:  # the client hung up: the engine request was closed with the handler
         record.status = 499  # nginx's "client closed request"

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 
+import openai
 import psutil
 import yaml
 
@@ -104,12 +105,29 @@ def test_a_reload_that_moves_a_port_restarts_the_engine_there(stack):
 
 
 def test_a_request_for_the_outgoing_model_during_a_swap_is_answered(stack):
+    """...and streaming requests that wait hear why, in SSE comments that the openai SDK skips."""
     stack.wait_loaded("vllm")
+    sdk = openai.OpenAI(base_url=stack.base_url + "/v1", api_key="unused", timeout=600, max_retries=0)
     swap = load_in_background(stack, "vllm", "tiny-llama-b")
     try:
         wait_for(lambda: stack.status()["vllm"]["state"] == "loading", 30, "the swap to begin", 0.05)
-        status, body = stack.api("POST", "/v1/completions", {"model": "tiny-llama-a", "prompt": "Hi", "max_tokens": 3})
-        assert status == 200 and body["model"] == "tiny-llama-a", body  # waited for B, then the swap back
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            for_b = pool.submit(stream, stack, {"model": "tiny-llama-b", "prompt": "Hi", "max_tokens": 3,
+                                                "stream": True})
+            refused = pool.submit(stream, stack, {"model": "tiny-llama-b", "prompt": "Hi", "max_tokens": 100000,
+                                                  "stream": True})
+            for_a = pool.submit(lambda: list(sdk.completions.create(model="tiny-llama-a", prompt="Hi", max_tokens=3,
+                                                                    stream=True)))
+            status, body = stack.api("POST", "/v1/completions", {"model": "tiny-llama-a", "prompt": "Hi",
+                                                                 "max_tokens": 3})
+            assert status == 200 and body["model"] == "tiny-llama-a", body  # waited for B, then the swap back
+            (status_b, raw_b), (status_refused, raw_refused), chunks = for_b.result(), refused.result(), for_a.result()
+        assert status_b == 200 and raw_b.startswith(b": waiting for vllm to load tiny-llama-b"), raw_b[:300]
+        assert raw_b.rstrip().endswith(b"data: [DONE]") and b'"model": "tiny-llama-b"' in raw_b.replace(b'":"', b'": "')
+        # the engine refused after the stream had begun: its error comes as the stream's last event
+        assert status_refused == 200 and raw_refused.startswith(b": waiting for vllm"), raw_refused[:300]
+        assert json.loads(raw_refused.rstrip().rsplit(b"\n", 1)[-1][len(b"data: "):])["error"]["message"]
+        assert chunks and {chunk.model for chunk in chunks} == {"tiny-llama-a"}  # the SDK parsed it cleanly
         swap.join(60)
         after = stack.status()["vllm"]
         assert after["model"] == "tiny-llama-a" and after["status"] == "loaded"

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from engines.spec import StateFileError, plan_file, read_plan, read_resume, unloaded_on_request
-from router import lifecycle
+from router import admission, lifecycle
 from router.engine_state import LEGACY_STATUS, TRANSITIONS, IllegalTransition, State, StateMachine
 from router.errors import EngineUnavailable, InvalidRequest, LoadFailed
 from tests.unit.fakes import make_manager, spec, until
@@ -453,4 +453,45 @@ def test_a_stop_under_way_outside_the_router_is_not_an_error(tmp_path):
         sup.state, sup.pid = "STOPPED", 0
         await manager.refresh()
         assert manager.state is State.IDLE and manager.details.last_error is None
+    asyncio.run(scenario())
+
+
+def test_a_waiting_request_hears_what_it_waits_for(tmp_path, monkeypatch):
+    monkeypatch.setattr(admission, "NOTE_SECONDS", 0.05)
+
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        await manager.load(A)
+        started = sup.gate("start")
+        swap = asyncio.ensure_future(manager.load(B))
+        await until(lambda: "start" in sup.blocked, what="the swap to start B")
+        notes: list[str] = []
+
+        async def note(text: str) -> None:
+            notes.append(text)
+            if len(notes) == 3:
+                started.set()
+        async with manager.admitted("a", A, timeout=5, notify=note) as served:
+            assert served == A
+        await swap
+        assert notes[0].startswith("waiting for llamacpp to load a, after 1 other load: ")
+        assert len(notes) >= 3
+    asyncio.run(scenario())
+
+
+def test_a_queued_load_whose_requests_all_left_is_dropped(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path)
+        await manager.load(A)
+        started = sup.gate("start")
+        swap = asyncio.ensure_future(manager.load(B))  # explicit: it goes on whoever waits
+        await until(lambda: "start" in sup.blocked, what="the swap to start B")
+        with pytest.raises(EngineUnavailable):  # the only request for C gives up while C is still queued
+            async with manager.admitted("c", C, timeout=0.2):
+                pass
+        assert [p.spec for p in manager._loads] == [B]
+        started.set()
+        await swap
+        await until(lambda: not manager._loads, what="the queue to empty")
+        assert [p.spec.served_name for p in sup.started_plans] == ["a", "b"] and manager.details.spec == B
     asyncio.run(scenario())

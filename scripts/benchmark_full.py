@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -91,9 +90,11 @@ def api_headers(args: argparse.Namespace) -> dict:
         key = os.environ.get(args.api_key_env)
         if not key:
             raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
-    else:
-        key = None if args.base_url else os.environ.get("ULLM_ADMIN_KEY") or os.environ.get("ULLM_API_KEY")
-    return {"Authorization": f"Bearer {key.split(',')[0].strip()}"} if key else {}
+    elif args.base_url:
+        key = None
+    else:  # the router's own keys; either may list several, separated by commas
+        key = (os.environ.get("ULLM_ADMIN_KEY") or os.environ.get("ULLM_API_KEY") or "").split(",")[0].strip()
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def settings_of(args: argparse.Namespace, target: Target, prompts: Prompts) -> dict:
@@ -210,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     except (LoadFailed, RouterError) as exc:
         failed = exc
         print(f"benchmark_full: {exc}", file=sys.stderr, flush=True)
+    measured = [name for name in (records.SINGLE_CSV, records.PARALLEL_CSV) if (folder / name).exists()]
+    if failed and not measured:
+        if not any(folder.iterdir()):
+            folder.rmdir()
+        return 1
     summary = finish(args, folder, meta, interrupted)
     print(f"\n{report.markdown(summary)}\nresults: {folder}", flush=True)
     return 130 if interrupted else 1 if failed else 0

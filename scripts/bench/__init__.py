@@ -1,3 +1,7 @@
-"""The model benchmark behind scripts/benchmark_full.py and scripts/compare_benchmarks.py: a streaming client
-(client), the router's admin calls (admin), what to load (target), the phases (phases), the rows and their CSV
-files (records), the statistics (stats), the reports (report, compare) and the plots (plots)."""
+"""The model benchmark behind scripts/benchmark_full.py and scripts/compare_benchmarks.py.
+
+client: one timed streamed request; admin: the router's catalog, status, load and unload; target: what to load
+and how; prompts: the prompt file; phases: load, single stream, parallel; records: the rows and their CSVs;
+stats: medians, percentiles, efficiency, threshold; report: summary.json and summary.md; tables: markdown and
+CSV writers; compare: the ranking tables across benchmarks; plots: the PNGs; machine: what it ran on.
+"""

@@ -132,8 +132,8 @@ async def parallel(endpoint: Endpoint, target: Target, prompts: Prompts, plan: P
             for repeat, n in todo:
                 progress.set_description(f"parallel {n}")
 
-                async def one(j: int) -> StreamResult:
-                    result = await client.stream(session, endpoint, prompts[j + repeat], plan.parallel_tokens)
+                async def one(j: int, offset: int = repeat) -> StreamResult:
+                    result = await client.stream(session, endpoint, prompts[j + offset], plan.parallel_tokens)
                     progress.update(1)
                     return result
 

@@ -39,8 +39,8 @@ def single_stream(summary: dict, path: Path) -> Path | None:
     n = [x["max_tokens"] for x in points]
     fig, (speed, ttft) = plt.subplots(1, 2, figsize=(9, 3.6))
     rate = [x["tokens_per_s"] for x in points]
-    low = [r - x["tokens_per_s_min"] for r, x in zip(rate, points)]
-    high = [x["tokens_per_s_max"] - r for r, x in zip(rate, points)]
+    low = [r - x["tokens_per_s_min"] for r, x in zip(rate, points, strict=True)]
+    high = [x["tokens_per_s_max"] - r for r, x in zip(rate, points, strict=True)]
     speed.errorbar(n, rate, yerr=[low, high], marker="o", capsize=3)
     speed.set_ylabel("tokens/s (median, min–max)")
     speed.set_ylim(bottom=0)

@@ -28,7 +28,7 @@ def markdown(header: list[str], rows: list[list], digits: int | list[int] = 1) -
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---:" if num else "---" for num in numeric) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(fmt(cell, d) for cell, d in zip(row, digits)) + " |")
+        lines.append("| " + " | ".join(fmt(cell, d) for cell, d in zip(row, digits, strict=True)) + " |")
     return "\n".join(lines) + "\n"
 
 

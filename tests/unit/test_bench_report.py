@@ -21,7 +21,8 @@ def single(n, repeat, rate, ttft=50.0, error=None, early=False):
 
 def parallel(n, repeat, total, per_session, errors=0):
     return ParallelRow("m", "vllm", "m", n, repeat, 256, requests=n, completed=n - errors, errors=errors,
-                       completion_tokens=256 * (n - errors), wall_s=256 * n / total if total else None, total_tokens_per_s=total,
+                       completion_tokens=256 * (n - errors), wall_s=256 * n / total if total else None,
+                       total_tokens_per_s=total,
                        per_session_tokens_per_s=per_session, per_session_min_tokens_per_s=per_session * 0.9,
                        ttft_p50_ms=100.0 * n, ttft_p95_ms=150.0 * n, ttft_max_ms=160.0 * n,
                        error="HTTP 503: busy" if errors else None)

@@ -156,7 +156,8 @@ class FakeHub(BaseHTTPRequestHandler):
             body = json.dumps({"id": "org/huge", "sha": COMMIT, "siblings": [
                 {"rfilename": "model.safetensors", "size": 2**60}]}).encode()
         else:
-            code, headers, body = 404, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, b"{}"
+            code, body = 404, b"{}"
+            headers = {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}
         self.send_response(code)
         for key, value in {**headers, "Content-Length": str(len(body))}.items():
             self.send_header(key, value)

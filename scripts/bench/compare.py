@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bench import report
+
 QUANT = re.compile(r"[-_.](?:i?q\d\w*|f16|bf16|f32|fp16|fp8|awq|gptq|int4|int8|mxfp4|gguf)$", re.IGNORECASE)
 
 
@@ -86,7 +88,7 @@ def threshold_table(summaries: list[dict]) -> Table:
 
 def load_table(summaries: list[dict]) -> Table:
     rows = [[name(s), s["engine"], s["load"]["previous_model"], s["load"]["load_seconds"],
-             s["load"]["first_token_s"], "already loaded" if s["load"]["already_loaded"] else ""]
+             s["load"]["first_token_s"], report.load_note(s["load"])]
             for s in summaries if s.get("load")]
     return Table("load", "Load time", ["model", "engine", "previous model", "router load s",
                                        "request → first token s", "note"], rows, digits=2)

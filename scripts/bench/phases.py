@@ -46,6 +46,7 @@ async def measure_load(router: Router, target: Target, endpoint: Endpoint, promp
                           model_path=target.model_path, options=target.options, started_at=now())
     before = (await asyncio.to_thread(router.status)).get(target.engine, {})
     row.previous_model = before.get("model") if before.get("status") == "loaded" else None
+    row.cold_load = cold
     if cold and row.previous_model:
         print(f"unloading {row.previous_model} from {target.engine} first (--cold-load)", flush=True)
         await asyncio.to_thread(router.unload, target.engine, timeout_s)

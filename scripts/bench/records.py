@@ -72,6 +72,7 @@ class LoadRow:
     options: dict = field(default_factory=dict)  # what the engine was started with (JSON in the CSV)
     previous_model: str | None = None  # what the engine served before the load
     already_loaded: bool = False  # the same model and options were loaded already: nothing restarted
+    cold_load: bool = False  # --cold-load: the engine was unloaded first, so nothing was left to reuse
     load_seconds: float | None = None  # as the router reports it (process start → ready)
     load_request_s: float | None = None  # the load request, sent → answered
     first_token_s: float | None = None  # load request sent → first token of the first request after it

@@ -68,6 +68,14 @@ def summarize(meta: dict, single: list[SingleRow], parallel: list[ParallelRow], 
                           "total_tokens_per_s": at_best and at_best["total_tokens_per_s"]}}
 
 
+def load_note(load: dict) -> str:
+    if load["error"]:
+        return load["error"]
+    if load["already_loaded"]:
+        return "already loaded: nothing restarted"
+    return "cold: unloaded first" if load.get("cold_load") else ""
+
+
 def markdown(s: dict) -> str:
     lines = [f"# Benchmark: {s['label']} ({'remote API' if s.get('remote') else s['engine']})", ""]
     if s.get("interrupted") or not s.get("complete"):
@@ -88,8 +96,7 @@ def markdown(s: dict) -> str:
         lines += ["## Load", "", tables.markdown(
             ["model", "previous model", "router load s", "load request s", "request → first token s", "note"],
             [[load["model"], load["previous_model"], load["load_seconds"], load["load_request_s"],
-              load["first_token_s"], "already loaded: nothing restarted" if load["already_loaded"] else
-              (load["error"] or "")]], digits=2)]
+              load["first_token_s"], load_note(load)]], digits=2)]
     lines += ["## Single stream", "", tables.markdown(
         ["tokens", "runs", "tokens/s (median)", "min", "max", "TTFT ms", "decode tokens/s", "ended early", "errors"],
         [[x["max_tokens"], x["runs"], x["tokens_per_s"], x["tokens_per_s_min"], x["tokens_per_s_max"],

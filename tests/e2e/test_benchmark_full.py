@@ -130,6 +130,7 @@ def test_llamacpp_model_downloaded_and_swapped_in_with_a_slot_per_stream(results
     folder = results["out"] / FOLDERS["llamacpp"]
     (load,) = records.read(folder / "load.csv", records.LoadRow)
     assert load.error is None and load.previous_model == "tiny-llama-a-gguf" and not load.already_loaded
+    assert load.cold_load
     assert load.model_path == str(downloaded) and load.model == "tiny-llama-a-Q8_0"
     assert 0 < load.load_seconds <= load.load_request_s < load.first_token_s
     assert load.options["parallel"] == 4 and load.options["ctx_size"] == 4 * (32 + 512)

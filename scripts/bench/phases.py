@@ -71,6 +71,7 @@ async def measure_load(router: Router, target: Target, endpoint: Endpoint, promp
     row.error = first.error and f"first request after the load: {first.error}"
     status = (await asyncio.to_thread(router.status)).get(target.engine, {})
     row.options = status.get("options") or target.options
+    row.model_path = status.get("model_path") or row.model_path  # a catalog name, resolved
     return row, status
 
 

@@ -68,6 +68,15 @@ def summarize(meta: dict, single: list[SingleRow], parallel: list[ParallelRow], 
                           "total_tokens_per_s": at_best and at_best["total_tokens_per_s"]}}
 
 
+def engine_line(s: dict) -> list[str]:
+    status, versions = s.get("engine_status") or {}, (s.get("machine") or {}).get("engine_versions") or {}
+    parts = [f"{status['memory_rss_bytes'] / 2**30:.2f} GiB resident after the load"] \
+        if status.get("memory_rss_bytes") else []
+    parts += [f"{name} {version}" for name, version in versions.items()
+              if name.startswith("vllm" if s.get("engine") == "vllm" else "llama")]
+    return [f"- Engine: {', '.join(parts)}"] if parts else []
+
+
 def load_note(load: dict) -> str:
     if load["error"]:
         return load["error"]
@@ -86,6 +95,7 @@ def markdown(s: dict) -> str:
               f"- Endpoint: {s.get('endpoint')}" + (f", engine options: `{json.dumps(s['options'], sort_keys=True)}`"
                                                      if s.get("options") else ""),
               f"- Machine: {one_line(s.get('machine', {}))}",
+              *engine_line(s),
               f"- Requests: {settings.get('api')} API, prompts from `{settings.get('prompts')}` "
               f"({settings.get('prompt_count')} prompts), temperature {settings.get('temperature')}, "
               f"top_p {settings.get('top_p')}, ignore_eos {'on' if settings.get('ignore_eos') else 'off'}; "

@@ -142,6 +142,7 @@ def test_vllm_model_already_loaded_is_not_restarted(results):
     (load,) = records.read(results["out"] / FOLDERS["vllm"] / "load.csv", records.LoadRow)
     assert load.already_loaded and load.load_seconds == 0 and load.previous_model == "tiny-llama-a"
     assert load.first_token_s > 0 and load.options["max_model_len"] == 2048
+    assert load.model_path == str((PROJECT / "models" / "tiny-llama-a").resolve())
 
 
 def test_comparison_tables_and_plots(results):

@@ -88,7 +88,7 @@ def step_system_packages() -> None:
 
 
 def step_venv(cuda: bool) -> None:
-    extras = "gpu,test" if cuda else "cpu,test"
+    extras = "gpu,test,bench" if cuda else "cpu,test,bench"
     fingerprint = hashlib.sha256((HOME / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
     stamp = VENV / ".unified-llm-installed"
     if VENV_PY.exists() and stamp.exists() and stamp.read_text() == fingerprint:

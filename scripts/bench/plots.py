@@ -1,0 +1,100 @@
+"""PNG plots with matplotlib's Agg backend (no display needed): one benchmark's speed against length and
+parallelism, and the same curves of several benchmarks side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+DPI = 100
+
+
+def _log2_axis(ax, values: list[int], label: str) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(values)
+    ax.set_xticklabels([str(v) for v in values])
+    ax.set_xlabel(label)
+    ax.grid(True, alpha=0.3)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _title(s: dict) -> str:
+    return f"{s['label']} ({'remote API' if s.get('remote') else s['engine']})"
+
+
+def single_stream(summary: dict, path: Path) -> Path | None:
+    points = [x for x in summary["single_stream"] if x["tokens_per_s"] is not None]
+    if not points:
+        return None
+    n = [x["max_tokens"] for x in points]
+    fig, (speed, ttft) = plt.subplots(1, 2, figsize=(9, 3.6))
+    rate = [x["tokens_per_s"] for x in points]
+    low = [r - x["tokens_per_s_min"] for r, x in zip(rate, points, strict=True)]
+    high = [x["tokens_per_s_max"] - r for r, x in zip(rate, points, strict=True)]
+    speed.errorbar(n, rate, yerr=[low, high], marker="o", capsize=3)
+    speed.set_ylabel("tokens/s (median, min–max)")
+    speed.set_ylim(bottom=0)
+    _log2_axis(speed, n, "generated tokens")
+    ttft.plot(n, [x["ttft_ms"] for x in points], marker="o", color="tab:orange")
+    ttft.set_ylabel("time to first token, ms (median)")
+    ttft.set_ylim(bottom=0)
+    _log2_axis(ttft, n, "generated tokens")
+    fig.suptitle(f"Single stream: {_title(summary)}")
+    return _save(fig, path)
+
+
+def parallel(summary: dict, path: Path) -> Path | None:
+    points = [x for x in summary["parallel"] if x["total_tokens_per_s"] is not None]
+    if not points:
+        return None
+    n = [x["parallel"] for x in points]
+    fig, (total, session) = plt.subplots(1, 2, figsize=(9, 3.6))
+    total.plot(n, [x["total_tokens_per_s"] for x in points], marker="o")
+    total.set_ylabel("total tokens/s")
+    total.set_ylim(bottom=0)
+    _log2_axis(total, n, "parallel streams")
+    session.plot(n, [x["per_session_tokens_per_s"] for x in points], marker="o", color="tab:green",
+                 label="per session (median)")
+    session.axhline(summary["threshold"]["tokens_per_s"], color="tab:red", linestyle="--",
+                    label=f"{summary['threshold']['tokens_per_s']:g} tokens/s")
+    session.set_ylabel("tokens/s per session")
+    session.set_ylim(bottom=0)
+    session.legend(fontsize=8)
+    _log2_axis(session, n, "parallel streams")
+    fig.suptitle(f"Parallel, {summary['parallel_tokens']} tokens per stream: {_title(summary)}")
+    return _save(fig, path)
+
+
+def comparison(summaries: list[dict], section: str, x_key: str, y_key: str, ylabel: str, xlabel: str, title: str,
+               path: Path, threshold: float | None = None) -> Path | None:
+    """One line per benchmark: `y_key` against `x_key` of each entry in its `section` list."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    xs: set[int] = set()
+    for s in summaries:
+        points = [p for p in s[section] if p.get(y_key) is not None]
+        if not points:
+            continue
+        xs.update(p[x_key] for p in points)
+        ax.plot([p[x_key] for p in points], [p[y_key] for p in points], marker="o",
+                linestyle="--" if s.get("remote") else "-", label=_title(s))
+    if not xs:
+        plt.close(fig)
+        return None
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:red", linestyle=":", label=f"{threshold:g} tokens/s")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    _log2_axis(ax, sorted(xs), xlabel)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _save(fig, path)

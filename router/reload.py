@@ -71,7 +71,7 @@ async def reload(live: LiveConfig, engines: dict[str, EngineManager]) -> dict:
         except ApiError as exc:
             return {"restarted": False, "error": exc.message}
 
-    results = dict(zip(restarts, await asyncio.gather(*(restart(n, s) for n, s in restarts.items()))))
+    results = dict(zip(restarts, await asyncio.gather(*(restart(n, s) for n, s in restarts.items())), strict=True))
     report = {
         "status": "success",
         "models": diff_models(old, new),

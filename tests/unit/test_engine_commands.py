@@ -82,7 +82,22 @@ def test_vllm_options_are_typed_and_range_checked(options):
         vllm.Options(**options)
 
 
-@pytest.mark.parametrize("options", [{"ctx_size": 0}, {"parallel": 0}, {"n_gpu_layers": "all"}, {"threads": 4}])
+def test_llamacpp_maps_by_default(tmp_path):
+    argv = llamacpp.build_command(ModelSpec("llamacpp", str(tmp_path / "m.gguf"), "m", {}), 1, [], tmp_path / "ls")
+    assert "--no-mmap" not in argv
+    assert llamacpp.build_command(ModelSpec("llamacpp", str(tmp_path / "m.gguf"), "m", {"mmap": True}), 1, [],
+                                  tmp_path / "ls") == argv
+
+
+def test_llamacpp_mmap_false_adds_no_mmap(tmp_path):
+    spec = ModelSpec("llamacpp", str(tmp_path / "m.gguf"), "m", {"mmap": False, "ctx_size": 4096})
+    argv = llamacpp.build_command(spec, 9002, ["--threads", "4"], tmp_path / "llama-server")
+    assert argv.count("--no-mmap") == 1
+    assert argv[-2:] == ["--threads", "4"]  # extra_args still come last
+
+
+@pytest.mark.parametrize("options", [{"ctx_size": 0}, {"parallel": 0}, {"n_gpu_layers": "all"}, {"threads": 4},
+                                     {"mmap": "false"}, {"mmap": 0}])
 def test_llamacpp_options_are_typed_and_range_checked(options):
     with pytest.raises(ValidationError):
         llamacpp.Options(**options)

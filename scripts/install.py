@@ -72,10 +72,12 @@ def step_system_packages() -> None:
               "promtool": "prometheus",
               # headless browser for tests/e2e/test_web_ui.py (Playwright drives it: `playwright install` cannot
               # download its own browser here)
-              "chromium": "chromium"}
+              "chromium": "chromium",
+              # node + npm: tests/unit/test_deployment.py checks the dashboards with Grafana's own schema types
+              "npm": "npm"}
     missing = [pkg for tool, pkg in needed.items() if not shutil.which(tool)]
     if not missing:
-        say("system tools present (cmake, ninja, g++, prometheus, chromium)")
+        say("system tools present (cmake, ninja, g++, prometheus, chromium, npm)")
         return
     apt = shutil.which("apt-get")
     if not apt:
@@ -154,6 +156,24 @@ def runs(binary: Path) -> bool:
         return False
 
 
+def step_grafana_schema() -> None:
+    """Grafana's dashboard schema (@grafana/schema) and tsc, pinned by tests/schemas/grafana/package-lock.json,
+    for the dashboards' schema test (no Grafana server is needed)."""
+    folder = HOME / "tests" / "schemas" / "grafana"
+    fingerprint = hashlib.sha256((folder / "package-lock.json").read_bytes()).hexdigest()
+    stamp = folder / "node_modules" / ".unified-llm-installed"
+    if stamp.exists() and stamp.read_text() == fingerprint:
+        say("Grafana schema for the tests up to date (tests/schemas/grafana/node_modules)")
+        return
+    npm = shutil.which("npm")
+    if not npm:
+        raise StepFailed("npm is missing", "install it (Debian: sudo apt-get install npm)")
+    say("installing Grafana's dashboard schema and tsc for the tests (npm ci, seconds)")
+    run_logged([npm, "ci", "--prefix", str(folder), "--no-audit", "--no-fund"], "setup-npm.log",
+               "npm ci", "read the log; check that the npm registry is reachable")
+    stamp.write_text(fingerprint)
+
+
 def step_tiny_models(tree: Path) -> None:
     say("building the tiny offline models (seconds; skipped when up to date)")
     run_logged([str(VENV_PY), "scripts/build_tiny_models.py", "--llama-cpp-src", str(tree)],
@@ -168,6 +188,7 @@ def main() -> int:
         step_venv(cuda)
         tree = fetch_llama_cpp_source()
         step_llama_server(tree, cuda)
+        step_grafana_schema()
         step_tiny_models(tree)
     except StepFailed as exc:
         print(f"\nSETUP FAILED: {exc.what}\nHow to fix: {exc.fix}", file=sys.stderr)

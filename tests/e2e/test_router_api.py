@@ -198,8 +198,10 @@ def test_engine_killed_during_a_stream_gives_an_error_not_a_hang(stack):
     last = [line for line in result["body"].split(b"\n") if line.startswith(b"data: {")][-1]
     error = json.loads(last[len(b"data: "):])["error"]
     assert error["type"] == "upstream_error", error
-    after = stack.wait_loaded("vllm", timeout=300)  # supervisord brings it back with the same model
-    assert after["pid"] != before["pid"] and after["model"] == before["model"]
+    # supervisord brings it back with the same model (a new process: the old one's "loaded" may still show)
+    after = wait_for(lambda: (s := stack.status()["vllm"])["status"] == "loaded" and s["pid"] != before["pid"] and s,
+                     300, "vLLM to come back with a new process")
+    assert after["model"] == before["model"]
     assert process_group.members(before["pid"]) == []  # no orphan of the killed engine survives
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
+
+import pytest
 
 from engines.spec import LaunchPlan, ModelSpec, read_plan
 from router.config import EngineSettings, RouterSettings
@@ -127,3 +130,12 @@ async def until(predicate, timeout: float = 5.0, what: str = "the condition") ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+@pytest.fixture(autouse=True)
+def no_illegal_transitions(caplog):
+    """Any transition outside the table is a bug, wherever it happens (also inside a background task)."""
+    caplog.set_level(logging.INFO)
+    yield
+    illegal = [r.getMessage() for r in caplog.records if "illegal transition" in r.getMessage()]
+    assert not illegal, illegal

@@ -6,27 +6,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import logging
 import re
 
 import pytest
 
 from engines.spec import StateFileError, plan_file, read_plan, read_resume, unloaded_on_request
-from router import admission, lifecycle
+from router import lifecycle
 from router.engine_state import LEGACY_STATUS, TRANSITIONS, IllegalTransition, State, StateMachine
-from router.errors import EngineUnavailable, InvalidRequest, LoadFailed
-from tests.unit.fakes import make_manager, spec, until
+from router.errors import EngineUnavailable, LoadFailed
+from tests.unit.fakes import make_manager, no_illegal_transitions, spec, until  # noqa: F401 (an autouse fixture)
 
 A, B, C = spec("a"), spec("b"), spec("c")
-
-
-@pytest.fixture(autouse=True)
-def no_illegal_transitions(caplog):
-    """Any transition outside the table is a bug, wherever it happens (also inside a background task)."""
-    caplog.set_level(logging.INFO)
-    yield
-    illegal = [r.getMessage() for r in caplog.records if "illegal transition" in r.getMessage()]
-    assert not illegal, illegal
 
 
 # ---- the table ---------------------------------------------------------------------------------------------
@@ -191,63 +181,6 @@ def test_a_corrupt_plan_file_is_reported_and_ignored(tmp_path, content):
     asyncio.run(scenario())
 
 
-# ---- swaps serve the outgoing model's requests ------------------------------------------------------------
-
-def test_a_request_for_the_outgoing_model_during_a_swap_waits_its_turn(tmp_path):
-    async def scenario():
-        manager, sup, _ = make_manager(tmp_path)
-        await manager.load(A)
-        started = sup.gate("start")
-        swap = asyncio.ensure_future(manager.load(B))
-        await until(lambda: manager.state is State.LOADING, what="the swap")
-        order = []
-
-        async def request(wanted, load):
-            async with manager.admitted(wanted, load, timeout=5) as served:
-                order.append(served.served_name)
-                await asyncio.sleep(0.05)
-        for_a = asyncio.ensure_future(request("a", A))  # arrives first, wants the outgoing model
-        await asyncio.sleep(0)
-        for_b = asyncio.ensure_future(request("b", None))
-        await until(lambda: manager.waiting == 2, what="both requests to wait")
-        started.set()
-        await asyncio.gather(swap, for_a, for_b)
-        assert order == ["b", "a"]  # B's waiter first (its load was first), then the swap back
-        assert [p.spec.served_name for p in sup.started_plans] == ["a", "b", "a"]
-        assert manager.in_flight == 0 and manager.details.spec == A
-    asyncio.run(scenario())
-
-
-def test_new_requests_for_the_current_model_queue_behind_a_pending_swap(tmp_path):
-    async def scenario():
-        manager, sup, _ = make_manager(tmp_path)
-        await manager.load(A)
-        async with manager.admitted("a", None, timeout=5):  # keeps A busy, so the swap waits in its drain
-            swap = asyncio.ensure_future(manager.load(B))
-            await until(lambda: manager.state is State.LOADING, what="the swap to begin")
-            assert not manager.will_serve("a")
-            late = asyncio.ensure_future(manager.admitted("a", A, timeout=5).__aenter__())
-            await asyncio.sleep(0.1)
-            assert not late.done() and sup.calls.count("start") == 1  # still draining for us
-        await swap
-        served = await late
-        assert served == A and [p.spec.served_name for p in sup.started_plans] == ["a", "b", "a"]
-        manager.in_flight -= 1
-    asyncio.run(scenario())
-
-
-def test_a_waiter_for_a_failed_load_hears_the_engines_error(tmp_path):
-    async def scenario():
-        manager, sup, _ = make_manager(tmp_path)
-        await manager.load(A)
-        sup.start_fails = True
-        with pytest.raises(LoadFailed, match="failed to load model"):
-            async with manager.admitted("b", B, timeout=5):
-                pass
-        assert manager.waiting == 0 and manager.in_flight == 0 and manager.state is State.ERROR
-    asyncio.run(scenario())
-
-
 # ---- unloads drain -----------------------------------------------------------------------------------------
 
 def test_unload_leaves_loaded_at_once_and_lets_requests_in_flight_finish(tmp_path):
@@ -295,79 +228,6 @@ def test_unload_of_an_idle_engine_changes_no_state(tmp_path):
         manager, sup, events = make_manager(tmp_path)
         await manager.unload()
         assert manager.state is State.IDLE and events.moves == [] and unloaded_on_request(tmp_path, "llamacpp")
-    asyncio.run(scenario())
-
-
-# ---- admission -----------------------------------------------------------------------------------------------
-
-def test_a_request_waits_for_a_loading_engine_at_most_request_wait_seconds(tmp_path):
-    async def scenario():
-        manager, sup, _ = make_manager(tmp_path)
-        sup.auto_ready = False
-        loading = asyncio.ensure_future(manager.load(A))
-        await until(lambda: manager.state is State.LOADING, what="loading")
-        with pytest.raises(EngineUnavailable) as err:
-            async with manager.admitted(None, None, timeout=0.3):
-                pass
-        assert err.value.code == "engine_loading" and manager.waiting == 0 and manager.in_flight == 0
-        sup.ready_pids.add(sup.pid)
-        await loading
-    asyncio.run(scenario())
-
-
-def test_a_client_that_leaves_while_waiting_leaves_no_trace(tmp_path):
-    async def scenario():
-        manager, sup, _ = make_manager(tmp_path)
-        sup.auto_ready = False
-        loading = asyncio.ensure_future(manager.load(A))
-        await until(lambda: manager.state is State.LOADING, what="loading")
-        leaves = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
-        await until(lambda: manager.waiting == 1, what="the waiter")
-        leaves.cancel()  # gone while waiting
-        with pytest.raises(asyncio.CancelledError):
-            await leaves
-        assert manager.waiting == 0 and manager.in_flight == 0
-
-        raced = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
-        await until(lambda: manager.waiting == 1, what="the second waiter")
-        waiter = manager._waiters[0]
-        sup.ready_pids.add(sup.pid)
-        while not waiter.future.done():  # one loop turn at a time: stop right when it is let through
-            await asyncio.sleep(0)
-        assert manager.in_flight == 1 and not raced.done()
-        raced.cancel()  # let through and gone in the same moment: its place is given back
-        with pytest.raises(asyncio.CancelledError):
-            await raced
-        assert manager.waiting == 0 and manager.in_flight == 0
-        await loading
-    asyncio.run(scenario())
-
-
-def test_a_full_queue_answers_503(tmp_path):
-    async def scenario():
-        manager, sup, _ = make_manager(tmp_path, max_queued_requests=1)
-        sup.auto_ready = False
-        loading = asyncio.ensure_future(manager.load(A))
-        await until(lambda: manager.state is State.LOADING, what="loading")
-        first = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
-        await until(lambda: manager.waiting == 1, what="the first waiter")
-        with pytest.raises(EngineUnavailable) as err:
-            async with manager.admitted(None, None, timeout=5):
-                pass
-        assert err.value.code == "queue_full"
-        sup.ready_pids.add(sup.pid)
-        await asyncio.gather(loading, first)
-    asyncio.run(scenario())
-
-
-def test_a_request_for_another_model_with_no_load_queued_is_refused(tmp_path):
-    async def scenario():
-        manager, _, _ = make_manager(tmp_path)
-        await manager.load(A)
-        with pytest.raises(InvalidRequest) as err:
-            async with manager.admitted("b", None, timeout=5):
-                pass
-        assert err.value.code == "model_not_loaded"
     asyncio.run(scenario())
 
 
@@ -453,45 +313,4 @@ def test_a_stop_under_way_outside_the_router_is_not_an_error(tmp_path):
         sup.state, sup.pid = "STOPPED", 0
         await manager.refresh()
         assert manager.state is State.IDLE and manager.details.last_error is None
-    asyncio.run(scenario())
-
-
-def test_a_waiting_request_hears_what_it_waits_for(tmp_path, monkeypatch):
-    monkeypatch.setattr(admission, "NOTE_SECONDS", 0.05)
-
-    async def scenario():
-        manager, sup, _ = make_manager(tmp_path)
-        await manager.load(A)
-        started = sup.gate("start")
-        swap = asyncio.ensure_future(manager.load(B))
-        await until(lambda: "start" in sup.blocked, what="the swap to start B")
-        notes: list[str] = []
-
-        async def note(text: str) -> None:
-            notes.append(text)
-            if len(notes) == 3:
-                started.set()
-        async with manager.admitted("a", A, timeout=5, notify=note) as served:
-            assert served == A
-        await swap
-        assert notes[0].startswith("waiting for llamacpp to load a, after 1 other load: ")
-        assert len(notes) >= 3
-    asyncio.run(scenario())
-
-
-def test_a_queued_load_whose_requests_all_left_is_dropped(tmp_path):
-    async def scenario():
-        manager, sup, _ = make_manager(tmp_path)
-        await manager.load(A)
-        started = sup.gate("start")
-        swap = asyncio.ensure_future(manager.load(B))  # explicit: it goes on whoever waits
-        await until(lambda: "start" in sup.blocked, what="the swap to start B")
-        with pytest.raises(EngineUnavailable):  # the only request for C gives up while C is still queued
-            async with manager.admitted("c", C, timeout=0.2):
-                pass
-        assert [p.spec for p in manager._loads] == [B]
-        started.set()
-        await swap
-        await until(lambda: not manager._loads, what="the queue to empty")
-        assert [p.spec.served_name for p in sup.started_plans] == ["a", "b"] and manager.details.spec == B
     asyncio.run(scenario())

@@ -1,13 +1,13 @@
 """An engine's lifecycle state: one type, one table of allowed transitions, one owner.
 
 Every change goes through `StateMachine.move`, which checks the table, logs the change once with its cause,
-counts it, and wakes whoever waits for a change. A change the table does not allow is a bug: it raises
-`IllegalTransition` (the tests fail on any). `/v1/status`, the metrics and the web UI all read `machine.state`.
+and tells its owner (which counts it and lets waiting requests through). A change the table does not allow is
+a bug: it raises `IllegalTransition` (the tests fail on any). `/v1/status`, the metrics and the web UI all read
+`machine.state`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import time
@@ -70,7 +70,6 @@ class StateMachine:
         self.since = time.time()  # when the current state began
         self.cause = "router started"
         self._on_move = on_move
-        self._changed = asyncio.Event()
 
     @property
     def status(self) -> str:
@@ -87,17 +86,4 @@ class StateMachine:
         source, self.state, self.since, self.cause = self.state, target, time.time(), cause
         if self._on_move:
             self._on_move(source, target)
-        self.notify()
         return True
-
-    def notify(self) -> None:
-        """Wake everyone waiting in `changed()` (also used when what they wait for changes within a state)."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def changed(self, timeout: float) -> None:
-        """Return at the next change, or after `timeout` seconds."""
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass

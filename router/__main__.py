@@ -9,6 +9,8 @@ from aiohttp import web
 
 from router.app import create_app
 from router.config import ConfigError, load_config
+from router.exposure import bind_address
+from router.state import WARNINGS
 
 
 def main() -> None:
@@ -19,11 +21,14 @@ def main() -> None:
     except ConfigError as exc:
         print(f"router: {exc}", file=sys.stderr)
         sys.exit(78)
-    port = int(os.environ.get("ULLM_ROUTER_PORT", config.router.port))
+    host, port = bind_address(config)
+    app = create_app(config)
+    for warning in app[WARNINGS]:
+        logging.warning("%s", warning)
     uvloop.install()  # a faster event loop: the streaming path is a per-chunk copy loop
     # handler_cancellation: a client that hangs up cancels its handler, so the engine request is closed and
     # stops generating (loads, unloads and reloads are shielded from it and finish regardless).
-    web.run_app(create_app(config), host=config.router.host, port=port, access_log=None, handler_cancellation=True,
+    web.run_app(app, host=host, port=port, access_log=None, handler_cancellation=True,
                 print=lambda msg: logging.info(msg.strip()))
 
 

@@ -16,7 +16,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from engines.spec import ModelSpec
 from router.engine_state import State
-from router.errors import ApiError, EngineUnavailable, InvalidRequest
+from router.errors import ApiError, EngineUnavailable, InvalidRequest, without_log_lines
 
 
 NOTE_SECONDS = 1.0  # how often a waiting request hears why it waits (see proxy.WaitNotes)
@@ -136,7 +136,7 @@ class Admission:
                 self.in_flight += 1
                 waiter.future.set_result(spec)
             elif failed is not None and waiter.wanted == failed.served_name and waiter.wanted not in pending:
-                waiter.future.set_exception(error)
+                waiter.future.set_exception(error.without_log_lines(self.name))
             elif pending or state is State.LOADING:
                 if waiter.wanted and waiter.wanted not in pending and not (spec and spec.served_name == waiter.wanted):
                     waiter.future.set_exception(EngineUnavailable(
@@ -155,7 +155,8 @@ class Admission:
     def _unavailable(self) -> EngineUnavailable:
         d = self.details
         if self.state is State.ERROR:
-            return EngineUnavailable(f"engine {self.name} is in error: {d.last_error}", code="engine_error")
+            reason = without_log_lines(d.last_error or "", self.name)
+            return EngineUnavailable(f"engine {self.name} is in error: {reason}", code="engine_error")
         why = f" (unloaded: {d.unload_reason})" if d.unload_reason else ""
         if self.state is State.STOPPING:
             why = f" (being unloaded: {d.unload_reason})"

@@ -12,7 +12,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from router.auth import auth_middleware, keys_from_env
+from router.auth import Keys, auth_middleware
 from router.config import Config, config_path, run_dir
 from router.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
 from router.handlers import admin, logs, openai_api, openapi, ui
@@ -22,7 +22,8 @@ from router.models import resolve_spec
 from router.proxy import engine_session
 from router.reload import reload
 from router.metrics import RouterMetrics
-from router.state import CONFIG, ENGINES, HTTP, LOG_FOLLOWERS, METRICS, SUPERVISOR, LiveConfig
+from router.exposure import bind_address, exposure_warnings
+from router.state import CONFIG, ENGINES, HTTP, KEYS, LOG_FOLLOWERS, METRICS, SUPERVISOR, WARNINGS, LiveConfig
 from router.supervisor import Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,11 @@ async def reload_on_sighup(app: web.Application) -> None:
 
 def create_app(config: Config, run_path: Path | None = None, config_file: Path | None = None) -> web.Application:
     run_path = run_path or run_dir()
-    keys = auth_middleware(keys_from_env("ULLM_API_KEY"), keys_from_env("ULLM_ADMIN_KEY"))
-    app = web.Application(middlewares=[openai_errors, keys], client_max_size=config.router.max_body_bytes)
+    keys = Keys.from_env()
+    app = web.Application(middlewares=[openai_errors, auth_middleware(keys)],
+                          client_max_size=config.router.max_body_bytes)
+    app[KEYS] = keys
+    app[WARNINGS] = exposure_warnings(*bind_address(config), keys)
     app[CONFIG] = LiveConfig(config, config_file or config_path())
     app[SUPERVISOR] = Supervisor(run_path / "supervisor.sock")
     app[METRICS] = RouterMetrics()

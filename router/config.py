@@ -18,7 +18,7 @@ class StrictModel(BaseModel):
 
 
 class RouterSettings(StrictModel):
-    host: str = "0.0.0.0"  # where the router listens; engines always bind 127.0.0.1
+    host: str = "127.0.0.1"  # where the router listens (loopback: this machine only); engines bind 127.0.0.1
     port: int = Field(8080, ge=1, le=65535)
     model_roots: list[str] = ["models"]  # load requests may only name paths under these (relative to home)
     load_timeout_seconds: float = Field(600, gt=0)  # how long a load may take before it is reported failed
@@ -27,6 +27,10 @@ class RouterSettings(StrictModel):
     drain_seconds: float = Field(30, ge=0)  # a swap waits this long for in-flight requests to finish
     upstream_read_timeout_seconds: float = Field(600, gt=0)  # engine silent this long: 504, or an error event
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # an engine restarted after crashes more than crash_restarts times within crash_window_seconds is stopped
+    # and shown in error (with its log tail) instead of restarting forever
+    crash_restarts: int = Field(3, ge=0)
+    crash_window_seconds: float = Field(300, gt=0)
 
 
 class EngineSettings(StrictModel):

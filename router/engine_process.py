@@ -16,7 +16,7 @@ import aiohttp
 import psutil
 
 from engines.process_group import leftovers
-from router.errors import LoadFailed
+from router.errors import LOG_LINES_MARK, LoadFailed
 from router.supervisor import STOPPED_STATES, ProcessInfo, Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class EngineProcess:
                 return info.pid
             await asyncio.sleep(0.25)
         raise LoadFailed(f"engine {self.name} did not become ready within {timeout:.0f} s; "
-                         f"last log lines:\n{await self.log_tail()}")
+                         f"{LOG_LINES_MARK}{await self.log_tail()}")
 
     async def stop_tree(self) -> ProcessInfo:
         """Stop the engine and wait until every process of its tree is gone (no two copies in memory). Only
@@ -77,7 +77,7 @@ class EngineProcess:
     async def failure_message(self, info: ProcessInfo) -> str:
         why = info.spawn_error or f"exit status {info.exit_status}"
         return (f"engine {self.name} stopped during start ({info.state}: {why}); "
-                f"last log lines:\n{await self.log_tail()}")
+                f"{LOG_LINES_MARK}{await self.log_tail()}")
 
     async def log_tail(self) -> str:
         try:

@@ -32,7 +32,7 @@ TRANSITIONS: dict[State, dict[State, str]] = {
     },
     State.LOADING: {
         State.LOADED: "the engine answers its readiness URLs",
-        State.ERROR: "the process exited or timed out while starting",
+        State.ERROR: "the process exited or timed out while starting, or kept crashing (a crash loop)",
         State.IDLE: "`supervisorctl stop` while supervisord was restarting it",
         State.STOPPING: "an unload while supervisord was restarting it",
     },
@@ -40,7 +40,7 @@ TRANSITIONS: dict[State, dict[State, str]] = {
         State.LOADING: "a swap to another model or new arguments, or a crash restart",
         State.STOPPING: "an unload (API or idle timeout)",
         State.IDLE: "`supervisorctl stop`",
-        State.ERROR: "the process died and supervisord gave up",
+        State.ERROR: "the process died and supervisord gave up, or it kept crashing (a crash loop)",
     },
     State.STOPPING: {
         State.IDLE: "the process tree is gone",

@@ -8,6 +8,14 @@ from aiohttp import web
 
 # Marks answers the router produced itself, so users can tell them from errors an engine passed through.
 ROUTER_ERROR_HEADER = "X-Unified-LLM-Error"
+# Separates an engine failure's reason from the engine's own log lines quoted after it. Log text is for those
+# who may read the logs (admins): inference clients and anonymous status readers get the reason only.
+LOG_LINES_MARK = "; last log lines:\n"
+
+
+def without_log_lines(message: str, engine: str) -> str:
+    reason, quoted, _ = message.partition(LOG_LINES_MARK)
+    return f"{reason} (the engine's log lines: GET /v1/engines/{engine}/logs with an admin key)" if quoted else message
 
 
 class ApiError(Exception):
@@ -25,6 +33,11 @@ class ApiError(Exception):
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def without_log_lines(self, engine: str) -> "ApiError":
+        """The same error for someone who may not read the engine's logs."""
+        return type(self)(without_log_lines(self.message, engine), param=self.param, code=self.code,
+                          status=self.status)
 
 
 class InvalidRequest(ApiError):

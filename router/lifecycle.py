@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +24,7 @@ from engines.spec import (LaunchPlan, ModelSpec, Resume, StateFileError, clear_p
                           unloaded_on_request, write_plan)
 from router.config import EngineSettings, RouterSettings
 from router.engine_state import State, StateMachine
-from router.errors import ApiError, LoadFailed
+from router.errors import LOG_LINES_MARK, ApiError, LoadFailed
 from router.admission import Admission
 from router.engine_process import EngineProcess, Probe
 from router.supervisor import STARTING_STATES, ProcessInfo, Supervisor, SupervisorError
@@ -93,6 +94,8 @@ class EngineManager(Admission):
         self._background: set[asyncio.Task] = set()
         self._ready_pid = 0  # the engine PID that last answered its readiness URLs
         self._known_pid = 0  # the last engine PID seen; a different one outside a load is a restart
+        self.restarts = 0  # restarts outside a load (crashes, `supervisorctl restart`) since the router started
+        self._recent_restarts: deque[float] = deque()  # their monotonic times, within the crash window
         self._init_admission()
 
     def configure(self, settings: EngineSettings, router: RouterSettings) -> None:
@@ -296,8 +299,9 @@ class EngineManager(Admission):
         if self.in_flight:
             log.warning("%s: stopping with %d request(s) still in flight", self.name, self.in_flight)
 
-    async def _give_up(self, message: str) -> None:
-        """After a failed load: stop retries, forget the model so a restart does not repeat the failure."""
+    async def _give_up(self, message: str, cause: str = "the load failed") -> None:
+        """After a failed load or a crash loop: stop retries, forget the model so a restart does not repeat
+        the failure."""
         log.error("%s: %s", self.name, message)
         try:
             self.details.process = await self.proc.stop_tree()
@@ -307,7 +311,7 @@ class EngineManager(Admission):
         d = self.details
         d.spec = d.plan = d.loading_since = None
         d.last_error = message
-        self.machine.move(State.ERROR, "the load failed")
+        self.machine.move(State.ERROR, cause)
 
     # ---- observation -----------------------------------------------------------------------------------------
 
@@ -328,6 +332,7 @@ class EngineManager(Admission):
         if restarted:
             log.warning("%s: engine restarted outside a load (pid %s -> %s)", self.name, self._known_pid, info.pid)
             self.events.engine_restarted(self.name)
+            self._count_restart()
         if info.pid or info.state == "STOPPED":  # a deliberate stop: the next start is not a restart
             self._known_pid = info.pid
         if self.details.plan is None:
@@ -352,6 +357,28 @@ class EngineManager(Admission):
             if not self._owned():
                 self._observe(State.ERROR, "supervisord gave up on the engine")
         # STOPPING (supervisorctl stop under way) and UNKNOWN are passing: the next poll sees where they lead
+
+    def _count_restart(self) -> None:
+        """One more restart; past router.crash_restarts within the window, stop the crash loop."""
+        now, settings = time.monotonic(), self.router_settings
+        self.restarts += 1
+        self._recent_restarts.append(now)
+        while self._recent_restarts[0] < now - settings.crash_window_seconds:
+            self._recent_restarts.popleft()
+        if len(self._recent_restarts) > settings.crash_restarts:
+            self._spawn(self._stop_crash_loop(self.details.plan, len(self._recent_restarts)))
+
+    async def _stop_crash_loop(self, plan: LaunchPlan | None, restarts: int) -> None:
+        async with self._lock:
+            if self._loads or plan is None or self.details.plan is not plan:
+                return  # a load has replaced the crashing launch meanwhile
+            self._recent_restarts.clear()
+            window = self.router_settings.crash_window_seconds
+            message = (f"engine {self.name} crashed and was restarted {restarts} times within {window:g} s "
+                       f"serving {plan.spec.served_name}; stopped it (router.crash_restarts is "
+                       f"{self.router_settings.crash_restarts}); load a model to try again"
+                       f"{LOG_LINES_MARK}{await self.proc.log_tail()}")
+            await self._give_up(message, "a crash loop")
 
     def _observe(self, target: State, cause: str) -> None:
         d = self.details

@@ -9,6 +9,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from router.auth import Keys
 from router.config import Config
 from router.lifecycle import EngineManager
 from router.metrics import RouterMetrics
@@ -28,3 +29,5 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 METRICS = web.AppKey("metrics", RouterMetrics)
 LOG_FOLLOWERS = web.AppKey("log_followers", Counter)  # open `follow=1` log streams, per engine
+KEYS = web.AppKey("keys", Keys)
+WARNINGS = web.AppKey("warnings", list)  # about how the router is exposed; logged at start, shown in /v1/status

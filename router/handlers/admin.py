@@ -8,14 +8,14 @@ import time
 from aiohttp import web
 
 from engines.registry import ADAPTERS
-from router.errors import InvalidRequest
+from router.errors import InvalidRequest, without_log_lines
 from router.lifecycle import EngineManager
 from router.models import resolve_spec
 from router.reload import reload
 from router.requests import json_object, optional
 from router.engine_state import State
 from router.metrics import ProcessSample
-from router.state import CONFIG, ENGINES, LOG_FOLLOWERS, METRICS
+from router.state import CONFIG, ENGINES, KEYS, LOG_FOLLOWERS, METRICS, WARNINGS
 
 LOAD_KEYS = {"model_path", "model", "engine"}
 OPTION_KEYS = {name for adapter in ADAPTERS.values() for name in adapter.Options.model_fields}
@@ -23,10 +23,13 @@ OPTION_KEYS = {name for adapter in ADAPTERS.values() for name in adapter.Options
 routes = web.RouteTableDef()
 
 
-def engine_report(manager: EngineManager, memory: ProcessSample | None, log_followers: int) -> dict:
-    """One engine's entry in /v1/status: the original API's fields first, then what the lifecycle adds."""
+def engine_report(manager: EngineManager, memory: ProcessSample | None, log_followers: int, warnings: list[str],
+                  show_logs: bool) -> dict:
+    """One engine's entry in /v1/status: the original API's fields first, then what the lifecycle adds.
+    Without `show_logs`, `last_error` keeps its reason and leaves out the engine log lines it quotes."""
     d, proc = manager.details, manager.details.process
     alive = bool(proc and proc.pid)
+    last_error = d.last_error if show_logs or not d.last_error else without_log_lines(d.last_error, manager.name)
     return {
         "status": manager.machine.status,  # the original four values: idle, loading, loaded, error
         "model": d.spec.served_name if d.spec else None,
@@ -43,7 +46,7 @@ def engine_report(manager: EngineManager, memory: ProcessSample | None, log_foll
         "memory_rss_bytes": int(memory.rss_bytes) if alive and memory and memory.rss_bytes else None,
         "load_seconds": d.load_seconds,
         "loading_since": d.loading_since,
-        "last_error": d.last_error,
+        "last_error": last_error,
         "unload_reason": d.unload_reason,
         "unloaded_at": d.unloaded_at,
         "in_flight": manager.in_flight,
@@ -51,6 +54,8 @@ def engine_report(manager: EngineManager, memory: ProcessSample | None, log_foll
         "idle_unload_seconds": manager.settings.idle_unload_seconds,
         "on_demand": manager.settings.on_demand,
         "log_followers": log_followers,  # open `logs?follow=1` streams
+        "restarts": manager.restarts,  # crashes and restarts outside a load since the router started
+        "warnings": warnings,  # about the router's exposure (router/exposure.py): the same for every engine
     }
 
 
@@ -68,7 +73,7 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok",
                               "engines": {name: m.machine.status for name, m in engines.items()},
                               "ready": [name for name, m in engines.items() if m.state is State.LOADED],
-                              "time": time.time()})
+                              "warnings": request.app[WARNINGS], "time": time.time()})
 
 
 @routes.get("/v1/status")
@@ -78,8 +83,9 @@ async def status(request: web.Request) -> web.Response:
     samples = request.app[METRICS].processes.samples
     for manager in engines.values():
         await manager.refresh()
-    return web.json_response({name: engine_report(m, samples.get(name), followers[name])
-                              for name, m in engines.items()})
+    show_logs = request.app[KEYS].is_admin(request)
+    return web.json_response({name: engine_report(m, samples.get(name), followers[name], request.app[WARNINGS],
+                                                  show_logs) for name, m in engines.items()})
 
 
 @routes.post("/v1/models/load")

@@ -22,7 +22,8 @@ ENGINE_STATUS = {"type": "object", "required": ["status", "model", "process_aliv
                                 "model": NULLABLE_STRING, "process_alive": {"type": "boolean"},
                                 "pid": {"type": ["integer", "null"]}, "port": {"type": "integer"},
                                 "last_error": NULLABLE_STRING, "in_flight": {"type": "integer"},
-                                "waiting": {"type": "integer"}}}
+                                "waiting": {"type": "integer"}, "restarts": {"type": "integer"},
+                                "warnings": {"type": "array", "items": {"type": "string"}}}}
 STATUS = {"type": "object", "additionalProperties": False, "properties": {name: ENGINE_STATUS for name in ENGINE_NAMES}}
 
 

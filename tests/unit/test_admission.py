@@ -60,15 +60,23 @@ def test_new_requests_for_the_current_model_queue_behind_a_pending_swap(tmp_path
     asyncio.run(scenario())
 
 
-def test_a_waiter_for_a_failed_load_hears_the_engines_error(tmp_path):
+def test_a_waiter_for_a_failed_load_hears_the_engines_error_without_its_log_lines(tmp_path):
+    """Inference clients hear why the load failed; the engine's log text is for admins (status, logs)."""
     async def scenario():
         manager, sup, _ = make_manager(tmp_path)
         await manager.load(A)
         sup.start_fails = True
-        with pytest.raises(LoadFailed, match="failed to load model"):
+        with pytest.raises(LoadFailed, match="stopped during start") as err:
             async with manager.admitted("b", B, timeout=5):
                 pass
+        assert "failed to load model" not in err.value.message  # the fake engine's log line
+        assert "failed to load model" in manager.details.last_error
+        assert f"GET /v1/engines/{manager.name}/logs" in err.value.message
         assert manager.waiting == 0 and manager.in_flight == 0 and manager.state is State.ERROR
+        with pytest.raises(EngineUnavailable, match="is in error: engine .* stopped during start") as later:
+            async with manager.admitted(None, None, timeout=5):
+                pass
+        assert "failed to load model" not in later.value.message
     asyncio.run(scenario())
 
 

@@ -9,7 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from router.app import openai_errors
-from router.auth import auth_middleware
+from router.auth import Keys, auth_middleware
 
 PATHS = [("GET", "/health"), ("GET", "/v1/status"), ("GET", "/metrics"), ("POST", "/v1/completions"),
          ("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("POST", "/v1/models/load"),
@@ -20,7 +20,7 @@ async def statuses(api_keys: tuple, admin_keys: tuple, headers: dict) -> dict[st
     async def ok(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
-    app = web.Application(middlewares=[openai_errors, auth_middleware(api_keys, admin_keys)])
+    app = web.Application(middlewares=[openai_errors, auth_middleware(Keys(api_keys, admin_keys))])
     for method, path in PATHS:
         app.router.add_route(method, path, ok)
     runner = web.AppRunner(app)

@@ -258,6 +258,45 @@ def test_the_monitor_follows_stop_start_crash_and_fatal(tmp_path):
     asyncio.run(scenario())
 
 
+def test_a_crash_loop_is_stopped_after_crash_restarts_within_the_window(tmp_path):
+    """supervisord restarts an engine that keeps dying after it came up, for ever; the router counts those
+    restarts and, past router.crash_restarts within the window, stops it and shows the error with the log."""
+    async def scenario():
+        manager, sup, events = make_manager(tmp_path, crash_restarts=2, crash_window_seconds=60)
+        await manager.load(A)
+        for crash in range(1, 4):
+            sup.crash_and_restart()
+            await manager.refresh()
+            assert manager.restarts == crash and events.restarts == crash
+            if crash <= 2:  # within the allowance: it comes back and serves
+                sup.ready_pids.add(sup.pid)
+                await manager.refresh()
+                assert manager.state is State.LOADED
+        await until(lambda: manager.state is State.ERROR, what="the crash loop to be stopped")
+        error = manager.details.last_error
+        assert "restarted 3 times within 60 s serving a" in error and "failed to load model" in error, error
+        assert sup.state == "STOPPED" and read_plan(tmp_path, "llamacpp") is None  # no restart at router start
+        assert manager.machine.cause == "a crash loop"
+        await manager.load(B)  # a later good load recovers
+        assert manager.state is State.LOADED and manager.details.last_error is None
+    asyncio.run(scenario())
+
+
+def test_restarts_spread_beyond_the_window_are_not_a_crash_loop(tmp_path):
+    async def scenario():
+        manager, sup, _ = make_manager(tmp_path, crash_restarts=1, crash_window_seconds=0.05)
+        await manager.load(A)
+        for _ in range(3):
+            await asyncio.sleep(0.06)  # each crash comes more than a window after the previous one
+            sup.crash_and_restart()
+            sup.ready_pids.add(sup.pid)
+            await manager.refresh()
+            await manager.refresh()
+            assert manager.state is State.LOADED
+        assert manager.restarts == 3 and not manager._background
+    asyncio.run(scenario())
+
+
 def test_the_router_talks_only_to_the_port_of_the_launch_in_effect(tmp_path):
     async def scenario():
         manager, sup, _ = make_manager(tmp_path, port=18002)

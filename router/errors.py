@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 
 from aiohttp import web
@@ -91,6 +92,18 @@ class GatewayTimeout(ApiError):
 class LoadFailed(ApiError):
     status = 500
     type = "model_load_error"
+
+
+class StateNotRecorded(ApiError):
+    """The run folder could not take the intent of a load or unload (full, unwritable): nothing was changed."""
+    status = 500
+    type = "server_error"
+
+    def __init__(self, what: str, folder: object, exc: Exception):
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+        hint = "; free space there, then try again" if full else ""
+        super().__init__(f"cannot record the {what} in {folder}: {exc}; nothing was changed{hint}",
+                         code="run_folder_full" if full else "run_folder_unwritable", status=507 if full else None)
 
 
 def error_response(error: ApiError, headers: dict | None = None) -> web.Response:

@@ -24,7 +24,7 @@ from engines.spec import (LaunchPlan, ModelSpec, Resume, StateFileError, clear_p
                           unloaded_on_request, write_plan)
 from router.config import EngineSettings, RouterSettings
 from router.engine_state import State, StateMachine
-from router.errors import LOG_LINES_MARK, ApiError, LoadFailed
+from router.errors import LOG_LINES_MARK, ApiError, LoadFailed, StateNotRecorded
 from router.admission import Admission
 from router.engine_process import EngineProcess, Probe
 from router.supervisor import STARTING_STATES, ProcessInfo, Supervisor, SupervisorError
@@ -222,12 +222,11 @@ class EngineManager(Admission):
             self._review_waiters(pending.spec if failure else None, failure)
 
     async def _load_locked(self, spec: ModelSpec, cause: str) -> float:
+        plan = self.plan_for(spec)
         try:  # the intent first, durably: a router restart from here on resumes this load
-            plan = self.plan_for(spec)
             write_plan(self.run_dir, plan)
-        except Exception as exc:
-            raise LoadFailed(f"cannot record the load of {spec.served_name} in {self.run_dir}: {exc}; "
-                             f"nothing was changed") from exc
+        except OSError as exc:
+            raise StateNotRecorded(f"load of {spec.served_name}", self.run_dir, exc) from exc
         d = self.details
         d.spec, d.loading_since, started = spec, time.time(), time.monotonic()
         self.machine.move(State.LOADING, f"{cause}: {spec.served_name}")
@@ -253,6 +252,7 @@ class EngineManager(Admission):
         self.events.observe_load(self.name, spec.served_name, d.load_seconds, ok=True)
         d.last_error = d.unload_reason = d.unloaded_at = d.resume_spec = None
         self.last_used, self._known_pid = time.monotonic(), pid
+        self._recent_restarts.clear()  # a new launch: earlier crashes do not count against it
         self.machine.move(State.LOADED, f"{spec.served_name} ready after {d.load_seconds:.1f} s")
         return d.load_seconds
 
@@ -265,7 +265,10 @@ class EngineManager(Admission):
         async with self._lock:
             d, now = self.details, time.time()
             remembered = Resume(d.spec, reason, now) if resume and d.spec else None
-            clear_plan(self.run_dir, self.name, on_request=not resume, resume=remembered)  # the intent first
+            try:  # the intent first
+                clear_plan(self.run_dir, self.name, on_request=not resume, resume=remembered)
+            except OSError as exc:
+                raise StateNotRecorded(f"unload of {self.name}", self.run_dir, exc) from exc
             d.resume_spec = remembered.spec if remembered else None
             d.unload_reason, d.unloaded_at, d.loading_since = reason, now, None
             if self.state is not State.IDLE:

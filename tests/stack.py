@@ -150,8 +150,9 @@ def make_stack(home: Path) -> Stack:
     config = yaml.safe_load((PROJECT / "config" / "models.yaml").read_text())
     router_port, ports = free_port(), {"vllm": free_port(), "llamacpp": free_port()}
     # request_wait covers two vLLM loads on a busy 2-core box (a request for the outgoing model during a swap)
+    # crash_restarts: the suite kills engines on purpose many times; tests/e2e/test_faults.py sets its own
     config["router"].update(host="127.0.0.1", port=router_port, load_timeout_seconds=240, request_wait_seconds=600,
-                            model_roots=["models", "scratch"])
+                            model_roots=["models", "scratch"], crash_restarts=100)
     for engine, port in ports.items():
         config["engines"][engine]["port"] = port
     (home / "scratch").mkdir()  # a second model root for files the tests make (corrupt models, symlinks)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import signal
 import threading
-import time
 
 import openai
 import pytest
 
-from engines import process_group
 from tests.stack import wait_for
 
 ENGINES = [("llamacpp", "tiny-llama-a-gguf"), ("vllm", "tiny-llama-a")]
@@ -163,46 +159,6 @@ def test_upstream_errors_pass_through(client):
         client.completions.create(model="tiny-llama-a", prompt="Hi", max_tokens=3, stream=True,
                                   extra_body={"engine": "vllm", "stream_options": "yes"})
     assert "stream_options" in str(err.value.body)
-
-
-def test_engine_killed_during_a_stream_gives_an_error_not_a_hang(stack):
-    """A real vLLM killed while it streams: the client, which already has its 200 and the stream's headers, gets
-    an SSE error event within seconds, never a hang. tests/faults/ pins the exact mid-stream case with a fake
-    engine that dies at a chosen chunk."""
-    before = stack.wait_loaded("vllm")
-    # 8 x 1800 tokens keep the CPU build busy for several seconds
-    body = {"engine": "vllm", "prompt": "Hi", "max_tokens": 1800, "n": 8, "ignore_eos": True, "stream": True}
-    result: dict = {}
-    streaming = threading.Event()
-
-    def stream():
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", stack.router_port, timeout=300)
-            connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
-            response = connection.getresponse()  # vLLM has answered with its headers: the stream is under way
-            result["status"] = response.status
-            streaming.set()
-            result["body"] = response.read()
-        finally:
-            result["ended"] = time.monotonic()
-
-    client = threading.Thread(target=stream)
-    client.start()
-    assert streaming.wait(60), "vLLM did not start streaming"
-    os.kill(before["pid"], signal.SIGKILL)
-    killed = time.monotonic()
-    client.join(30)
-    assert not client.is_alive(), "the client is still waiting 30 s after the engine died"
-    print(f"\nclient got its answer {result['ended'] - killed:.2f}s after the engine was killed")
-    assert result["status"] == 200 and not result["body"].rstrip().endswith(b"data: [DONE]")
-    last = [line for line in result["body"].split(b"\n") if line.startswith(b"data: {")][-1]
-    error = json.loads(last[len(b"data: "):])["error"]
-    assert error["type"] == "upstream_error", error
-    # supervisord brings it back with the same model (a new process: the old one's "loaded" may still show)
-    after = wait_for(lambda: (s := stack.status()["vllm"])["status"] == "loaded" and s["pid"] != before["pid"] and s,
-                     300, "vLLM to come back with a new process")
-    assert after["model"] == before["model"]
-    assert process_group.members(before["pid"]) == []  # no orphan of the killed engine survives
 
 
 def test_openapi_document_lists_every_route(stack):

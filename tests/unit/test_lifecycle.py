@@ -13,7 +13,7 @@ import pytest
 from engines.spec import StateFileError, plan_file, read_plan, read_resume, unloaded_on_request
 from router import lifecycle
 from router.engine_state import LEGACY_STATUS, TRANSITIONS, IllegalTransition, State, StateMachine
-from router.errors import EngineUnavailable, LoadFailed
+from router.errors import EngineUnavailable, LoadFailed, StateNotRecorded
 from tests.unit.fakes import make_manager, no_illegal_transitions, spec, until  # noqa: F401 (an autouse fixture)
 
 A, B, C = spec("a"), spec("b"), spec("c")
@@ -112,8 +112,9 @@ def test_a_plan_that_cannot_be_written_changes_nothing(tmp_path, monkeypatch):
         def disk_full(*_):
             raise OSError(28, "No space left on device")
         monkeypatch.setattr(lifecycle, "write_plan", disk_full)
-        with pytest.raises(LoadFailed, match="No space left on device.*nothing was changed"):
+        with pytest.raises(StateNotRecorded, match="No space left on device.*nothing was changed") as err:
             await manager.load(B)
+        assert err.value.status == 507 and err.value.code == "run_folder_full"
         assert manager.state is State.LOADED and manager.details.spec == A
         assert read_plan(tmp_path, "llamacpp").spec == A and len(sup.started_plans) == 1
         async with manager.admitted("a", None, timeout=1) as served:  # and A keeps serving

@@ -109,7 +109,10 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
             name: EngineManager(name, settings, config.router, app[SUPERVISOR], run_path, app[HTTP],
                                 events=app[METRICS])
             for name, settings in config.engines.items()}
+        samples = app[METRICS].processes.samples
         for manager in engines.values():
+            manager.others_memory = lambda me=manager.name: {name: int(sample.rss_bytes or 0) for name, sample
+                                                             in samples.items() if name != me}
             app[METRICS].watch(manager.name, lambda m=manager: m.state, lambda m=manager: m.in_flight,
                                lambda m=manager: m.waiting)
         await restore_models(config, engines)

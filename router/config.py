@@ -31,6 +31,8 @@ class RouterSettings(StrictModel):
     # and shown in error (with its log tail) instead of restarting forever
     crash_restarts: int = Field(3, ge=0)
     crash_window_seconds: float = Field(300, gt=0)
+    # a load that would leave less available memory than this is refused (409) unless forced; null: no check
+    memory_reserve_gib: float | None = Field(4.0, ge=0)
 
 
 class EngineSettings(StrictModel):

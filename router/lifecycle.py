@@ -14,10 +14,11 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import aiohttp
 
+from engines import memory
 from engines.process_group import forget_group, read_record
 from engines.registry import ADAPTERS, launch_plan
 from engines.spec import (LaunchPlan, ModelSpec, Resume, StateFileError, clear_plan, read_plan, read_resume,
@@ -27,6 +28,7 @@ from router.engine_state import State, StateMachine
 from router.errors import LOG_LINES_MARK, ApiError, LoadFailed, StateNotRecorded
 from router.admission import Admission
 from router.engine_process import EngineProcess, Probe
+from router.memory_guard import InsufficientMemory, available_bytes, check_fits, tree_rss
 from router.supervisor import STARTING_STATES, ProcessInfo, Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class EngineDetails:
     resume_spec: ModelSpec | None = None  # the model an idle unload took away; the next request brings it back
     unload_reason: str | None = None  # why the engine went idle, e.g. "idle for 300 s"
     unloaded_at: float | None = None
+    memory_estimate: memory.MemoryEstimate | None = None  # of the model served or being loaded
 
 
 @dataclass
@@ -54,6 +57,7 @@ class PendingLoad:
     spec: ModelSpec
     task: asyncio.Task | None = None
     on_demand: bool = False  # only requests want it: when they have all gone before it starts, it is dropped
+    force: bool = False  # load even when the memory estimate says it does not fit
 
 
 class LifecycleEvents(Protocol):
@@ -96,6 +100,7 @@ class EngineManager(Admission):
         self._known_pid = 0  # the last engine PID seen; a different one outside a load is a restart
         self.restarts = 0  # restarts outside a load (crashes, `supervisorctl restart`) since the router started
         self._recent_restarts: deque[float] = deque()  # their monotonic times, within the crash window
+        self.others_memory: Callable[[], dict[str, int]] = dict  # other engines' RSS, for refusal messages
         self._init_admission()
 
     def configure(self, settings: EngineSettings, router: RouterSettings) -> None:
@@ -170,22 +175,25 @@ class EngineManager(Admission):
 
     # ---- load / unload ---------------------------------------------------------------------------------------
 
-    async def load(self, spec: ModelSpec, cause: str = "load requested") -> float:
+    async def load(self, spec: ModelSpec, cause: str = "load requested", force: bool = False) -> float:
         """Make `spec` the served model after the loads queued before it; join a queued load of the same model;
-        return at once (0 s) when it is already served with the same launch and nothing is queued."""
-        return await asyncio.shield(self._request_load(spec, cause))
+        return at once (0 s) when it is already served with the same launch and nothing is queued. `force`
+        loads it even when its memory estimate does not fit."""
+        return await asyncio.shield(self._request_load(spec, cause, force=force))
 
-    def _request_load(self, spec: ModelSpec, cause: str, on_demand: bool = False) -> asyncio.Future:
+    def _request_load(self, spec: ModelSpec, cause: str, on_demand: bool = False, force: bool = False
+                      ) -> asyncio.Future:
         for pending in self._loads:
             if pending.spec == spec:
                 pending.on_demand = pending.on_demand and on_demand  # an explicit load keeps it
+                pending.force = pending.force or force
                 return pending.task
         if (not self._loads and self.state is State.LOADED and self._process_ready()
                 and self.plan_for(spec).same_launch(self.details.plan)):
             done = asyncio.get_running_loop().create_future()
             done.set_result(0.0)
             return done
-        pending = PendingLoad(spec, on_demand=on_demand)
+        pending = PendingLoad(spec, on_demand=on_demand, force=force)
         pending.task = asyncio.ensure_future(self._run_load(pending, cause))
         pending.task.add_done_callback(_retrieve)  # an on-demand load may have no one awaiting it
         self._loads.append(pending)
@@ -212,7 +220,7 @@ class EngineManager(Admission):
         failure: ApiError | None = None
         try:
             async with self._lock:
-                return await self._load_locked(pending.spec, cause)
+                return await self._load_locked(pending.spec, cause, pending.force)
         except ApiError as exc:
             failure = exc
             raise
@@ -221,14 +229,16 @@ class EngineManager(Admission):
                 self._loads.remove(pending)
             self._review_waiters(pending.spec if failure else None, failure)
 
-    async def _load_locked(self, spec: ModelSpec, cause: str) -> float:
+    async def _load_locked(self, spec: ModelSpec, cause: str, force: bool = False) -> float:
         plan = self.plan_for(spec)
+        estimate = await self._check_memory(plan, force)
         try:  # the intent first, durably: a router restart from here on resumes this load
             write_plan(self.run_dir, plan)
         except OSError as exc:
             raise StateNotRecorded(f"load of {spec.served_name}", self.run_dir, exc) from exc
         d = self.details
         d.spec, d.loading_since, started = spec, time.time(), time.monotonic()
+        d.memory_estimate = estimate
         self.machine.move(State.LOADING, f"{cause}: {spec.served_name}")
         try:
             await self._drain()
@@ -256,6 +266,26 @@ class EngineManager(Admission):
         self.machine.move(State.LOADED, f"{spec.served_name} ready after {d.load_seconds:.1f} s")
         return d.load_seconds
 
+    async def _check_memory(self, plan: LaunchPlan, force: bool) -> memory.MemoryEstimate | None:
+        """The launch's memory estimate; InsufficientMemory, before anything is stopped, when it does not fit
+        (unless forced). A model whose size cannot be read is not refused here: the engine reports it."""
+        try:
+            estimate = await asyncio.to_thread(memory.estimate, plan)
+        except Exception as exc:  # noqa: BLE001 (a malformed file can fail the GGUF reader in any way)
+            log.warning("%s: no memory estimate for %s: %s", self.name, plan.spec.served_name, exc)
+            return None
+        running = self.details.process.pid if self.details.process and self.state is not State.IDLE else None
+        try:
+            if not force:
+                check_fits(self.name, plan.spec.served_name, estimate, self.router_settings.memory_reserve_gib,
+                           available_bytes(), await asyncio.to_thread(tree_rss, running), self.others_memory())
+        except InsufficientMemory as exc:
+            log.warning("%s: %s", self.name, exc.message)
+            if self.state is State.IDLE:
+                self.details.last_error = exc.message
+            raise
+        return estimate
+
     async def unload(self, reason: str = "unloaded on request", resume: bool = False) -> None:
         """Stop the engine's model once the requests in flight finish. `resume` (an idle unload) lets the next
         request bring the model back, also after a router restart; otherwise the unload outlives restarts."""
@@ -281,7 +311,7 @@ class EngineManager(Admission):
                 self.machine.move(State.ERROR, d.last_error)
                 raise
             forget_group(self.run_dir, self.name)
-            d.spec = d.plan = d.load_seconds = d.loaded_at = d.last_error = None
+            d.spec = d.plan = d.load_seconds = d.loaded_at = d.last_error = d.memory_estimate = None
             if not self.machine.move(State.IDLE, "the process tree is gone"):
                 self._review_waiters()
 
@@ -312,7 +342,7 @@ class EngineManager(Admission):
             log.error("%s: could not stop after failed load: %s", self.name, exc)
         clear_plan(self.run_dir, self.name)
         d = self.details
-        d.spec = d.plan = d.loading_since = None
+        d.spec = d.plan = d.loading_since = d.memory_estimate = None
         d.last_error = message
         self.machine.move(State.ERROR, cause)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -80,6 +81,21 @@ class Stack:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
+
+    @contextlib.contextmanager
+    def router_settings(self, **settings):
+        """models.yaml's router section changed and reloaded for the block, then put back."""
+        original = self.config_path.read_text()
+        config = yaml.safe_load(original)
+        config["router"].update(settings)
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        try:
+            status, report = self.api("POST", "/v1/config/reload")
+            assert status == 200, report
+            yield
+        finally:
+            self.config_path.write_text(original)
+            assert self.api("POST", "/v1/config/reload")[0] == 200
 
     def status(self) -> dict:
         return self.api("GET", "/v1/status", timeout=10)[1]

@@ -7,6 +7,7 @@ import time
 
 from aiohttp import web
 
+from engines.memory import memory_pool
 from engines.registry import ADAPTERS
 from router.errors import InvalidRequest, without_log_lines
 from router.lifecycle import EngineManager
@@ -17,7 +18,7 @@ from router.engine_state import State
 from router.metrics import ProcessSample
 from router.state import CONFIG, ENGINES, KEYS, LOG_FOLLOWERS, METRICS, WARNINGS
 
-LOAD_KEYS = {"model_path", "model", "engine"}
+LOAD_KEYS = {"model_path", "model", "engine", "force"}
 OPTION_KEYS = {name for adapter in ADAPTERS.values() for name in adapter.Options.model_fields}
 
 routes = web.RouteTableDef()
@@ -44,6 +45,9 @@ def engine_report(manager: EngineManager, memory: ProcessSample | None, log_foll
         "port": manager.port,
         "uptime_seconds": (proc.now - proc.start) if alive else None,
         "memory_rss_bytes": int(memory.rss_bytes) if alive and memory and memory.rss_bytes else None,
+        # what the load expected to take (engines/memory.py), beside what it holds (memory_rss_bytes)
+        "memory_estimate": d.memory_estimate.as_dict() if d.memory_estimate else None,
+        "memory_pool": memory_pool(),  # unified (GB10), discrete-gpu or cpu: what the estimate is checked against
         "load_seconds": d.load_seconds,
         "loading_since": d.loading_since,
         "last_error": last_error,
@@ -101,17 +105,19 @@ async def load(request: web.Request) -> web.Response:
                              param="model_path", code="missing_field")
     engine = optional(body, "engine", str)
     options = {k: v for k, v in body.items() if k in OPTION_KEYS}
+    force = optional(body, "force", bool) or False
     spec = resolve_spec(request.app[CONFIG].current, name, engine, options)
     manager = engine_named(request, spec.engine)
     foreign = set(options) - set(manager.adapter.Options.model_fields)
     if foreign:
         raise InvalidRequest(f"option(s) {', '.join(sorted(foreign))} do not apply to {spec.engine}",
                              param=sorted(foreign)[0], code="invalid_option")
-    seconds = await manager.load(spec)
-    process = manager.details.process
+    seconds = await manager.load(spec, force=force)
+    process, estimate = manager.details.process, manager.details.memory_estimate
     return web.json_response({"status": "success", "engine": spec.engine, "model": spec.served_name,
                               "model_path": spec.path, "options": spec.options, "load_seconds": round(seconds, 3),
-                              "pid": process.pid if process else None})
+                              "pid": process.pid if process else None,
+                              "memory_estimate": estimate.as_dict() if estimate else None})
 
 
 @routes.post("/v1/models/unload")

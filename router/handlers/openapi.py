@@ -23,6 +23,8 @@ ENGINE_STATUS = {"type": "object", "required": ["status", "model", "process_aliv
                                 "pid": {"type": ["integer", "null"]}, "port": {"type": "integer"},
                                 "last_error": NULLABLE_STRING, "in_flight": {"type": "integer"},
                                 "waiting": {"type": "integer"}, "restarts": {"type": "integer"},
+                                "memory_estimate": {"type": ["object", "null"]},
+                                "memory_pool": {"enum": ["unified", "discrete-gpu", "cpu"]},
                                 "warnings": {"type": "array", "items": {"type": "string"}}}}
 STATUS = {"type": "object", "additionalProperties": False, "properties": {name: ENGINE_STATUS for name in ENGINE_NAMES}}
 
@@ -60,7 +62,7 @@ def _inference(summary: str, prompt_field: dict) -> dict:
 def build_spec() -> dict:
     load_schema = {"type": "object", "required": ["model_path"], "additionalProperties": False,
                    "properties": {"model_path": {"type": "string"}, "model": {"type": "string"},
-                                  "engine": ENGINE, **_option_schema()}}
+                                  "engine": ENGINE, "force": {"type": "boolean"}, **_option_schema()}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "unified-llm router", "version": "0.1.0"},
@@ -71,7 +73,7 @@ def build_spec() -> dict:
             "/v1/models": {"get": {"summary": "catalog and loaded models", "responses": _answers("model list")}},
             "/v1/models/load": {"post": {"summary": "load a model into an engine",
                                          "requestBody": _json_body(load_schema),
-                                         "responses": _answers("loaded", 400, 404, 413, 415, 500)}},
+                                         "responses": _answers("loaded", 400, 404, 409, 413, 415, 500, 507)}},
             "/v1/models/unload": {"post": {
                 "summary": "stop an engine's model",
                 "requestBody": _json_body({"type": "object", "required": ["engine"],

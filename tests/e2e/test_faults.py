@@ -4,7 +4,6 @@ cannot be written. Each test prints the intervals it measured; docs/reliability.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
@@ -14,27 +13,10 @@ import threading
 import time
 
 import psutil
-import yaml
 
 from engines import process_group
 from engines.spec import read_plan
 from tests.stack import PROJECT, wait_for
-
-
-@contextlib.contextmanager
-def router_settings(stack, **settings):
-    """models.yaml's router section changed and reloaded for the block, then put back."""
-    original = stack.config_path.read_text()
-    config = yaml.safe_load(original)
-    config["router"].update(settings)
-    stack.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    try:
-        status, report = stack.api("POST", "/v1/config/reload")
-        assert status == 200, report
-        yield
-    finally:
-        stack.config_path.write_text(original)
-        assert stack.api("POST", "/v1/config/reload")[0] == 200
 
 
 def completion(stack, engine: str, **extra) -> tuple[int, dict]:
@@ -136,7 +118,7 @@ def test_an_engine_that_crashes_at_every_start_ends_in_error_without_a_restart_s
 
 def test_an_engine_that_keeps_crashing_after_it_came_up_is_stopped(stack, restore_llamacpp):
     """supervisord restarts an engine that dies after it came up for ever; the router stops the loop."""
-    with router_settings(stack, crash_restarts=1, crash_window_seconds=300):
+    with stack.router_settings(crash_restarts=1, crash_window_seconds=300):
         status, body = stack.api("POST", "/v1/models/load", {"engine": "llamacpp", "model_path": "tiny-llama-b-gguf"})
         assert status == 200, body  # a new launch: earlier crashes in the session do not count against it
         pid, started = body["pid"], spawns(stack, "llamacpp")
@@ -180,7 +162,7 @@ def test_a_stalled_engine_times_out_with_504_while_the_other_engine_serves(stack
     pid = stack.wait_loaded("llamacpp")["pid"]
     stack.wait_loaded("vllm")
     answers: dict = {}
-    with router_settings(stack, upstream_read_timeout_seconds=3):
+    with stack.router_settings(upstream_read_timeout_seconds=3):
         os.kill(pid, signal.SIGSTOP)
         try:
             def stalled(kind: str, **extra):

@@ -136,6 +136,20 @@ def overview_panels() -> list[dict]:
             "Threads in each engine's process tree.",
             [target(f"sum by (engine) (unified_engine_threads{{{ENGINE}}})", "{{engine}}")],
             width=8),
+        bargauge(
+            "Model swaps",
+            "short",
+            "Loads started per engine and model (API, on-demand, start-up) since the router started. A fast "
+            "rise for two models of one engine is thrashing: raise router.min_residency_seconds.",
+            [target(f"sum by (engine, model) (unified_model_swaps_total{{{ENGINE}}})", "{{engine}} / {{model}}",
+                    instant=True)], width=12),
+        timeseries(
+            "Requests that waited for a load",
+            "short",
+            "Requests that had to wait for their model to be loaded (on-demand swaps, a load in progress), per "
+            "rate interval; their wait times are in unified_swap_wait_seconds.",
+            [target(f"sum by (engine) (increase(unified_swap_wait_seconds_count{{{ENGINE}}}[$__rate_interval]))",
+                    "{{engine}}")], width=12),
     ]
 
 

@@ -33,7 +33,8 @@ class Admission:
     def _init_admission(self) -> None:
         self._waiters: list[Waiter] = []
         self.in_flight = 0  # requests let through to the engine and not finished
-        self.last_used = time.monotonic()
+        self.last_used = time.monotonic()  # the last request's end, or the last load: the idle-unload clock
+        self.last_request_at = float("-inf")  # the last request's end (residency: do its requests keep coming?)
 
     @property
     def waiting(self) -> int:
@@ -44,6 +45,8 @@ class Admission:
         if any(p.spec.served_name == served_name for p in self._loads):
             return True
         spec = self.details.spec
+        if self.holding_until and self._servable(served_name):  # it serves its own requests until the swap
+            return True
         return (not self._loads and spec is not None and spec.served_name == served_name
                 and self.state in (State.LOADED, State.LOADING))
 
@@ -66,14 +69,14 @@ class Admission:
             yield spec
         finally:
             self.in_flight -= 1
-            self.last_used = time.monotonic()
+            self.last_used = self.last_request_at = time.monotonic()
 
     def _servable(self, wanted: str | None) -> bool:
         spec = self.details.spec
         return self.state is State.LOADED and spec is not None and (wanted is None or wanted == spec.served_name)
 
     async def _admit(self, wanted: str | None, timeout: float, notify: Notify | None = None) -> ModelSpec:
-        if self._servable(wanted) and not self._loads:
+        if self._servable(wanted) and (not self._loads or self.holding_until):
             self.in_flight += 1
             return self.details.spec
         if not self._loads and self.state not in (State.LOADING, State.LOADED):
@@ -85,6 +88,7 @@ class Admission:
                                     f"waiting (router.max_queued_requests); retry later", code="queue_full")
         waiter = Waiter(wanted, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
+        self._count_waiters()
         started = time.monotonic()
         try:
             while (remaining := started + timeout - time.monotonic()) > 0:
@@ -99,6 +103,7 @@ class Admission:
             raise
         answered = waiter.future.done()
         self._drop(waiter)
+        self.events.waited(self.name, time.monotonic() - started)
         if not answered:
             raise EngineUnavailable(f"engine {self.name} is still loading after {timeout:.0f} s; retry later",
                                     code="engine_loading")
@@ -112,13 +117,24 @@ class Admission:
         ahead = names.index(target) if target in names else 0
         queue = f", after {ahead} other load{'s' if ahead > 1 else ''}" if ahead else ""
         what = f"to load {target}" if target else f"({self.state.value})"
+        if self.holding_until and self.details.spec:
+            left = max(self.holding_until - time.monotonic(), 0)
+            queue += (f" ({self.details.spec.served_name} serves its requests for up to {left:.0f} s more: "
+                      f"min_residency_seconds)")
         return f"waiting for {self.name} {what}{queue}: {waited:.0f} s"
+
+    def _count_waiters(self) -> None:
+        by_model: dict[str, int] = {}
+        for waiter in self._waiters:
+            by_model[waiter.wanted or "any"] = by_model.get(waiter.wanted or "any", 0) + 1
+        self.events.waiting_changed(self.name, by_model)
 
     def _drop(self, waiter: Waiter, cancelled: bool = False) -> None:
         """A waiter leaves (let through, refused, timed out or cancelled); one let through whose request was
         cancelled before it could run gives its place back."""
         if waiter in self._waiters:
             self._waiters.remove(waiter)
+            self._count_waiters()
         if not waiter.future.done():
             waiter.future.cancel()
             self._drop_abandoned_loads()

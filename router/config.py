@@ -24,6 +24,9 @@ class RouterSettings(StrictModel):
     load_timeout_seconds: float = Field(600, gt=0)  # how long a load may take before it is reported failed
     request_wait_seconds: float = Field(120, ge=0)  # how long a request waits for a loading engine
     max_queued_requests: int = Field(256, ge=0)  # requests waiting per engine beyond this get 503
+    # an on-demand swap waits until the served model has been loaded this long while its requests keep coming
+    # (they are served meanwhile): requests are grouped by model instead of swapping for each one
+    min_residency_seconds: float = Field(10, ge=0)
     drain_seconds: float = Field(30, ge=0)  # a swap waits this long for in-flight requests to finish
     upstream_read_timeout_seconds: float = Field(600, gt=0)  # engine silent this long: 504, or an error event
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)

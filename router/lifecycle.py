@@ -34,6 +34,8 @@ from router.supervisor import STARTING_STATES, ProcessInfo, Supervisor, Supervis
 log = logging.getLogger(__name__)
 
 RUNNING_STATES = {"RUNNING", *STARTING_STATES}
+KEEPS_COMING_SECONDS = 0.5  # a model whose last request ended this recently is still wanted (residency)
+RESIDENCY_POLL_SECONDS = 0.1
 
 
 @dataclass
@@ -50,6 +52,7 @@ class EngineDetails:
     unload_reason: str | None = None  # why the engine went idle, e.g. "idle for 300 s"
     unloaded_at: float | None = None
     memory_estimate: memory.MemoryEstimate | None = None  # of the model served or being loaded
+    load_phase: str | None = None  # where a running load is: draining, stopping, starting, waiting for readiness
 
 
 @dataclass
@@ -58,6 +61,7 @@ class PendingLoad:
     task: asyncio.Task | None = None
     on_demand: bool = False  # only requests want it: when they have all gone before it starts, it is dropped
     force: bool = False  # load even when the memory estimate says it does not fit
+    abandoned: bool = False  # every request that wanted it left while it ran: it is being cancelled
 
 
 class LifecycleEvents(Protocol):
@@ -69,6 +73,12 @@ class LifecycleEvents(Protocol):
 
     def observe_load(self, engine: str, model: str, seconds: float, ok: bool) -> None: ...
 
+    def model_swapped(self, engine: str, model: str) -> None: ...
+
+    def waited(self, engine: str, seconds: float) -> None: ...
+
+    def waiting_changed(self, engine: str, by_model: dict[str, int]) -> None: ...
+
 
 class NoEvents:
     def engine_moved(self, engine: str, source: State, target: State) -> None:
@@ -78,6 +88,15 @@ class NoEvents:
         pass
 
     def observe_load(self, engine: str, model: str, seconds: float, ok: bool) -> None:
+        pass
+
+    def model_swapped(self, engine: str, model: str) -> None:
+        pass
+
+    def waited(self, engine: str, seconds: float) -> None:
+        pass
+
+    def waiting_changed(self, engine: str, by_model: dict[str, int]) -> None:
         pass
 
 
@@ -101,6 +120,8 @@ class EngineManager(Admission):
         self.restarts = 0  # restarts outside a load (crashes, `supervisorctl restart`) since the router started
         self._recent_restarts: deque[float] = deque()  # their monotonic times, within the crash window
         self.others_memory: Callable[[], dict[str, int]] = dict  # other engines' RSS, for refusal messages
+        self._resident_since = time.monotonic()  # when the served model's load completed
+        self.holding_until: float | None = None  # while a swap waits out the served model's residency
         self._init_admission()
 
     def configure(self, settings: EngineSettings, router: RouterSettings) -> None:
@@ -200,14 +221,20 @@ class EngineManager(Admission):
         return pending.task
 
     def _drop_abandoned_loads(self) -> None:
-        """Cancel queued on-demand loads that no waiting request wants any more (before they start)."""
+        """Cancel on-demand loads that no waiting request wants any more: queued ones before they start, and the
+        running one, which puts the engine back to what it served (or to idle) instead of finishing for nobody."""
         wanted = {waiter.wanted for waiter in self._waiters}
-        for pending in self._loads[1 if self._lock.locked() else 0:]:
-            if pending.on_demand and pending.spec.served_name not in wanted and None not in wanted:
-                log.info("%s: dropping the queued load of %s: every request that wanted it has gone", self.name,
-                         pending.spec.served_name)
-                self._loads.remove(pending)  # at once: no new request may join it
-                pending.task.cancel()
+        if None in wanted:
+            return
+        for index, pending in enumerate(list(self._loads)):
+            if not pending.on_demand or pending.spec.served_name in wanted:
+                continue
+            running = index == 0 and self._lock.locked()
+            log.info("%s: cancelling the %s load of %s: every request that wanted it has gone", self.name,
+                     "running" if running else "queued", pending.spec.served_name)
+            pending.abandoned = True
+            self._loads.remove(pending)  # at once: no new request may join it
+            pending.task.cancel()
 
     def _saw(self, info: ProcessInfo) -> None:
         self.details.process = info
@@ -220,7 +247,7 @@ class EngineManager(Admission):
         failure: ApiError | None = None
         try:
             async with self._lock:
-                return await self._load_locked(pending.spec, cause, pending.force)
+                return await self._load_locked(pending, cause)
         except ApiError as exc:
             failure = exc
             raise
@@ -229,9 +256,12 @@ class EngineManager(Admission):
                 self._loads.remove(pending)
             self._review_waiters(pending.spec if failure else None, failure)
 
-    async def _load_locked(self, spec: ModelSpec, cause: str, force: bool = False) -> float:
-        plan = self.plan_for(spec)
-        estimate = await self._check_memory(plan, force)
+    async def _load_locked(self, pending: PendingLoad, cause: str) -> float:
+        spec = pending.spec
+        if pending.on_demand:
+            await self._residency(spec)
+        plan, previous = self.plan_for(spec), self.details.plan
+        estimate = await self._check_memory(plan, pending.force)
         try:  # the intent first, durably: a router restart from here on resumes this load
             write_plan(self.run_dir, plan)
         except OSError as exc:
@@ -239,32 +269,87 @@ class EngineManager(Admission):
         d = self.details
         d.spec, d.loading_since, started = spec, time.time(), time.monotonic()
         d.memory_estimate = estimate
+        self.events.model_swapped(self.name, spec.served_name)
         self.machine.move(State.LOADING, f"{cause}: {spec.served_name}")
+        old_stopping = False  # from the moment its stop is asked for, the old process may be gone
         try:
+            d.load_phase = "draining the requests in flight"
             await self._drain()
+            old_stopping, d.load_phase = True, "stopping the engine's previous process"
             d.process = await self.proc.stop_tree()
-            d.plan = plan
+            d.plan, d.load_phase = plan, "starting the engine"
             await self.proc.start()
+            d.load_phase = "waiting until the engine answers (loading the model)"
             pid = await self.proc.wait_ready(self.base_url, self.router_settings.load_timeout_seconds, self._saw)
             self._ready_pid = pid
         except asyncio.CancelledError:
-            log.warning("%s: load of %s interrupted (the router is stopping); it stays the wanted model and "
-                        "resumes when the router starts", self.name, spec.served_name)
+            d.load_phase = None
+            if pending.abandoned:
+                await self._abandon(spec, previous, old_stopping)
+            else:
+                log.warning("%s: load of %s interrupted (the router is stopping); it stays the wanted model and "
+                            "resumes when the router starts", self.name, spec.served_name)
             raise
         except Exception as exc:
+            d.load_phase = None
             self.events.observe_load(self.name, spec.served_name, time.monotonic() - started, ok=False)
             message = exc.message if isinstance(exc, ApiError) else f"load failed: {exc!r}"
             await self._give_up(message)
             if isinstance(exc, LoadFailed):
                 raise
             raise LoadFailed(message) from exc
-        d.load_seconds, d.loaded_at, d.loading_since = time.monotonic() - started, time.time(), None
+        d.load_seconds, d.loaded_at, d.loading_since, d.load_phase = time.monotonic() - started, time.time(), None, None
         self.events.observe_load(self.name, spec.served_name, d.load_seconds, ok=True)
         d.last_error = d.unload_reason = d.unloaded_at = d.resume_spec = None
         self.last_used, self._known_pid = time.monotonic(), pid
+        self._resident_since, self.last_request_at = time.monotonic(), float("-inf")  # no request of it yet
         self._recent_restarts.clear()  # a new launch: earlier crashes do not count against it
         self.machine.move(State.LOADED, f"{spec.served_name} ready after {d.load_seconds:.1f} s")
         return d.load_seconds
+
+    def _keeps_coming(self) -> bool:
+        """Requests for the served model are in flight, waiting, or came within the last moments."""
+        served = self.details.spec.served_name if self.details.spec else None
+        return bool(self.in_flight or any(w.wanted == served for w in self._waiters)
+                    or time.monotonic() - self.last_request_at < KEEPS_COMING_SECONDS)
+
+    async def _residency(self, spec: ModelSpec) -> None:
+        """Before an on-demand swap: the served model keeps the engine for router.min_residency_seconds after
+        its load while its requests keep coming, and serves them meanwhile (requests are grouped by model instead
+        of swapping back and forth for each). Bounded: the swap starts when the residency is over."""
+        current = self.details.spec
+        if self.state is not State.LOADED or current is None or current == spec:
+            return
+        until = self._resident_since + self.router_settings.min_residency_seconds
+        if time.monotonic() >= until or not self._keeps_coming():
+            return
+        log.info("%s: %s stays for up to %.1f s more while its requests keep coming, then %s is swapped in",
+                 self.name, current.served_name, until - time.monotonic(), spec.served_name)
+        self.holding_until = until
+        self._review_waiters()  # requests for the served model that queued behind the swap go ahead now
+        try:
+            while time.monotonic() < until and self._keeps_coming():
+                await asyncio.sleep(RESIDENCY_POLL_SECONDS)
+        finally:
+            self.holding_until = None
+
+    async def _abandon(self, spec: ModelSpec, previous: LaunchPlan | None, old_stopping: bool) -> None:
+        """A load every client has left: back to the model that was served if it still runs, else idle (the
+        next request for that model brings it back)."""
+        d, reason = self.details, f"the load of {spec.served_name} was abandoned: every request for it left"
+        if previous is not None and not old_stopping:
+            write_plan(self.run_dir, previous)
+            d.spec, d.plan, d.loading_since = previous.spec, previous, None
+            self.machine.move(State.LOADED, f"{reason}; {previous.spec.served_name} kept serving")
+            return
+        d.process = await self.proc.stop_tree()
+        now = time.time()
+        remembered = Resume(previous.spec, reason, now) if previous else None
+        clear_plan(self.run_dir, self.name, resume=remembered)
+        forget_group(self.run_dir, self.name)
+        d.spec = d.plan = d.loading_since = d.memory_estimate = d.load_seconds = d.loaded_at = None
+        d.resume_spec, d.unload_reason, d.unloaded_at = (remembered.spec if remembered else None), reason, now
+        self.machine.move(State.IDLE, reason)
 
     async def _check_memory(self, plan: LaunchPlan, force: bool) -> memory.MemoryEstimate | None:
         """The launch's memory estimate; InsufficientMemory, before anything is stopped, when it does not fit

@@ -116,6 +116,14 @@ class RouterMetrics:
                            ["engine", "state"], registry=r)
         self.transitions = Counter("unified_engine_transitions", "Lifecycle state changes, by source and target "
                                    "state", ["engine", "source", "target"], registry=r)
+        self.swaps = Counter("unified_model_swaps", "Loads started, by the model swapped in (API, on-demand, "
+                             "start-up)", ["engine", "model"], registry=r)
+        self.swap_wait = Histogram("unified_swap_wait_seconds", "Time requests waited for their model to be "
+                                   "loaded (answered, refused or timed out)", ["engine"], buckets=LOAD_BUCKETS,
+                                   registry=r)
+        self.waiting_by_model = Gauge("unified_requests_waiting", "Requests waiting for a load, by the model "
+                                      "they wait for", ["engine", "model"], registry=r)
+        self._waited_for: set[tuple[str, str]] = set()  # (engine, model) label pairs of waiting_by_model
         self.processes = EngineProcessCollector()
         r.register(self.processes)
 
@@ -128,6 +136,7 @@ class RouterMetrics:
             self.state.labels(name, each.value).set_function(lambda s=each: float(state() is s))
         self.restarts.labels(name)
         self.resends.labels(name)
+        self.swap_wait.labels(name)
 
     # the lifecycle's events (router.lifecycle.LifecycleEvents)
     def engine_moved(self, engine: str, source: State, target: State) -> None:
@@ -135,6 +144,21 @@ class RouterMetrics:
 
     def engine_restarted(self, engine: str) -> None:
         self.restarts.labels(engine).inc()
+
+    def model_swapped(self, engine: str, model: str) -> None:
+        self.swaps.labels(engine, model).inc()
+
+    def waited(self, engine: str, seconds: float) -> None:
+        self.swap_wait.labels(engine).observe(seconds)
+
+    def waiting_changed(self, engine: str, by_model: dict[str, int]) -> None:
+        """Set each model's waiting count; models nobody waits for any more go back to 0."""
+        for seen_engine, model in self._waited_for:
+            if seen_engine == engine and model not in by_model:
+                self.waiting_by_model.labels(engine, model).set(0)
+        for model, count in by_model.items():
+            self._waited_for.add((engine, model))
+            self.waiting_by_model.labels(engine, model).set(count)
 
     def observe_request(self, record: RequestRecord, endpoint: str, seconds: float) -> None:
         labels = (record.engine, record.model, endpoint)

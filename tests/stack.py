@@ -109,6 +109,21 @@ class Stack:
         assert values, f"{name} is not among {engine}'s metrics"  # a misspelt name must not read as 0
         return sum(float(v) for v in values)
 
+    def router_metric(self, name: str, **labels: str) -> float:
+        """The sum of the router's own metric over the series whose labels include `labels` (0 when none has
+        been recorded yet: the router creates labelled series as events happen)."""
+        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        family = re.sub(r"_(total|count|sum|bucket)$", "", name)
+        exported = re.search(rf"^# TYPE {re.escape(family)}(_total)? ", text, re.M)
+        assert exported, f"the router exports no {family}"  # a misspelt name must not read 0
+        total = 0.0
+        for series, value in re.findall(rf"^{re.escape(name)}(?:{{([^}}]*)}})? ([0-9.e+-]+)$", text, re.M):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', series))
+            if all(found.get(key) == want for key, want in labels.items()):
+                total += float(value)
+        return total
+
     def router_log(self) -> str:
         """The router's log, rotated parts included."""
         logs = sorted((self.home / "run" / "logs").glob("router.log*"), reverse=True)

@@ -50,6 +50,7 @@ def engine_report(manager: EngineManager, memory: ProcessSample | None, log_foll
         "memory_pool": memory_pool(),  # unified (GB10), discrete-gpu or cpu: what the estimate is checked against
         "load_seconds": d.load_seconds,
         "loading_since": d.loading_since,
+        "load_phase": d.load_phase if manager.state is State.LOADING else None,
         "last_error": last_error,
         "unload_reason": d.unload_reason,
         "unloaded_at": d.unloaded_at,

@@ -101,6 +101,9 @@ class RecordingEvents:
         self.moves: list[tuple[str, str]] = []
         self.restarts = 0
         self.loads: list[tuple[str, bool]] = []
+        self.swapped_in: list[str] = []
+        self.waits: list[float] = []
+        self.waiting: dict[str, int] = {}
 
     def engine_moved(self, engine, source, target) -> None:
         self.moves.append((source.value, target.value))
@@ -110,6 +113,15 @@ class RecordingEvents:
 
     def observe_load(self, engine, model, seconds, ok) -> None:
         self.loads.append((model, ok))
+
+    def model_swapped(self, engine, model) -> None:
+        self.swapped_in.append(model)
+
+    def waited(self, engine, seconds) -> None:
+        self.waits.append(seconds)
+
+    def waiting_changed(self, engine, by_model) -> None:
+        self.waiting = dict(by_model)
 
 
 def make_manager(run_dir: Path, supervisor: FakeSupervisor | None = None, port: int = 18002,

@@ -1,0 +1,79 @@
+"""Swap-aware scheduling against the real engines: interleaved requests for two models of one engine are
+grouped by model (router.min_residency_seconds), every one is answered and none waits past the bound; a load
+that every client has left is cancelled; scraping metrics never loads a model."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+
+from tests.stack import wait_for
+
+RESIDENCY = 3.0
+LOAD_ALLOWANCE = 60.0  # a llama.cpp swap on a busy 2-core box takes seconds; this only bounds starvation
+
+
+def test_interleaved_requests_for_two_models_are_grouped_and_none_starves(stack, restore_llamacpp):
+    stack.wait_loaded("llamacpp")
+    swaps_before = stack.router_metric("unified_model_swaps_total", engine="llamacpp")
+    outcomes: list[tuple[str, int, float]] = []
+
+    def client(model: str, until: float) -> None:
+        while time.monotonic() < until:
+            asked = time.monotonic()
+            status, _ = stack.api("POST", "/v1/completions", {"model": model, "prompt": "Hi", "max_tokens": 4},
+                                  timeout=300)
+            outcomes.append((model, status, time.monotonic() - asked))
+
+    with stack.router_settings(min_residency_seconds=RESIDENCY):
+        started = time.monotonic()
+        clients = [threading.Thread(target=client, args=(model, started + 15))
+                   for model in ("tiny-llama-a-gguf", "tiny-llama-b-gguf")]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(600)
+        elapsed = time.monotonic() - started
+    swaps = stack.router_metric("unified_model_swaps_total", engine="llamacpp") - swaps_before
+    longest = max(seconds for _, _, seconds in outcomes)
+    print(f"\n{len(outcomes)} interleaved requests in {elapsed:.0f}s: {swaps:.0f} swaps, longest wait {longest:.1f}s "
+          f"(residency {RESIDENCY:g}s)")
+    assert {status for _, status, _ in outcomes} == {200}, outcomes
+    assert {model for model, _, _ in outcomes} == {"tiny-llama-a-gguf", "tiny-llama-b-gguf"}
+    assert swaps <= elapsed / RESIDENCY + 2, swaps  # at most one swap per residency
+    assert longest < RESIDENCY + LOAD_ALLOWANCE
+    assert stack.router_metric("unified_swap_wait_seconds_count", engine="llamacpp") > 0
+
+
+def test_a_load_every_client_left_is_cancelled(stack):
+    """A streaming request starts an on-demand swap on vLLM (tens of seconds on a CPU) and hangs up once it
+    hears it is waiting: the load stops, the engine goes idle remembering its model, and the next request
+    brings that model back."""
+    before = stack.wait_loaded("vllm")
+    connection = http.client.HTTPConnection("127.0.0.1", stack.router_port, timeout=300)
+    connection.request("POST", "/v1/completions", json.dumps({"model": "tiny-llama-b", "prompt": "Hi",
+                                                              "max_tokens": 4, "stream": True}),
+                       {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    note = response.readline()
+    assert note.startswith(b": waiting for vllm to load tiny-llama-b"), note
+    assert stack.status()["vllm"]["state"] == "loading"
+    connection.close()  # the only client that wanted tiny-llama-b leaves
+    left = time.monotonic()
+    state = wait_for(lambda: (s := stack.status()["vllm"])["state"] == "idle" and s, 120,
+                     "the abandoned load to be cancelled")
+    print(f"\nabandoned load of tiny-llama-b cancelled {time.monotonic() - left:.1f}s after its client left")
+    assert "abandoned" in state["unload_reason"] and not state["process_alive"]
+    assert "cancelling the running load of tiny-llama-b" in stack.router_log()
+    status, body = stack.api("POST", "/v1/completions", {"engine": "vllm", "prompt": "Hi", "max_tokens": 4})
+    assert status == 200 and body["model"] == before["model"], body  # the next request brings it back
+
+
+def test_scraping_metrics_never_wakes_or_loads_a_model(stack, restore_llamacpp):
+    assert stack.api("POST", "/v1/models/unload", {"engine": "llamacpp"})[0] == 200
+    for path in ("/metrics", "/metrics/engines/llamacpp", "/metrics/engines/vllm", "/v1/status", "/health"):
+        assert stack.api_raw("GET", path, None)[0] == 200, path
+    state = stack.status()["llamacpp"]
+    assert state["state"] == "idle" and state["waiting"] == 0 and not state["process_alive"]

@@ -36,6 +36,8 @@ def markdown(prompt: str, entries: list[dict], settings: dict) -> str:
         lines += [f"## {e['label']} ({where(e)})", "",
                   f"{ticks}text\n{e['answer']}\n{ticks}" if e["answer"] else "(empty)", "",
                   f"Flags: {flags_text(e)}. {RATING}: ____", ""]
+        if e["settings"] != settings:
+            lines += [f"Asked {e['asked_at']} with other settings: {e['settings']}.", ""]
     return "\n".join(lines)
 
 

@@ -49,7 +49,8 @@ def markdown(r: dict) -> str:
               f"**Pass rate {s['pass_rate']:.1f}% ({s['passed_mean']:g} of {s['checks']}), grade {s['grade']}** "
               f"({spread(s)}).", "", "## Per category", "",
               table(["category", "checks", "passed", "pass rate %"],
-                    [[c["title"], c["checks"], round(c["passed_mean"], 2), c["pass_rate"]]
+                    [[c["title"], c["checks"], round(c["passed_mean"], 2) if s["repeats"] > 1 else
+                      int(c["passed_mean"]), c["pass_rate"]]
                      for c in s["categories"].values()]),
               "## Per check", "",
               table(["check", "category", "passed", "reason" + (" (repeat 1)" if s["repeats"] > 1 else "")],

@@ -16,12 +16,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.stack import PROJECT, Stack
 
 pytestmark = pytest.mark.e2e
 PYTHON = str(PROJECT / ".venv" / "bin" / "python")
-SUITE = [c["id"] for c in __import__("yaml").safe_load((PROJECT / "scripts/evaluation/checks.yaml").read_text())]
+SUITE = [c["id"] for c in yaml.safe_load((PROJECT / "scripts/evaluation/checks.yaml").read_text())]
 
 
 def run(env: dict, script: str, *args: str, expect: int = 0) -> subprocess.CompletedProcess:

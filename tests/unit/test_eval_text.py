@@ -142,3 +142,25 @@ def test_the_docs_list_the_checks_as_the_suite_has_them():
                             capture_output=True, text=True, check=True).stdout
     assert listed.count("\n") == 31
     assert listed in (PROJECT / "docs" / "evaluation.md").read_text()
+
+
+def entry(label: str, answer: str, **settings) -> dict:
+    return {"label": label, "engine": "llamacpp", "remote": False, "parameters": 807_552, "answer": answer,
+            "judged_answer": answer, "completion_tokens": 9, "flags": flags.flag(answer, QUESTION),
+            "asked_at": "2026-11-27T05:00:00+00:00",
+            "settings": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 64, "seed": 1234, **settings}}
+
+
+def test_quality_report_escapes_model_text_and_keeps_a_rating_column():
+    from evaluation import quality
+    settings = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 64, "seed": 1234}
+    entries = [entry("a", '<script>alert("x")</script><img src=x onerror=alert(1)>'),
+               entry("b", "```json\n{}\n```"), entry("c", "", max_tokens=8)]
+    page = quality.page(QUESTION, entries, settings)
+    assert "<script>alert" not in page and "<img" not in page and "&lt;script&gt;" in page
+    assert page.count('contenteditable="true"') == 3 and "<script" not in page
+    md = quality.markdown(QUESTION, entries, settings)
+    assert "````text\n```json\n{}\n```\n````" in md  # an answer's own fence does not end the block
+    assert "| a | llamacpp | 808K |" in md and md.count("human rating (1–5): ____") == 3
+    assert "| c | llamacpp | 808K | 0 | 9 | empty |   |" in md
+    assert "with other settings: {'temperature': 0.7, 'top_p': 0.95, 'max_tokens': 8, 'seed': 1234}" in md

@@ -50,7 +50,7 @@ class EngineProcess:
             if info.state == "RUNNING" and await self.is_ready(base_url):
                 return info.pid
             await asyncio.sleep(0.25)
-        raise LoadFailed(f"engine {self.name} did not become ready within {timeout:.0f} s; "
+        raise LoadFailed(f"engine {self.name} did not become ready within {timeout:.0f} s"
                          f"{LOG_LINES_MARK}{await self.log_tail()}")
 
     async def stop_tree(self) -> ProcessInfo:
@@ -76,7 +76,7 @@ class EngineProcess:
 
     async def failure_message(self, info: ProcessInfo) -> str:
         why = info.spawn_error or f"exit status {info.exit_status}"
-        return (f"engine {self.name} stopped during start ({info.state}: {why}); "
+        return (f"engine {self.name} stopped during start ({info.state}: {why})"
                 f"{LOG_LINES_MARK}{await self.log_tail()}")
 
     async def log_tail(self) -> str:

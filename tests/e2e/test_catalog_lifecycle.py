@@ -135,7 +135,7 @@ def test_idle_engine_unloads_and_comes_back_on_the_next_request(stack):
     with edited_config(stack, edit):
         status, report = stack.api("POST", "/v1/config/reload")
         assert status == 200 and report["engines"]["llamacpp"]["restarted"] is False  # not a launch setting
-        state = wait_for(lambda: (s := stack.status()["llamacpp"])["status"] == "idle" and s, 15, "idle unload")
+        state = wait_for(lambda: (s := stack.status()["llamacpp"])["state"] == "idle" and s, 15, "idle unload")
         assert state["unload_reason"] == "idle for 2 s" and state["unloaded_at"] and not state["process_alive"]
         stack.ctl("restart", "router")  # what an idle unload took away is remembered across a router restart
         wait_for(lambda: stack._router_up(), 30, "the router to restart")

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import profile_router  # noqa: E402
 from bench import litellm_proxy, overhead, plots, switch, tables  # noqa: E402
 
 
@@ -87,3 +88,14 @@ def test_switch_rows_name_the_largest_phases_or_the_error():
         ["vllm", "router: a → b", 1.5, 1.6, "router load_seconds 1.4 s"],
         ["vllm", "direct", 0.5, 0.6, "y 3.0 s; z 2.0 s; x 1.0 s"],
         ["vllm", "direct, again", None, None, "exited with 1; see log"]]
+
+
+def test_profile_samples_are_summed_per_function():
+    collapsed = ("main (router/__main__.py:26);relay_stream (router/proxy.py:150);write (aiohttp/http_writer.py:80) 6\n"
+                 "main (router/__main__.py:26);relay_stream (router/proxy.py:142);readany (aiohttp/streams.py:9) 3\n"
+                 "main (router/__main__.py:26);relay_stream (router/proxy.py:150);write (aiohttp/http_writer.py:81) 1\n"
+                 "garbage\n")
+    total, own, inclusive = profile_router.summarize(collapsed)
+    assert total == 10
+    assert own == {"write (aiohttp/http_writer.py)": 7, "readany (aiohttp/streams.py)": 3}
+    assert inclusive == {"main (router/__main__.py)": 10, "relay_stream (router/proxy.py)": 10}

@@ -39,13 +39,13 @@ def listening_pid(url: str) -> int | None:
     return None
 
 
-def targets_for(engine: str, info: dict, router: str, router_pid: int | None, litellm: LiteLLMProxy | None
-                ) -> list[overhead.Target]:
+def targets_for(engine: str, info: dict, router: str, router_pid: int | None, litellm: LiteLLMProxy | None,
+                api: str) -> list[overhead.Target]:
     # Every sampling field explicit (Endpoint sends temperature and top_p), so no proxy adds a default that
     # changes the engine's work; ignore_eos makes every request generate exactly max_tokens.
-    common = {"api": "completions", "extra": {"ignore_eos": True}}
+    common = {"api": api, "extra": {"ignore_eos": True}}
     targets = [overhead.Target("direct", Endpoint(f"http://127.0.0.1:{info['port']}/v1", info["model"], **common)),
-               overhead.Target("router", Endpoint(f"{router}/v1", info["model"], api="completions",
+               overhead.Target("router", Endpoint(f"{router}/v1", info["model"], api=api,
                                                   extra={"ignore_eos": True, "engine": engine}), router_pid)]
     if litellm:
         targets.append(overhead.Target("litellm", Endpoint(litellm.base_url, model_name(engine),
@@ -59,7 +59,7 @@ async def bench(args, status: dict, engines: list[str], litellm: LiteLLMProxy | 
     results = {"throughput": [], "latency": [], "series": {}, "tokens": {}, "errors": {}}
     for engine in engines:
         info = status[engine]
-        targets = targets_for(engine, info, args.router, router_pid, litellm)
+        targets = targets_for(engine, info, args.router, router_pid, litellm, args.api)
         print(f"{engine} ({info['model']}): {', '.join(t.name for t in targets)}", flush=True)
         measured = await overhead.measure(targets, args.streams, args.repeats, args.rounds, args.tokens)
         proxies = [t.name for t in targets if t.name != "direct"]
@@ -92,8 +92,8 @@ def merged(tabled: list[tuple[list[str], list[list]]]) -> list[tuple[list[str], 
 
 def report(args, results: dict, info: dict, litellm: LiteLLMProxy | None) -> str:
     parts = [f"Machine: {machine.one_line(info)}.", "",
-             f"{args.tokens} tokens per streamed request (ignore_eos), {args.rounds} requests per client, median of "
-             f"{args.repeats} alternating runs per target.", ""]
+             f"{args.tokens} tokens per streamed {args.api} request (ignore_eos), {args.rounds} requests per client, "
+             f"median of {args.repeats} alternating runs per target.", ""]
     if litellm:
         parts += [f"LiteLLM {LITELLM_VERSION}: installed in {litellm.install_seconds:.0f} s this run (0: cached), "
                   f"ready {litellm.start_seconds:.1f} s after start.", ""]
@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["llamacpp", "vllm"])
     parser.add_argument("--streams", nargs="+", type=int, default=[1, 16, 64])
     parser.add_argument("--tokens", type=int, default=256, help="max_tokens per request (ignore_eos)")
+    parser.add_argument("--api", choices=["chat", "completions"], default="chat")
     parser.add_argument("--rounds", type=int, default=2, help="requests per client per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="alternating measurements per target")
     parser.add_argument("--latency-requests", type=int, default=200)

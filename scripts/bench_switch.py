@@ -24,7 +24,7 @@ from bench import machine, switch, tables  # noqa: E402
 from bench.admin import Router  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
-HEADER = ["engine", "start", "ready s", "first token s", "notes (vLLM's largest phases)"]
+HEADER = ["engine", "start", "ready s", "first token s", "phases (vLLM: from its log)"]
 
 
 def other_model(router: Router, engine: str, loaded: str) -> str:
@@ -35,7 +35,7 @@ def other_model(router: Router, engine: str, loaded: str) -> str:
     return sorted(names)[0]
 
 
-def measure_engine(router: Router, engine: str, args, scratch: Path) -> list[switch.Start]:
+def measure_engine(router: Router, engine: str, args, scratch: Path, logs: Path) -> list[switch.Start]:
     loaded = router.status()[engine]["model"]
     target = args.to or other_model(router, engine, loaded)
     print(f"{engine}: switching {loaded} → {target} → {loaded} through the router", flush=True)
@@ -47,7 +47,7 @@ def measure_engine(router: Router, engine: str, args, scratch: Path) -> list[swi
     for n, label in enumerate(("direct, compile cache empty", "direct, compile cache filled")
                               if engine == "vllm" else ("direct", "direct, again")):
         print(f"{engine}: {label}", flush=True)
-        start = switch.direct_start(engine, plan, scratch / f"{engine}-direct-{n}.log", args.timeout, env)
+        start = switch.direct_start(engine, plan, logs / f"{engine}-direct-{n}.log", args.timeout, env)
         start.how = label
         starts.append(start)
     for s in starts:
@@ -68,15 +68,16 @@ def main() -> None:
 
     router = Router(args.router)
     results = {}
-    with tempfile.TemporaryDirectory(prefix="ullm-switch-") as scratch:
+    logs = args.out / "switch-logs"  # the direct starts' engine logs
+    logs.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ullm-switch-") as scratch:  # vLLM's compile cache of its own
         for engine in args.engines:
             if router.status()[engine]["status"] != "loaded":
                 sys.exit(f"{engine} has no model loaded: nothing to switch from")
-            results[engine] = measure_engine(router, engine, args, Path(scratch))
+            results[engine] = measure_engine(router, engine, args, Path(scratch), logs)
     rows = [row for engine, starts in results.items() for row in switch.rows(engine, starts)]
     text = (f"Machine: {machine.one_line(machine.describe(local_router=True))}.\n\n"
             + tables.markdown(HEADER, rows, digits=2))
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "switch.md").write_text(text)
     (args.out / "switch.json").write_text(json.dumps({e: [asdict(s) for s in ss] for e, ss in results.items()},
                                                      indent=2))

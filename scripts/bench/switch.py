@@ -19,9 +19,17 @@ from pathlib import Path
 
 READY_PATHS = {"vllm": ("/health", "/v1/models"), "llamacpp": ("/health",)}  # as engines/<engine>.py
 POLL_S = 0.05
-# vLLM's own timing lines, e.g. "Loading weights took 0.01 seconds", "torch.compile takes 12.3 s in total",
-# "init engine (profile, create kv cache, warmup model) took 30.1 seconds".
-VLLM_PHASE = re.compile(r"\] (?P<what>[^\]]*?) (?:took|takes) (?P<seconds>\d+(?:\.\d+)?) ?s(?:econds)?\b")
+# vLLM's start-up, phase by phase: each ends at the first log line that contains its text (the log's clock has
+# whole seconds, so phases are good to about a second).
+VLLM_MILESTONES = (
+    ("imports, arguments", "non-default args"),
+    ("model config, engine process", "Initializing a V1 LLM engine"),
+    ("worker process", "Starting to load model"),
+    ("weights", "Warming up model for the compilation"),
+    ("torch.compile warm-up", "Warming up done"),
+    ("KV cache, API server", "Starting vLLM server on"),
+)
+LOG_TIME = re.compile(r"(?:INFO|WARNING|DEBUG|ERROR) (\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -41,14 +49,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def vllm_phases(log: str) -> dict[str, float]:
-    """{phase: seconds} from vLLM's log lines that say what took how long (the last of each name wins)."""
-    phases = {}
+def vllm_phases(log: str, started: float) -> dict[str, float]:
+    """{phase: seconds} from vLLM's log, the first phase counted from `started` (time.time() at the spawn)."""
+    clock = time.localtime(started)
+    times = {}
     for line in ANSI.sub("", log).splitlines():
-        match = VLLM_PHASE.search(line)
-        if match:
-            what = re.sub(r"^\(\w+ pid=\d+\)\s*", "", match["what"]).strip()
-            phases[what] = float(match["seconds"])
+        stamp = LOG_TIME.search(line)
+        for _, text in VLLM_MILESTONES:
+            if stamp and text not in times and text in line:
+                month, day, hour, minute, second = map(int, stamp.groups())
+                times[text] = time.mktime((clock.tm_year, month, day, hour, minute, second, 0, 0, -1))
+    phases, previous = {}, started
+    for name, text in VLLM_MILESTONES:
+        if text in times:
+            phases[name] = max(0.0, times[text] - previous)
+            previous = times[text]
     return phases
 
 
@@ -91,7 +106,7 @@ def direct_start(engine: str, plan: dict, log_path: Path, timeout: float, env: d
     base = f"http://127.0.0.1:{port}"
     result = Start("direct")
     with log_path.open("wb") as log:
-        started = time.perf_counter()
+        started, started_wall = time.perf_counter(), time.time()
         proc = subprocess.Popen(with_port(plan["argv"], port), stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, **plan["env"], **(env or {})}, start_new_session=True)
         try:
@@ -114,7 +129,7 @@ def direct_start(engine: str, plan: dict, log_path: Path, timeout: float, env: d
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     if engine == "vllm":
-        result.phases = vllm_phases(log_path.read_text(errors="replace"))
+        result.phases = vllm_phases(log_path.read_text(errors="replace"), started_wall)
     return result
 
 
@@ -138,10 +153,9 @@ def routed_switch(router_url: str, engine: str, model: str, old: str, timeout: f
 
 
 def rows(engine: str, starts: list[Start]) -> list[list]:
-    """Table rows: engine, how, ready s, first token s, the largest vLLM phases (or the error)."""
+    """Table rows: engine, how, ready s, first token s, the phases (or the error)."""
     out = []
     for s in starts:
-        top = sorted(s.phases.items(), key=lambda kv: -kv[1])[:3]
-        notes = s.error or "; ".join(f"{k} {v:.1f} s" for k, v in top)
+        notes = s.error or "; ".join(f"{k} {v:.0f} s" if v >= 10 else f"{k} {v:.1f} s" for k, v in s.phases.items())
         out.append([engine, s.how, s.ready_s, s.first_token_s, notes])
     return out

@@ -1,6 +1,7 @@
 """The proxy comparison's tables, plot, LiteLLM config and switch parsing, on fixed numbers."""
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,14 +81,35 @@ def test_direct_start_serves_the_plans_argv_on_another_port():
     assert argv[6] == "8002"  # the plan itself is left alone
 
 
-def test_switch_rows_name_the_largest_phases_or_the_error():
+def test_switch_rows_list_the_phases_or_the_error():
     starts = [switch.Start("router: a → b", 1.5, 1.6, {"router load_seconds": 1.4}),
-              switch.Start("direct", 0.5, 0.6, {"x": 1.0, "y": 3.0, "z": 2.0, "w": 0.5}),
+              switch.Start("direct", 80.5, 80.6, {"imports": 13.0, "weights": 2.0}),
               switch.Start("direct, again", error="exited with 1; see log")]
     assert switch.rows("vllm", starts) == [
         ["vllm", "router: a → b", 1.5, 1.6, "router load_seconds 1.4 s"],
-        ["vllm", "direct", 0.5, 0.6, "y 3.0 s; z 2.0 s; x 1.0 s"],
+        ["vllm", "direct", 80.5, 80.6, "imports 13 s; weights 2.0 s"],
         ["vllm", "direct, again", None, None, "exited with 1; see log"]]
+
+
+VLLM_LOG = """\
+(APIServer pid=10576) INFO 11-27 05:04:49 [api_utils.py:286] non-default args: {'host': '127.0.0.1'}
+(EngineCore pid=11317) INFO 11-27 05:05:21 [core.py:133] Initializing a V1 LLM engine (v0.32.0) with config: x
+(Worker pid=11490) INFO 11-27 05:05:38 [cpu_model_runner.py:68] Starting to load model /models/tiny-llama-a...
+(Worker pid=11490) INFO 11-27 05:05:38 [default_loader.py:501] Loading weights took 0.01 seconds
+(Worker pid=11490) INFO 11-27 05:05:40 [cpu_model_runner.py:87] Warming up model for the compilation...
+(Worker pid=11490) INFO 11-27 05:06:42 [cpu_model_runner.py:91] Warming up done.
+(EngineCore pid=11317) INFO 11-27 05:07:02 [core.py:402] init engine (profile, create kv cache) took 82.5 s
+(APIServer pid=10576) INFO 11-27 05:07:04 [entry.py:140] Starting vLLM server on http://127.0.0.1:37499
+(APIServer pid=10576) INFO 11-27 05:07:05 [entry.py:140] Starting vLLM server on (a second time: ignored)
+"""
+
+
+def test_vllm_phases_come_from_its_log_lines():
+    started = time.mktime((2026, 11, 27, 5, 4, 31, 0, 0, -1))  # 18 s before the first line
+    assert switch.vllm_phases("\x1b[32m" + VLLM_LOG, started) == {
+        "imports, arguments": 18.0, "model config, engine process": 32.0, "worker process": 17.0,
+        "weights": 2.0, "torch.compile warm-up": 62.0, "KV cache, API server": 22.0}
+    assert switch.vllm_phases("no milestones here\n", started) == {}
 
 
 def test_profile_samples_are_summed_per_function():

@@ -50,9 +50,9 @@ def table(title: str, counts: Counter, total: int) -> str:
     return f"{title}\n\n" + tables.markdown(["function (file)", "samples", "% of samples"], rows, digits=1)
 
 
-async def drive(endpoint: Endpoint, streams: int, rounds: int, tokens: int) -> overhead.Level:
+async def drive(endpoint: Endpoint, pid: int, streams: int, rounds: int, tokens: int) -> overhead.Level:
     level = overhead.Level()
-    await overhead.run_level(overhead.Target("router", endpoint), streams, rounds, tokens, level)
+    await overhead.run_level(overhead.Target("router", endpoint, pid), streams, rounds, tokens, level)
     return level
 
 
@@ -80,17 +80,18 @@ def main() -> None:
         spy_proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--format", "raw",
                                      "--nonblocking", "--output", str(raw)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        level = asyncio.run(drive(endpoint, streams, args.rounds, args.tokens))
+        level = asyncio.run(drive(endpoint, pid, streams, args.rounds, args.tokens))
         spy_proc.send_signal(2)
         _, err = spy_proc.communicate(timeout=60)
         if not raw.exists():
             sys.exit(f"py-spy wrote nothing: {err.decode()[-500:]}")
         total, own, inclusive = summarize(raw.read_text())
         head = (f"### {streams} streams through the router to {args.engine} ({info['model']}): "
-                f"{level.rate or 0:,.0f} tokens/s, {len(level.errors)} errors, {total} samples at {args.rate}/s")
+                f"{level.rate or 0:,.0f} tokens/s, router CPU {level.cpu_us_per_token or 0:.0f} µs/token, "
+                f"{len(level.errors)} errors, {total} samples at {args.rate}/s")
         report += [head, "", table("Own time (the function itself):", own, total),
                    table("Including callees, the router's functions:", inclusive, total)]
-        print("\n".join(report[-3:]), flush=True)
+        print("\n".join(report[-4:]), flush=True)
     (args.out / f"profile-{args.engine}.md").write_text("\n".join(report))
 
 

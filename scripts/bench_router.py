@@ -56,7 +56,7 @@ def targets_for(engine: str, info: dict, router: str, router_pid: int | None, li
 
 async def bench(args, status: dict, engines: list[str], litellm: LiteLLMProxy | None, router_pid: int | None
                 ) -> dict:
-    results = {"throughput": [], "latency": [], "series": {}, "tokens": {}, "errors": {}}
+    results = {"throughput": [], "latency": [], "series": {}, "runs": {}, "tokens": {}, "errors": {}}
     for engine in engines:
         info = status[engine]
         targets = targets_for(engine, info, args.router, router_pid, litellm, args.api)
@@ -65,6 +65,7 @@ async def bench(args, status: dict, engines: list[str], litellm: LiteLLMProxy | 
         proxies = [t.name for t in targets if t.name != "direct"]
         results["throughput"].append(overhead.throughput_rows(engine, info["model"], measured, proxies))
         results["series"][engine] = {t.name: {n: measured[n][t.name].rate for n in measured} for t in targets}
+        results["runs"][engine] = {t.name: {n: measured[n][t.name].rates for n in measured} for t in targets}
         results["tokens"][engine] = {t.name: {n: measured[n][t.name].tokens for n in measured} for t in targets}
         results["errors"].update({f"{engine}/{n}/{name}": lv.errors[:3] for n, by in measured.items()
                              for name, lv in by.items() if lv.errors})
@@ -101,6 +102,11 @@ def report(args, results: dict, info: dict, litellm: LiteLLMProxy | None) -> str
                           ("Non-streaming 1-token request, sequential, targets in turn:", results["latency"])):
         if tabled:
             parts += [title, ""] + [tables.markdown(h, r, digits=overhead.digits(h)) for h, r in merged(tabled)]
+    parts += ["Every run's tokens/s (the spread behind the medians):", "",
+              tables.markdown(["engine", "streams", "target", "runs"],
+                              [[e, n, t, ", ".join(f"{r:,.0f}" for r in rates)]
+                               for e, by_target in results["runs"].items() for t, by_n in by_target.items()
+                               for n, rates in by_n.items()])]
     parts += ["Resident memory (process tree) after the run:", "",
               tables.markdown(["process", "RSS MiB"], results["memory"], digits=0)]
     return "\n".join(parts)
@@ -142,7 +148,8 @@ def main() -> None:
     (args.out / "report.md").write_text(text)
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     plots.proxies(results["series"], args.out / "proxies.png",
-                  f"{args.tokens}-token streams, {machine.one_line(info)[:90]}")
+                  f"{args.tokens}-token streams; {info['cpu_count']} cores ({info['cpu']}), "
+                  f"{'; '.join(info['gpus']) or 'no GPU'}")
     print("\n" + text, flush=True)
 
 

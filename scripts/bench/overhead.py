@@ -94,16 +94,39 @@ async def run_level(target: Target, streams: int, rounds: int, max_tokens: int, 
     level.errors += [r.error for r in results if r.error]
 
 
+def rotated(items: Sequence, n: int) -> list:
+    """The turn order of repeat n: each target follows each other one in turn, so none always runs right
+    after the same neighbour."""
+    n %= len(items) or 1
+    return [*items[n:], *items[:n]]
+
+
+async def settle(pids: Sequence[int], quiet_cpu: float = 0.05, window_s: float = 0.5, limit_s: float = 30) -> float:
+    """Wait until the proxies have finished work left over from the last turn (LiteLLM logs and accounts for
+    requests after answering them): until their processes use less than `quiet_cpu` of a core over a
+    `window_s`, for at most `limit_s`. The seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        await asyncio.sleep(window_s)
+        if sum(cpu_seconds(pid) for pid in pids) - before < quiet_cpu * window_s:
+            break
+    return time.monotonic() - started
+
+
 async def measure(targets: Sequence[Target], levels: Sequence[int], repeats: int, rounds: int,
                   max_tokens: int, say=print) -> dict[int, dict[str, Level]]:
-    """{streams: {target name: Level}}, each level measured `repeats` times, targets alternating."""
+    """{streams: {target name: Level}}, each level measured `repeats` times, targets taking turns (in a rotated
+    order each repeat), each turn starting once the proxies are quiet."""
     for target in targets:  # warm-up: connections, the engine's first batch
         await run_level(target, 1, 1, max_tokens, Level())
     out = {}
+    pids = [t.pid for t in targets if t.pid is not None]
     for streams in levels:
         out[streams] = {t.name: Level() for t in targets}
-        for _ in range(repeats):
-            for target in targets:
+        for repeat in range(repeats):
+            for target in rotated(targets, repeat):
+                await settle(pids)
                 await run_level(target, streams, rounds, max_tokens, out[streams][target.name])
         say("  " + ", ".join(f"{name} {lv.rate or 0:,.0f} tok/s" for name, lv in out[streams].items())
             + f" at {streams} streams", flush=True)

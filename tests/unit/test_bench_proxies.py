@@ -121,3 +121,8 @@ def test_profile_samples_are_summed_per_function():
     assert total == 10
     assert own == {"write (aiohttp/http_writer.py)": 7, "readany (aiohttp/streams.py)": 3}
     assert inclusive == {"main (router/__main__.py)": 10, "relay_stream (router/proxy.py)": 10}
+
+
+def test_turns_rotate_so_no_target_always_follows_the_same_one():
+    assert [overhead.rotated("drl", n) for n in range(4)] == [list("drl"), list("rld"), list("ldr"), list("drl")]
+    assert overhead.rotated([], 2) == []

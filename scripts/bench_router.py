@@ -94,7 +94,7 @@ def merged(tabled: list[tuple[list[str], list[list]]]) -> list[tuple[list[str], 
 def report(args, results: dict, info: dict, litellm: LiteLLMProxy | None) -> str:
     parts = [f"Machine: {machine.one_line(info)}.", "",
              f"{args.tokens} tokens per streamed {args.api} request (ignore_eos), {args.rounds} requests per client, "
-             f"median of {args.repeats} alternating runs per target.", ""]
+             f"median of {args.repeats} turns per target.", ""]
     if litellm:
         parts += [f"LiteLLM {LITELLM_VERSION}: installed in {litellm.install_seconds:.0f} s this run (0: cached), "
                   f"ready {litellm.start_seconds:.1f} s after start.", ""]

@@ -22,6 +22,7 @@ from router.supervisor import STOPPED_STATES, ProcessInfo, Supervisor, Superviso
 log = logging.getLogger(__name__)
 
 LOG_LINES_IN_ERRORS = 15
+READY_POLL_S = 0.1
 Probe = Callable[[str], Awaitable[bool]]  # base URL -> does the engine answer its readiness URLs
 
 
@@ -47,9 +48,11 @@ class EngineProcess:
             seen(info)
             if info.state in STOPPED_STATES or info.state == "BACKOFF":
                 raise LoadFailed(await self.failure_message(info))
-            if info.state == "RUNNING" and await self.is_ready(base_url):
+            # STARTING counts: supervisord calls a process RUNNING only `startsecs` after the spawn, which for a
+            # small GGUF is most of the switch (docs/performance.md); an engine that answers is up.
+            if info.state in ("STARTING", "RUNNING") and await self.is_ready(base_url):
                 return info.pid
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(READY_POLL_S)
         raise LoadFailed(f"engine {self.name} did not become ready within {timeout:.0f} s"
                          f"{LOG_LINES_MARK}{await self.log_tail()}")
 

@@ -455,7 +455,7 @@ class EngineManager(Admission):
             self._known_pid = info.pid
         if self.details.plan is None:
             return  # no model wanted: nothing outside the router can make one run
-        if info.state == "RUNNING":
+        if info.state == "RUNNING" or (info.state == "STARTING" and info.pid and info.pid == self._ready_pid):
             if info.pid != self._ready_pid and await self.proc.is_ready(self.base_url):
                 if self._owned():
                     return

@@ -98,3 +98,26 @@ def comparison(summaries: list[dict], section: str, x_key: str, y_key: str, ylab
     ax.legend(fontsize=8)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def proxies(series: dict[str, dict[str, dict[int, float | None]]], path: Path, title: str) -> Path | None:
+    """Streamed tokens/s against concurrency, one panel per engine, one line per target (direct, router, ...):
+    `series` is {engine: {target: {streams: tokens/s}}}."""
+    engines = [e for e, by_target in series.items() if any(v for pts in by_target.values() for v in pts.values())]
+    if not engines:
+        return None
+    fig, axes = plt.subplots(1, len(engines), figsize=(4.6 * len(engines), 3.6), squeeze=False)
+    for ax, engine in zip(axes[0], engines, strict=True):
+        xs: set[int] = set()
+        for target, points in series[engine].items():
+            pts = sorted((n, v) for n, v in points.items() if v is not None)
+            xs.update(n for n, _ in pts)
+            ax.plot([n for n, _ in pts], [v for _, v in pts], marker="o", label=target,
+                    linestyle=":" if target == "direct" else "-")
+        ax.set_title(engine)
+        ax.set_ylabel("streamed tokens/s (all clients)")
+        ax.set_ylim(bottom=0)
+        _log2_axis(ax, sorted(xs), "concurrent streams")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

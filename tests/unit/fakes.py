@@ -35,6 +35,7 @@ class FakeSupervisor:
         self.probed_ports: list[int] = []
         self.auto_ready = True  # a started process answers its readiness URLs at once
         self.start_fails = False  # a started process exits at once (a broken model)
+        self.start_state = "RUNNING"  # "STARTING": supervisord's startsecs have not passed yet
         self.gates: dict[str, asyncio.Event] = {}  # "start"/"stop"/"info": block that call until set
         self.blocked: set[str] = set()  # gated calls waiting now
         self.started_plans: list[LaunchPlan] = []
@@ -70,7 +71,7 @@ class FakeSupervisor:
     def run(self, plan: LaunchPlan) -> None:
         """A process of `plan` is now running, recorded as the launcher records it."""
         self.started_plans.append(plan)
-        self.state, self.pid, self.next_pid = "RUNNING", self.next_pid, self.next_pid + 1
+        self.state, self.pid, self.next_pid = self.start_state, self.next_pid, self.next_pid + 1
         record = {"pgid": self.pid, "pid": self.pid, "token": "t", "plan_id": plan.id, "exe": plan.argv[0],
                   "started_at": time.time()}
         (self.run_dir / "engines" / f"{plan.spec.engine}.process.json").write_text(json.dumps(record))
@@ -93,7 +94,7 @@ class FakeSupervisor:
 
     async def probe(self, base_url: str) -> bool:
         self.probed_ports.append(int(base_url.rsplit(":", 1)[1]))
-        return self.state == "RUNNING" and self.pid in self.ready_pids
+        return self.state in ("STARTING", "RUNNING") and self.pid in self.ready_pids
 
 
 class RecordingEvents:

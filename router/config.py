@@ -27,6 +27,7 @@ class RouterSettings(StrictModel):
     drain_seconds: float = Field(30, ge=0)  # a swap waits this long for in-flight requests to finish
     upstream_read_timeout_seconds: float = Field(600, gt=0)  # engine silent this long: 504, or an error event
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    body_read_timeout_seconds: float = Field(60, gt=0)  # a request body not fully received by then gets 408
 
 
 class EngineSettings(StrictModel):

@@ -158,18 +158,18 @@ def test_a_repeated_ordinary_header_is_harmless(stack, untouched):
     assert status == 200 and json.loads(body)["status"] == "ok"
 
 
-def trickle(stack, head: bytes, body: bytes, interval: float = 0.25) -> tuple[http.client.HTTPResponse, int]:
-    """Send the headers, then the body one byte per `interval` until the router answers. Returns the answer and
-    how many body bytes had been sent by then."""
-    sock = socket.create_connection(("127.0.0.1", stack.router_port), timeout=60)
-    sock.sendall(head)
-    sent = 0
-    while sent < len(body) and not select.select([sock], [], [], interval)[0]:
-        sock.send(body[sent:sent + 1])
-        sent += 1
-    response = http.client.HTTPResponse(sock)
-    response.begin()
-    return response, sent
+def trickle(stack, head: bytes, body: bytes, interval: float = 0.25):
+    """Send the headers, then the body one byte per `interval` until the router answers. Returns the answer
+    (status, headers, body) and how many body bytes had been sent by then."""
+    with socket.create_connection(("127.0.0.1", stack.router_port), timeout=60) as sock:
+        sock.sendall(head)
+        sent = 0
+        while sent < len(body) and not select.select([sock], [], [], interval)[0]:
+            sock.send(body[sent:sent + 1])
+            sent += 1
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return (response.status, response.headers, response.read()), sent
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -185,10 +185,10 @@ def test_a_body_trickled_byte_by_byte_gets_408_before_it_ends(stack, untouched, 
                b"Content-Length: %d\r\n\r\n" % len(payload)
         body = payload
     started = time.monotonic()
-    response, sent = trickle(stack, head, body)
+    answer, sent = trickle(stack, head, body)
     print(f"\n408 after {time.monotonic() - started:.1f} s, {sent} of {len(body)} bytes sent")
     assert sent < len(body), "the router waited for the whole trickled body"
-    assert_router_error(response.status, response.headers, response.read(), 408, "body_read_timeout")
+    assert_router_error(*answer, 408, "body_read_timeout")
 
 
 def test_a_lying_content_length_gets_408_not_a_hang(stack, untouched):

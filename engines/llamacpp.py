@@ -23,7 +23,7 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # strict: no "8192" or true for an int
     ctx_size: int = Field(8192, ge=16, le=1 << 20)
     n_gpu_layers: int = Field(999, ge=0, le=100_000)  # used only on a CUDA build/box
-    parallel: int = Field(4, ge=1, le=512)
+    parallel: int = Field(4, ge=1, le=256)  # llama.cpp refuses more sequences (n_seq_max <= 256) and exits
     # false reads the whole GGUF into memory instead of mapping it (llama.cpp's --no-mmap, spelled
     # `--load-mode none` by the pinned llama-server). On a GB10 (unified memory) large GGUFs load about 10x faster
     # that way (docs/deployment.md, "GB10 facts").

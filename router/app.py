@@ -16,6 +16,7 @@ from router.auth import Keys, auth_middleware
 from router.config import Config, config_path, run_dir
 from router.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
 from router.handlers import admin, logs, openai_api, openapi, ui
+from router import http_errors
 from router.handlers import metrics as metrics_routes
 from router.lifecycle import EngineManager
 from router.models import resolve_spec
@@ -93,6 +94,7 @@ async def reload_on_sighup(app: web.Application) -> None:
 
 def create_app(config: Config, run_path: Path | None = None, config_file: Path | None = None) -> web.Application:
     run_path = run_path or run_dir()
+    http_errors.install()  # the HTTP parser's own 400s in the OpenAI error shape too
     keys = Keys.from_env()
     app = web.Application(middlewares=[openai_errors, auth_middleware(keys)],
                           client_max_size=config.router.max_body_bytes)

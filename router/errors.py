@@ -56,6 +56,11 @@ class MethodNotAllowed(ApiError):
     type = "invalid_request_error"
 
 
+class RequestTimeout(ApiError):
+    status = 408
+    type = "invalid_request_error"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     type = "invalid_request_error"

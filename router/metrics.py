@@ -63,6 +63,25 @@ class EngineProcessCollector:
         return [rss, cpu, threads]
 
 
+class RouterProcessCollector:
+    """The router's own resident memory, open file descriptors and asyncio tasks, read at each scrape: what a
+    leak would grow (scripts/soak.py watches them)."""
+
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+
+    def collect(self) -> Iterable:
+        with self.process.oneshot():
+            rss, fds = self.process.memory_info().rss, self.process.num_fds()
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped outside the event loop (a test's direct call)
+            tasks = 0
+        yield GaugeMetricFamily("unified_router_memory_rss_bytes", "Resident memory of the router process", rss)
+        yield GaugeMetricFamily("unified_router_open_fds", "Open file descriptors of the router process", fds)
+        yield GaugeMetricFamily("unified_router_asyncio_tasks", "asyncio tasks alive in the router", tasks)
+
+
 def sample_tree(pid: int) -> ProcessSample:
     sample = ProcessSample()
     try:
@@ -126,6 +145,7 @@ class RouterMetrics:
         self._waited_for: set[tuple[str, str]] = set()  # (engine, model) label pairs of waiting_by_model
         self.processes = EngineProcessCollector()
         r.register(self.processes)
+        r.register(RouterProcessCollector())
 
     def watch(self, name: str, state: Callable[[], State], in_flight: Callable[[], int],
               waiting: Callable[[], int]) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
 
-from router.errors import InvalidRequest, UnsupportedMediaType
+from router.errors import InvalidRequest, RequestTimeout, UnsupportedMediaType
+from router.state import CONFIG
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -16,7 +18,12 @@ async def json_object(request: web.Request) -> dict[str, Any]:
             "Content-Type"):
         raise UnsupportedMediaType(f"Content-Type must be application/json, not {request.content_type}",
                                    code="unsupported_media_type")
-    raw = await request.read()  # raises 413 past the app's client_max_size
+    limit = request.app[CONFIG].current.router.body_read_timeout_seconds
+    try:  # bounded: a client trickling its body byte by byte must not hold a handler forever
+        raw = await asyncio.wait_for(request.read(), limit)  # raises 413 past the app's client_max_size
+    except asyncio.TimeoutError as exc:
+        raise RequestTimeout(f"the request body was not received within {limit:g} seconds",
+                             code="body_read_timeout") from exc
     if not raw.strip():
         raise InvalidRequest("request body is empty; send a JSON object", code="empty_body")
     try:
@@ -41,3 +48,15 @@ def optional(body: dict[str, Any], key: str, kind: type | tuple[type, ...], defa
         raise InvalidRequest(f"{key!r} must be a {names}, not {type(value).__name__}", param=key,
                              code="invalid_type")
     return value
+
+
+# OpenAI's bounds. Engines differ outside them (llama-server reads max_tokens -1 as "until the context is full"
+# and wraps values past 2**31), so the router refuses them itself, the same way for both engines.
+COUNT_BOUNDS = {"max_tokens": (1, 2**31 - 1), "max_completion_tokens": (1, 2**31 - 1), "n": (1, 128)}
+
+
+def check_counts(body: dict[str, Any]) -> None:
+    for key, (low, high) in COUNT_BOUNDS.items():
+        value = optional(body, key, int)
+        if value is not None and not low <= value <= high:
+            raise InvalidRequest(f"{key!r} must be from {low} to {high}, not {value}", param=key, code="out_of_range")

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -174,8 +175,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def make_stack(home: Path) -> Stack:
-    """Lay out `home` like a checkout and write a models.yaml on free ports (the shipped one otherwise)."""
+def make_stack(home: Path, edit: Callable[[dict], None] | None = None) -> Stack:
+    """Lay out `home` like a checkout and write a models.yaml on free ports (the shipped one otherwise, changed
+    by `edit` when given)."""
     for name in ("supervisord.conf", ".venv", "models"):
         (home / name).symlink_to(PROJECT / name)
     config = yaml.safe_load((PROJECT / "config" / "models.yaml").read_text())
@@ -183,9 +185,12 @@ def make_stack(home: Path) -> Stack:
     # request_wait covers two vLLM loads on a busy 2-core box (a request for the outgoing model during a swap)
     # crash_restarts: the suite kills engines on purpose many times; tests/e2e/test_faults.py sets its own
     config["router"].update(host="127.0.0.1", port=router_port, load_timeout_seconds=240, request_wait_seconds=600,
-                            model_roots=["models", "scratch"], crash_restarts=100)
+                            model_roots=["models", "scratch"], crash_restarts=100,
+                            body_read_timeout_seconds=5)  # the trickled-body tests wait 5 s, not 60
     for engine, port in ports.items():
         config["engines"][engine]["port"] = port
+    if edit:
+        edit(config)
     (home / "scratch").mkdir()  # a second model root for files the tests make (corrupt models, symlinks)
     (home / "config").mkdir()
     (home / "config" / "models.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -11,7 +11,7 @@ from router.errors import ApiError
 from router.metrics import RequestRecord
 from router.models import infer_engine, route_request
 from router.proxy import WaitNotes, forward
-from router.requests import json_object, optional
+from router.requests import check_counts, json_object, optional
 from router.state import CONFIG, ENGINES, HTTP, METRICS
 
 SAMPLING_DEFAULTS = {"max_tokens": 128, "temperature": 0.7, "top_p": 0.95}
@@ -25,6 +25,7 @@ async def relay(request: web.Request, endpoint: str) -> web.StreamResponse:
     try:
         body = await json_object(request)
         optional(body, "stream", bool)
+        check_counts(body)
         config = request.app[CONFIG].current
         requested = optional(body, "model", str)
         manager = infer_engine(request.app[ENGINES], config, optional(body, "engine", str), requested)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from engines.registry import ADAPTERS, ENGINE_NAMES
 from router.engine_state import LEGACY_STATUS, State
+from router.state import ENGINES
 
 routes = web.RouteTableDef()
 
@@ -13,8 +14,34 @@ ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["message", "type", "param", "code"],
     "properties": {"message": {"type": "string"}, "type": {"type": "string"},
                    "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
+# An engine's own error, passed through unchanged (vLLM and llama-server send a numeric `code`; llama-server no
+# `param`); the router's own errors carry the X-Unified-LLM-Error header and always match ERROR.
+ENGINE_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["message"],
+    "properties": {"message": {"type": "string"}, "type": {"type": ["string", "null"]},
+                   "param": {"type": ["string", "null"]}, "code": {"type": ["string", "integer", "null"]}}}}}
+# One server-sent event (the OpenAPI 3.1 reading: `schema` describes each event): `data` holds a JSON chunk,
+# `[DONE]`, or an error body after which the stream ends
+SSE_EVENT = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
 ENGINE = {"type": "string", "enum": list(ENGINE_NAMES)}
+COUNT = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 NULLABLE_STRING = {"type": ["string", "null"]}
+# POST /v1/models/load's answer
+LOADED = {"type": "object",
+          "required": ["status", "engine", "model", "model_path", "options", "load_seconds", "pid"],
+          "properties": {"status": {"const": "success"}, "engine": ENGINE, "model": {"type": "string"},
+                         "model_path": {"type": "string"}, "options": {"type": "object"},
+                         "load_seconds": {"type": "number"}, "pid": {"type": ["integer", "null"]},
+                         "memory_estimate": {"type": ["object", "null"]}}}
+# For stateful fuzzing: what a load returns names the engine and model that later requests can use
+LOADED_LINKS = {
+    "Unload": {"operationId": "unload", "requestBody": {"engine": "$response.body#/engine"}},
+    "Complete": {"operationId": "complete", "requestBody": {"engine": "$response.body#/engine",
+                                                            "model": "$response.body#/model", "prompt": "Hi",
+                                                            "max_tokens": 4}},
+    "Chat": {"operationId": "chat", "requestBody": {"engine": "$response.body#/engine",
+                                                    "model": "$response.body#/model",
+                                                    "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}}}
 # GET /v1/status: the engines are the only top-level keys (the original API's shape)
 ENGINE_STATUS = {"type": "object", "required": ["status", "model", "process_alive", "state", "pid", "port"],
                  "properties": {"status": {"enum": sorted(set(LEGACY_STATUS.values()))},
@@ -33,14 +60,21 @@ def _json_body(schema: dict) -> dict:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-def _answers(description: str, *errors: int, stream: bool = False, schema: dict | None = None) -> dict:
+def _answers(description: str, *errors: int, stream: bool = False, schema: dict | None = None,
+             error_schema: dict = ERROR) -> dict:
     ok = {"application/json": {"schema": schema or {"type": "object"}}}
     if stream:
-        ok["text/event-stream"] = {"schema": {"type": "string"}}
+        ok["text/event-stream"] = {"schema": SSE_EVENT}
     out = {"200": {"description": description, "content": ok}}
     for status in errors:
-        out[str(status)] = {"description": "error", "content": {"application/json": {"schema": ERROR}}}
+        out[str(status)] = {"description": "error", "content": {"application/json": {"schema": error_schema}}}
     return out
+
+
+def _protected(answers: dict) -> dict:
+    """Endpoints behind ULLM_API_KEY / ULLM_ADMIN_KEY: 401 without a valid key (when keys are set)."""
+    return {**answers, "401": {"description": "missing or wrong API key",
+                               "content": {"application/json": {"schema": ERROR}}}}
 
 
 def _option_schema() -> dict:
@@ -50,19 +84,29 @@ def _option_schema() -> dict:
     return props
 
 
-def _inference(summary: str, prompt_field: dict) -> dict:
+def _inference(summary: str, operation_id: str, prompt_field: dict) -> dict:
     schema = {"type": "object", "properties": {
         "engine": ENGINE, "model": {"type": "string"}, "stream": {"type": "boolean"},
-        "max_tokens": {"type": "integer"}, "temperature": {"type": "number"}, "top_p": {"type": "number"},
+        "max_tokens": COUNT, "max_completion_tokens": COUNT, "n": {"type": "integer", "minimum": 1, "maximum": 128},
+        "temperature": {"type": "number"}, "top_p": {"type": "number"},
         **prompt_field}}
-    return {"post": {"summary": summary, "requestBody": _json_body(schema),
-                     "responses": _answers("the engine's answer", 400, 413, 415, 502, 503, 504, stream=True)}}
+    # 4xx and 500 may be the engine's own answer, passed through; 502-504 are always the router's
+    return {"post": {"summary": summary, "operationId": operation_id, "requestBody": _json_body(schema),
+                     "responses": _protected(_answers(
+                         "the engine's answer (a JSON object, or server-sent events when `stream` is true)",
+                         400, 404, 408, 409, 413, 415, 422, 500, 502, 503, 504, 507, stream=True,
+                         error_schema=ENGINE_ERROR))}}
 
 
-def build_spec() -> dict:
+def build_spec(load_examples: list[dict] | None = None) -> dict:
+    """`load_examples`: load bodies that work on this router now (clients and fuzzers start from them)."""
     load_schema = {"type": "object", "required": ["model_path"], "additionalProperties": False,
                    "properties": {"model_path": {"type": "string"}, "model": {"type": "string"},
                                   "engine": ENGINE, "force": {"type": "boolean"}, **_option_schema()}}
+    if load_examples:
+        load_schema["examples"] = load_examples
+    loaded = _protected(_answers("loaded", 400, 404, 408, 409, 413, 415, 500, 507, schema=LOADED))
+    loaded["200"]["links"] = LOADED_LINKS
     return {
         "openapi": "3.1.0",
         "info": {"title": "unified-llm router", "version": "0.1.0"},
@@ -70,19 +114,20 @@ def build_spec() -> dict:
             "/health": {"get": {"summary": "router liveness and engine readiness",
                                 "responses": _answers("router is up")}},
             "/v1/status": {"get": {"summary": "per-engine status", "responses": _answers("status", schema=STATUS)}},
-            "/v1/models": {"get": {"summary": "catalog and loaded models", "responses": _answers("model list")}},
+            "/v1/models": {"get": {"summary": "catalog and loaded models",
+                                   "responses": _protected(_answers("model list"))}},
             "/v1/models/load": {"post": {"summary": "load a model into an engine",
                                          "requestBody": _json_body(load_schema),
-                                         "responses": _answers("loaded", 400, 404, 409, 413, 415, 500, 507)}},
+                                         "operationId": "load", "responses": loaded}},
             "/v1/models/unload": {"post": {
-                "summary": "stop an engine's model",
+                "summary": "stop an engine's model", "operationId": "unload",
                 "requestBody": _json_body({"type": "object", "required": ["engine"],
                                            "properties": {"engine": ENGINE}}),
-                "responses": _answers("unloaded", 400, 413, 415)}},
-            "/v1/completions": _inference("OpenAI text completion", {"prompt": {"type": "string"}}),
-            "/v1/chat/completions": _inference("OpenAI chat completion", {"messages": {"type": "array"}}),
+                "responses": _protected(_answers("unloaded", 400, 408, 413, 415, 500, 507))}},
+            "/v1/completions": _inference("OpenAI text completion", "complete", {"prompt": {"type": "string"}}),
+            "/v1/chat/completions": _inference("OpenAI chat completion", "chat", {"messages": {"type": "array"}}),
             "/v1/config/reload": {"post": {"summary": "re-read models.yaml; restart only engines that changed",
-                                           "responses": _answers("what changed", 400)}},
+                                           "responses": _protected(_answers("what changed", 400))}},
             "/metrics": {"get": {"summary": "the router's Prometheus metrics",
                                  "responses": {"200": {"description": "Prometheus text format"}}}},
             "/metrics/engines/{engine}": {"get": {
@@ -100,8 +145,8 @@ def build_spec() -> dict:
                     {"name": "follow", "in": "query", "schema": {"enum": ["1", "true", "0", "false"]},
                      "description": "stream new lines as server-sent events `data: {\"line\": ...}` until the "
                                     "client leaves"}],
-                "responses": _answers('{"engine": ..., "lines": [...]} (text/plain with Accept: text/plain)',
-                                      400, 404, 429, 503, stream=True)}},
+                "responses": _protected(_answers('{"engine": ..., "lines": [...]} (text/plain with Accept: '
+                                                 'text/plain)', 400, 404, 429, 503, stream=True))}},
             "/openapi.json": {"get": {"summary": "this document", "responses": _answers("OpenAPI document")}},
             "/": {"get": {"summary": "the chat web UI (open without a key; it asks for one when the API needs it)",
                           "responses": {"200": {"description": "the page",
@@ -118,4 +163,6 @@ def build_spec() -> dict:
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(build_spec())
+    loaded = [{"engine": name, "model_path": m.details.spec.catalog_name or m.details.spec.path}
+              for name, m in request.app[ENGINES].items() if m.state is State.LOADED and m.details.spec]
+    return web.json_response(build_spec(loaded))

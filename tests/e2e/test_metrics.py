@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.stack import wait_for
@@ -70,6 +72,15 @@ def test_engine_state_load_time_and_process_gauges(stack):
     # sampled every few seconds: the engine may have restarted since the last sample
     wait_for(lambda: value(scrape(stack), "unified_engine_threads", engine="llamacpp") >= 1, 15,
              "a process sample of llama-server")
+
+
+def test_router_process_gauges_are_the_routers_own(stack):
+    router_pid = int(stack.ctl("pid", "router").strip())
+    samples = scrape(stack)
+    rss = value(samples, "unified_router_memory_rss_bytes")
+    assert 10 * 2**20 < rss < 2**30, rss  # a Python process, not a placeholder nor an engine
+    assert value(samples, "unified_router_open_fds") == pytest.approx(len(os.listdir(f"/proc/{router_pid}/fd")), abs=8)
+    assert value(samples, "unified_router_asyncio_tasks") >= 2  # this scrape's handler and the monitor at least
 
 
 def test_engine_metrics_are_reexported_with_engine_and_model_labels(stack):

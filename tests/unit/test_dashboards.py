@@ -140,7 +140,8 @@ def test_docs_list_every_router_metric():
         "unified_prompt_tokens_total", "unified_generated_tokens_total", "unified_generation_tokens_per_second",
         "unified_requests_in_flight", "unified_requests_queued", "unified_engine_state",
         "unified_model_load_duration_seconds", "unified_engine_restarts_total", "unified_engine_memory_rss_bytes",
-        "unified_engine_cpu_seconds_total", "unified_engine_threads"]
+        "unified_engine_cpu_seconds_total", "unified_engine_threads", "unified_router_memory_rss_bytes",
+        "unified_router_open_fds", "unified_router_asyncio_tasks"]
     assert not [m for m in router_metrics if f"| `{m}` |" not in docs]
 
 

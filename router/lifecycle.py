@@ -470,11 +470,15 @@ class EngineManager(Admission):
                                          f"exit status {info.exit_status})")
         elif info.state == "STOPPED":
             self._observe(State.IDLE, "stopped outside the router (supervisorctl stop)")
+        elif info.state == "STOPPING" and self.state is State.LOADED:
+            # `supervisorctl restart` or `stop` under way: new requests wait to see which (a restart lets them
+            # through once the engine answers again; a stop refuses them) instead of failing against a dying engine
+            self._observe(State.LOADING, "supervisord is stopping the engine (supervisorctl restart or stop)")
         elif info.state == "FATAL" and self.state is not State.ERROR:  # it kept dying and supervisord gave up
             self.details.last_error = await self.proc.failure_message(info)
             if not self._owned():
                 self._observe(State.ERROR, "supervisord gave up on the engine")
-        # STOPPING (supervisorctl stop under way) and UNKNOWN are passing: the next poll sees where they lead
+        # UNKNOWN is passing: the next poll sees where it leads
 
     def _count_restart(self) -> None:
         """One more restart; past router.crash_restarts within the window, stop the crash loop."""

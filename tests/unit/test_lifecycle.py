@@ -343,14 +343,35 @@ def test_state_file_errors_name_the_file(tmp_path):
         read_plan(tmp_path, "llamacpp")
 
 
-def test_a_stop_under_way_outside_the_router_is_not_an_error(tmp_path):
+def test_a_stop_under_way_outside_the_router_holds_new_requests_and_is_not_an_error(tmp_path):
     async def scenario():
         manager, sup, events = make_manager(tmp_path)
         await manager.load(A)
         sup.state = "STOPPING"  # supervisorctl stop, caught half way
         await manager.refresh()
-        assert manager.state is State.LOADED and manager.details.last_error is None
+        assert manager.state is State.LOADING and manager.details.last_error is None
+        held = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
+        await until(lambda: manager.waiting == 1, what="a request to wait instead of failing")
         sup.state, sup.pid = "STOPPED", 0
         await manager.refresh()
         assert manager.state is State.IDLE and manager.details.last_error is None
+        with pytest.raises(EngineUnavailable, match="no model loaded"):  # a stop: the held request is refused
+            await held
+    asyncio.run(scenario())
+
+
+def test_a_restart_outside_the_router_holds_new_requests_until_the_engine_answers(tmp_path):
+    async def scenario():
+        manager, sup, events = make_manager(tmp_path)
+        await manager.load(A)
+        sup.state = "STOPPING"  # supervisorctl restart: first the stop
+        await manager.refresh()
+        held = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
+        await until(lambda: manager.waiting == 1, what="a request to wait")
+        sup.crash_and_restart()  # then the start, under a new PID
+        await manager.refresh()
+        sup.ready_pids.add(sup.pid)
+        await manager.refresh()
+        assert manager.state is State.LOADED and await held == A
+        manager.in_flight -= 1
     asyncio.run(scenario())

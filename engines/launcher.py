@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from engines.model_files import MISSING_BINARY, check_model
 from engines.process_group import TOKEN_ENV, kill_leftovers, record_group
-from engines.registry import ADAPTERS, ENGINE_NAMES
-from engines.spec import StateFileError, read_plan, run_dir
+from engines.spec import ENGINE_NAMES, StateFileError, read_plan, run_dir
 
 
 def fail(engine: str, message: str, code: int) -> None:
@@ -36,12 +36,11 @@ def main(argv: list[str]) -> None:
         fail(engine, "no model requested; load one with POST /v1/models/load", 2)
     if not plan.argv:
         fail(engine, "the launch plan predates this version; the router rewrites it at its next start", 78)
-    adapter = ADAPTERS[engine]
-    problem = adapter.check_model(Path(plan.spec.path))
+    problem = check_model(engine, Path(plan.spec.path))
     if problem:
         fail(engine, problem, 3)
     if not os.access(plan.argv[0], os.X_OK):
-        fail(engine, adapter.MISSING_BINARY.format(path=plan.argv[0]), 127)
+        fail(engine, MISSING_BINARY[engine].format(path=plan.argv[0]), 127)
 
     leftovers = kill_leftovers(run, engine)
     if leftovers:

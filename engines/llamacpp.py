@@ -15,8 +15,6 @@ METRICS_PATH = "/metrics"  # needs --metrics; exposes llamacpp:* series
 # that reuses it fails its next request ("Can not write request body"). Streams go on their own connection.
 REUSABLE_AFTER_STREAM = False
 NO_MMAP = ["--load-mode", "none"]  # this llama.cpp's --no-mmap (its default, `auto`, maps the file)
-MISSING_BINARY = ("llama-server binary not found at {path}; run scripts/setup.sh or set LLAMA_SERVER_BIN to an "
-                  "existing llama-server")
 
 
 class Options(BaseModel):
@@ -50,10 +48,3 @@ def build_command(spec: ModelSpec, port: int, extra_args: list[str], binary: Pat
 
 def default_env() -> dict[str, str]:
     return {}
-
-
-def check_model(path: Path) -> str | None:
-    """A reason the path cannot be a GGUF model, or None. (A corrupt body is llama-server's to report.)"""
-    if not path.is_file():
-        return f"{path} is not a file (llama.cpp needs a .gguf file)"
-    return None

@@ -16,7 +16,6 @@ READY_PATHS = ("/health", "/v1/models")  # both answer 200 only once the model i
 METRICS_PATH = "/metrics"
 REUSABLE_AFTER_STREAM = True  # uvicorn keeps the connection open after a stream
 MISTRAL_FLAGS = ["--tokenizer-mode", "mistral", "--config-format", "mistral", "--load-format", "mistral"]
-MISSING_BINARY = "the Python that runs vLLM is not at {path}; run scripts/setup.sh"
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache on the CPU build; config `env` overrides it
 
 
@@ -69,12 +68,3 @@ def build_command(spec: ModelSpec, port: int, extra_args: list[str]) -> list[str
 
 def default_env() -> dict[str, str]:
     return {} if has_cuda_gpu() else dict(CPU_ENV)
-
-
-def check_model(path: Path) -> str | None:
-    """A reason the path cannot be a vLLM model, or None."""
-    if not path.is_dir():
-        return f"{path} is not a model folder (vLLM needs a Hugging Face-format directory)"
-    if not ((path / "config.json").is_file() or (path / "params.json").is_file()):
-        return f"{path} has no config.json or params.json"
-    return None

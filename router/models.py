@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import ValidationError
 
+from engines.model_files import check_model
 from engines.registry import ADAPTERS, ENGINE_NAMES
 from engines.spec import ModelSpec
 from router.config import Config, model_roots
@@ -84,7 +85,7 @@ def resolve_spec(config: Config, name: str, engine: str | None, options: dict[st
         field = ".".join(str(p) for p in err["loc"])
         raise InvalidRequest(f"invalid {engine} option {field}: {err['msg']}", param=field,
                              code="invalid_option") from exc
-    problem = adapter.check_model(path)
+    problem = check_model(engine, path)
     if problem:
         raise InvalidRequest(problem, param="model_path", code="wrong_model_format")
     return ModelSpec(engine=engine, path=str(path), served_name=served_name, options=typed.model_dump(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -124,10 +125,7 @@ class Admission:
         return f"waiting for {self.name} {what}{queue}: {waited:.0f} s"
 
     def _count_waiters(self) -> None:
-        by_model: dict[str, int] = {}
-        for waiter in self._waiters:
-            by_model[waiter.wanted or "any"] = by_model.get(waiter.wanted or "any", 0) + 1
-        self.events.waiting_changed(self.name, by_model)
+        self.events.waiting_changed(self.name, dict(Counter(waiter.wanted or "any" for waiter in self._waiters)))
 
     def _drop(self, waiter: Waiter, cancelled: bool = False) -> None:
         """A waiter leaves (let through, refused, timed out or cancelled); one let through whose request was

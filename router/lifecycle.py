@@ -28,7 +28,8 @@ from router.engine_state import State, StateMachine
 from router.errors import LOG_LINES_MARK, ApiError, LoadFailed, StateNotRecorded
 from router.admission import Admission
 from router.engine_process import EngineProcess, Probe
-from router.memory_guard import InsufficientMemory, available_bytes, check_fits, tree_rss
+from router.memory_guard import InsufficientMemory, available_bytes, check_fits
+from router.metrics import sample_tree
 from router.supervisor import STARTING_STATES, ProcessInfo, Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
@@ -260,7 +261,7 @@ class EngineManager(Admission):
         spec = pending.spec
         if pending.on_demand:
             await self._residency(spec)
-        plan, previous = self.plan_for(spec), self.details.plan
+        plan, previous, previous_estimate = self.plan_for(spec), self.details.plan, self.details.memory_estimate
         estimate = await self._check_memory(plan, pending.force)
         try:  # the intent first, durably: a router restart from here on resumes this load
             write_plan(self.run_dir, plan)
@@ -285,7 +286,7 @@ class EngineManager(Admission):
         except asyncio.CancelledError:
             d.load_phase = None
             if pending.abandoned:
-                await self._abandon(spec, previous, old_stopping)
+                await self._abandon(spec, previous, previous_estimate, old_stopping)
             else:
                 log.warning("%s: load of %s interrupted (the router is stopping); it stays the wanted model and "
                             "resumes when the router starts", self.name, spec.served_name)
@@ -333,13 +334,14 @@ class EngineManager(Admission):
         finally:
             self.holding_until = None
 
-    async def _abandon(self, spec: ModelSpec, previous: LaunchPlan | None, old_stopping: bool) -> None:
+    async def _abandon(self, spec: ModelSpec, previous: LaunchPlan | None,
+                       previous_estimate: memory.MemoryEstimate | None, old_stopping: bool) -> None:
         """A load every client has left: back to the model that was served if it still runs, else idle (the
         next request for that model brings it back)."""
         d, reason = self.details, f"the load of {spec.served_name} was abandoned: every request for it left"
         if previous is not None and not old_stopping:
             write_plan(self.run_dir, previous)
-            d.spec, d.plan, d.loading_since = previous.spec, previous, None
+            d.spec, d.plan, d.loading_since, d.memory_estimate = previous.spec, previous, None, previous_estimate
             self.machine.move(State.LOADED, f"{reason}; {previous.spec.served_name} kept serving")
             return
         d.process = await self.proc.stop_tree()
@@ -360,10 +362,11 @@ class EngineManager(Admission):
             log.warning("%s: no memory estimate for %s: %s", self.name, plan.spec.served_name, exc)
             return None
         running = self.details.process.pid if self.details.process and self.state is not State.IDLE else None
+        freed = int((await asyncio.to_thread(sample_tree, running)).rss_bytes) if running else 0
         try:
             if not force:
                 check_fits(self.name, plan.spec.served_name, estimate, self.router_settings.memory_reserve_gib,
-                           available_bytes(), await asyncio.to_thread(tree_rss, running), self.others_memory())
+                           available_bytes(), freed, self.others_memory())
         except InsufficientMemory as exc:
             log.warning("%s: %s", self.name, exc.message)
             if self.state is State.IDLE:

@@ -6,8 +6,6 @@ On a discrete GPU the estimate is reported but not checked: its memory is not th
 
 from __future__ import annotations
 
-import contextlib
-
 import psutil
 
 from engines.memory import GiB, MemoryEstimate, human_bytes as gib
@@ -21,19 +19,6 @@ class InsufficientMemory(ApiError):
 
 def available_bytes() -> int:
     return psutil.virtual_memory().available
-
-
-def tree_rss(pid: int | None) -> int:
-    """Resident memory of a process and its descendants (0 when it is gone)."""
-    if not pid:
-        return 0
-    total = 0
-    with contextlib.suppress(psutil.Error):
-        root = psutil.Process(pid)
-        for proc in (root, *root.children(recursive=True)):
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
-    return total
 
 
 def check_fits(engine: str, model: str, estimate: MemoryEstimate, reserve_gib: float | None, available: int,

@@ -24,6 +24,8 @@ def make_soak() -> "soak.Soak":
 @pytest.mark.parametrize("outcome, explained", [
     (soak.Outcome("llamacpp", "http_503:upstream_error", 12, 12.1), True),  # during the restart
     (soak.Outcome("llamacpp", "stream_error:upstream_error", 5, 11), True),  # a stream cut by it
+    (soak.Outcome("llamacpp", "http_503:unavailable_error", 12, 12.1), True),  # the new process still loading
+    (soak.Outcome("llamacpp", "http_503:unavailable_error", 21, 21.5), False),  # but not once it is back
     (soak.Outcome("vllm", "http_503:upstream_error", 12, 12.1), False),  # the other engine was not disturbed
     (soak.Outcome("llamacpp", "http_503:upstream_error", 21, 21.5), False),  # after the engine was back
     (soak.Outcome("llamacpp", "stream_truncated", 12, 13), False),  # a stream must end with [DONE] or an error

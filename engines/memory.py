@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from engines import gguf_header
 from engines.device import has_cuda_gpu
 from engines.spec import LaunchPlan
 
@@ -114,25 +115,21 @@ def gguf_parts(path: Path) -> list[Path]:
 
 def gguf_kv_shape(path: Path) -> tuple[int, int, int]:
     """(layers, KV heads, key length + value length) from a GGUF's metadata."""
-    import gguf  # imported here: reading a GGUF is the only use, and the package pulls in numpy
+    metadata = gguf_header.read(path, want=lambda key: not key.startswith("tokenizer.")).metadata
+    arch = metadata.get("general.architecture")
 
-    reader = gguf.GGUFReader(path)
-
-    def field(key: str, default=None):
-        entry = reader.fields.get(key)
-        return entry.contents() if entry is not None else default
-    arch = field("general.architecture")
-    layers, heads = field(f"{arch}.block_count"), field(f"{arch}.attention.head_count")
+    def field(name: str, default=None):
+        return metadata.get(f"{arch}.{name}", default)
+    layers, heads = field("block_count"), field("attention.head_count")
     if not isinstance(layers, int) or heads is None:
         raise ValueError(f"{path.name}: no {arch}.block_count or attention.head_count in its metadata")
-    kv_heads = field(f"{arch}.attention.head_count_kv", heads)
+    kv_heads = field("attention.head_count_kv", heads)
     if isinstance(kv_heads, list):  # per-layer counts (some architectures): the largest bounds the cache
         kv_heads = max(kv_heads)
     if isinstance(heads, list):
         heads = max(heads)
-    head_dim = field(f"{arch}.embedding_length") // heads
-    return layers, kv_heads, field(f"{arch}.attention.key_length", head_dim) + field(
-        f"{arch}.attention.value_length", head_dim)
+    head_dim = field("embedding_length") // heads
+    return layers, kv_heads, field("attention.key_length", head_dim) + field("attention.value_length", head_dim)
 
 
 def _llamacpp(plan: LaunchPlan) -> MemoryEstimate:

@@ -8,9 +8,7 @@ import math
 import struct
 from pathlib import Path
 
-GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-GGUF_STRING, GGUF_ARRAY = 8, 9
-
+from engines import gguf_header
 
 def count(path: str | Path | None) -> tuple[int | None, str | None]:
     """(parameters, how they were found: safetensors, gguf, config.json estimate), or (None, None)."""
@@ -40,43 +38,7 @@ def safetensors_parameters(path: Path) -> int:
 
 
 def gguf_parameters(path: Path) -> int:
-    with path.open("rb") as f:
-        if f.read(4) != b"GGUF":
-            raise ValueError(f"{path} is not a GGUF file")
-        version, n_tensors, n_kv = struct.unpack("<IQQ", f.read(20))
-        if version < 2:
-            raise ValueError(f"GGUF version {version} is too old to read")
-        for _ in range(n_kv):
-            _string(f)
-            _skip_value(f, struct.unpack("<I", f.read(4))[0])
-        total = 0
-        for _ in range(n_tensors):
-            _string(f)
-            (dims,) = struct.unpack("<I", f.read(4))
-            total += math.prod(struct.unpack(f"<{dims}Q", f.read(8 * dims)))
-            f.read(12)  # type (u32), offset (u64)
-        return total
-
-
-def _string(f) -> bytes:
-    (n,) = struct.unpack("<Q", f.read(8))
-    return f.read(n)
-
-
-def _skip_value(f, kind: int) -> None:
-    if kind == GGUF_STRING:
-        _string(f)
-    elif kind == GGUF_ARRAY:
-        item, n = struct.unpack("<IQ", f.read(12))
-        if item in GGUF_SCALARS:
-            f.read(struct.calcsize("<" + GGUF_SCALARS[item]) * n)
-        else:
-            for _ in range(n):
-                _skip_value(f, item)
-    elif kind in GGUF_SCALARS:
-        f.read(struct.calcsize("<" + GGUF_SCALARS[kind]))
-    else:
-        raise ValueError(f"unknown GGUF value type {kind}")
+    return gguf_header.read(path, want=lambda key: False, tensors=True).parameters
 
 
 def config_estimate(config: dict) -> int | None:

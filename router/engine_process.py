@@ -22,7 +22,9 @@ from router.supervisor import STOPPED_STATES, ProcessInfo, Supervisor, Superviso
 log = logging.getLogger(__name__)
 
 LOG_LINES_IN_ERRORS = 15
-READY_POLL_S = 0.1
+# Readiness is polled every tenth of the time the start has taken so far, from 10 ms up to 100 ms: a small GGUF
+# answers within ~50 ms of its spawn, and a fixed 100 ms poll added up to that much to every switch.
+READY_POLL_S = (0.01, 0.1)
 Probe = Callable[[str], Awaitable[bool]]  # base URL -> does the engine answer its readiness URLs
 
 
@@ -42,7 +44,8 @@ class EngineProcess:
     async def wait_ready(self, base_url: str, timeout: float, seen: Callable[[ProcessInfo], None]) -> int:
         """Wait until the started process answers at `base_url`; its PID. `seen` gets each observation.
         LoadFailed, quoting the engine's last log lines, when it exits instead or takes longer than `timeout`."""
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while time.monotonic() < deadline:
             info = await self.info()
             seen(info)
@@ -52,7 +55,8 @@ class EngineProcess:
             # small GGUF is most of the switch (docs/performance.md); an engine that answers is up.
             if info.state in ("STARTING", "RUNNING") and await self.is_ready(base_url):
                 return info.pid
-            await asyncio.sleep(READY_POLL_S)
+            fastest, slowest = READY_POLL_S
+            await asyncio.sleep(min(slowest, max(fastest, (time.monotonic() - started) / 10)))
         raise LoadFailed(f"engine {self.name} did not become ready within {timeout:.0f} s"
                          f"{LOG_LINES_MARK}{await self.log_tail()}")
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -54,6 +54,15 @@ class EngineDetails:
     unloaded_at: float | None = None
     memory_estimate: memory.MemoryEstimate | None = None  # of the model served or being loaded
     load_phase: str | None = None  # where a running load is: draining, stopping, starting, waiting for readiness
+    load_phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the last (or running) load
+    _phase_started: float = 0.0
+
+    def enter_phase(self, phase: str | None) -> None:
+        """The running load moves on to `phase` (None: it ended); the phase it leaves gets its seconds."""
+        now = time.monotonic()
+        if self.load_phase:
+            self.load_phases[self.load_phase] = round(now - self._phase_started, 4)
+        self.load_phase, self._phase_started = phase, now
 
 
 @dataclass
@@ -274,15 +283,19 @@ class EngineManager(Admission):
         self.machine.move(State.LOADING, f"{cause}: {spec.served_name}")
         old_stopping = False  # from the moment its stop is asked for, the old process may be gone
         try:
-            d.load_phase = "draining the requests in flight"
+            d.load_phases = {}
+            d.enter_phase("draining the requests in flight")
             await self._drain()
-            old_stopping, d.load_phase = True, "stopping the engine's previous process"
+            old_stopping = True
+            d.enter_phase("stopping the engine's previous process")
             d.process = await self.proc.stop_tree()
-            d.plan, d.load_phase = plan, "starting the engine"
+            d.plan = plan
+            d.enter_phase("starting the engine")
             await self.proc.start()
-            d.load_phase = "waiting until the engine answers (loading the model)"
+            d.enter_phase("waiting until the engine answers (loading the model)")
             pid = await self.proc.wait_ready(self.base_url, self.router_settings.load_timeout_seconds, self._saw)
             self._ready_pid = pid
+            d.enter_phase(None)
         except asyncio.CancelledError:
             d.load_phase = None
             if pending.abandoned:
@@ -299,13 +312,15 @@ class EngineManager(Admission):
             if isinstance(exc, LoadFailed):
                 raise
             raise LoadFailed(message) from exc
-        d.load_seconds, d.loaded_at, d.loading_since, d.load_phase = time.monotonic() - started, time.time(), None, None
+        d.load_seconds, d.loaded_at, d.loading_since = time.monotonic() - started, time.time(), None
         self.events.observe_load(self.name, spec.served_name, d.load_seconds, ok=True)
         d.last_error = d.unload_reason = d.unloaded_at = d.resume_spec = None
         self.last_used, self._known_pid = time.monotonic(), pid
         self._resident_since, self.last_request_at = time.monotonic(), float("-inf")  # no request of it yet
         self._recent_restarts.clear()  # a new launch: earlier crashes do not count against it
-        self.machine.move(State.LOADED, f"{spec.served_name} ready after {d.load_seconds:.1f} s")
+        log.info("%s: load of %s, where the time went: %s", self.name, spec.served_name,
+                 ", ".join(f"{phase} {seconds:.3f} s" for phase, seconds in d.load_phases.items()))
+        self.machine.move(State.LOADED, f"{spec.served_name} ready after {d.load_seconds:.2f} s")
         return d.load_seconds
 
     def _keeps_coming(self) -> bool:

@@ -49,6 +49,7 @@ def engine_report(manager: EngineManager, memory: ProcessSample | None, log_foll
         "memory_estimate": d.memory_estimate.as_dict() if d.memory_estimate else None,
         "memory_pool": memory_pool(),  # unified (GB10), discrete-gpu or cpu: what the estimate is checked against
         "load_seconds": d.load_seconds,
+        "load_phases": d.load_phases,  # seconds per phase of the last load (the running one: those it has done)
         "loading_since": d.loading_since,
         "load_phase": d.load_phase if manager.state is State.LOADING else None,
         "last_error": last_error,

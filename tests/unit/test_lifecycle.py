@@ -51,11 +51,24 @@ def test_each_move_is_logged_once_with_its_cause(caplog, tmp_path):
     events = asyncio.run(scenario())
     lines = [r.getMessage() for r in caplog.records if r.name == "router.engine_state"]
     assert len(lines) == 2 and lines[0] == "llamacpp: idle -> loading (load requested: a)"
-    assert re.fullmatch(r"llamacpp: loading -> loaded \(a ready after \d+\.\d s\)", lines[1]), lines
+    assert re.fullmatch(r"llamacpp: loading -> loaded \(a ready after \d+\.\d\d s\)", lines[1]), lines
     assert events.moves == [("idle", "loading"), ("loading", "loaded")]
 
 
 # ---- loads -------------------------------------------------------------------------------------------------
+
+def test_a_load_accounts_for_its_time_phase_by_phase(tmp_path, caplog):
+    async def scenario():
+        manager, _, _ = make_manager(tmp_path)
+        await manager.load(A)
+        return manager.details
+    d = asyncio.run(scenario())
+    assert list(d.load_phases) == ["draining the requests in flight", "stopping the engine's previous process",
+                                   "starting the engine", "waiting until the engine answers (loading the model)"]
+    assert all(seconds >= 0 for seconds in d.load_phases.values()) and d.load_phase is None
+    assert sum(d.load_phases.values()) <= d.load_seconds + 0.01
+    assert any("where the time went: draining the requests in flight" in r.getMessage() for r in caplog.records)
+
 
 def test_a_load_writes_the_plan_first_then_stops_and_starts(tmp_path):
     async def scenario():

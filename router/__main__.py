@@ -2,6 +2,7 @@
 
 import logging
 import os
+import resource
 import sys
 
 import uvloop
@@ -13,6 +14,19 @@ from router.exposure import bind_address
 from router.state import WARNINGS
 
 
+# Each stream holds two sockets (client and engine): 256 streams need over 512 descriptors, past the soft limit
+# of 1024 that many systems give, once the UI, metrics and logs are counted. The hard limit allows more.
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_files_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        logging.info("open files limit raised from %d to %d", soft, wanted)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("ULLM_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -22,6 +36,7 @@ def main() -> None:
         print(f"router: {exc}", file=sys.stderr)
         sys.exit(78)
     host, port = bind_address(config)
+    raise_open_files_limit()
     app = create_app(config)
     for warning in app[WARNINGS]:
         logging.warning("%s", warning)

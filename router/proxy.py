@@ -26,10 +26,16 @@ SEND_ATTEMPTS = 3
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
+# Connections per engine: 256 streams hold 256 (streams to llama-server each open their own); beyond this many,
+# requests wait in the pool for one instead of failing, and the router's descriptors stay bounded.
+ENGINE_CONNECTIONS = 1024
+
+
 def engine_session() -> aiohttp.ClientSession:
     """The one client session to the engines: pooled, closed before llama-server's 5 s idle timeout, and bodies
     left as the engine sent them (relayed byte for byte, never decoded)."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4), auto_decompress=False)
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=ENGINE_CONNECTIONS, keepalive_timeout=4)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=False)
 
 
 async def _send(http: aiohttp.ClientSession, url: str, payload: bytes, timeout: aiohttp.ClientTimeout,

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -56,12 +57,14 @@ def targets_for(engine: str, info: dict, router: str, router_pid: int | None, li
 
 async def bench(args, status: dict, engines: list[str], litellm: LiteLLMProxy | None, router_pid: int | None
                 ) -> dict:
-    results = {"throughput": [], "latency": [], "series": {}, "runs": {}, "tokens": {}, "errors": {}}
+    results = {"throughput": [], "latency": [], "series": {}, "runs": {}, "tokens": {}, "errors": {}, "incomplete": []}
+    deadline = time.monotonic() + args.time_limit if args.time_limit else None
     for engine in engines:
         info = status[engine]
         targets = targets_for(engine, info, args.router, router_pid, litellm, args.api)
         print(f"{engine} ({info['model']}): {', '.join(t.name for t in targets)}", flush=True)
-        measured = await overhead.measure(targets, args.streams, args.repeats, args.rounds, args.tokens)
+        measured = await overhead.measure(targets, args.streams, args.repeats, args.rounds, args.tokens,
+                                          deadline=deadline)
         proxies = [t.name for t in targets if t.name != "direct"]
         results["throughput"].append(overhead.throughput_rows(engine, info["model"], measured, proxies))
         results["series"][engine] = {t.name: {n: measured[n][t.name].rate for n in measured} for t in targets}
@@ -69,14 +72,15 @@ async def bench(args, status: dict, engines: list[str], litellm: LiteLLMProxy | 
         results["tokens"][engine] = {t.name: {n: measured[n][t.name].tokens for n in measured} for t in targets}
         results["errors"].update({f"{engine}/{n}/{name}": lv.errors[:3] for n, by in measured.items()
                              for name, lv in by.items() if lv.errors})
-        if args.latency_requests:
+        results["incomplete"] += [f"{engine} at {n} streams" for n in args.streams
+                                  if n not in measured or any(len(lv.rates) < args.repeats
+                                                              for lv in measured[n].values())]
+        if args.latency_requests and (deadline is None or time.monotonic() < deadline):
             lat = await overhead.latencies(targets, args.latency_requests)
             results["latency"].append(overhead.latency_rows(engine, lat))
-    results["memory"] = [["router", overhead.rss_mib(router_pid)]]
-    if litellm:
-        results["memory"].append([f"LiteLLM {LITELLM_VERSION} (1 worker)", overhead.rss_mib(litellm.pid)])
-    results["memory"] += [[f"{e} engine ({status[e]['model']})", overhead.rss_mib(status[e].get("pid"))]
-                          for e in engines]
+    processes = [("router", router_pid)] + ([(f"LiteLLM {LITELLM_VERSION} (1 worker)", litellm.pid)] if litellm else [])
+    processes += [(f"{e} engine ({status[e]['model']})", status[e].get("pid")) for e in engines]
+    results["memory"] = [[name, overhead.rss_mib(pid), overhead.peak_rss_mib(pid)] for name, pid in processes]
     return results
 
 
@@ -95,6 +99,9 @@ def report(args, results: dict, info: dict, litellm: LiteLLMProxy | None) -> str
     parts = [f"Machine: {machine.one_line(info)}.", "",
              f"{args.tokens} tokens per streamed {args.api} request (ignore_eos), {args.rounds} requests per client, "
              f"median of {args.repeats} turns per target.", ""]
+    if results["incomplete"]:
+        parts += [f"**Stopped at the time limit ({args.time_limit:g} s)**: not every turn was measured for "
+                  f"{', '.join(results['incomplete'])}.", ""]
     if litellm:
         parts += [f"LiteLLM {LITELLM_VERSION}: installed in {litellm.install_seconds:.0f} s this run (0: cached), "
                   f"ready {litellm.start_seconds:.1f} s after start.", ""]
@@ -107,8 +114,9 @@ def report(args, results: dict, info: dict, litellm: LiteLLMProxy | None) -> str
                               [[e, n, t, ", ".join(f"{r:,.0f}" for r in rates)]
                                for e, by_target in results["runs"].items() for t, by_n in by_target.items()
                                for n, rates in by_n.items()])]
-    parts += ["Resident memory (process tree) after the run:", "",
-              tables.markdown(["process", "RSS MiB"], results["memory"], digits=0)]
+    parts += ["Resident memory of each process tree: after the run, and the peak since the process started (VmHWM; "
+              "restart the router before the run to read its peak under this load alone):", "",
+              tables.markdown(["process", "RSS MiB", "peak RSS MiB"], results["memory"], digits=0)]
     return "\n".join(parts)
 
 
@@ -122,6 +130,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="requests per client per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="alternating measurements per target")
     parser.add_argument("--latency-requests", type=int, default=200)
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="start no measurement after this long; the report holds what was measured")
     parser.add_argument("--litellm", action="store_true", help="also measure LiteLLM's proxy (installed on first use)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/proxies"))
     args = parser.parse_args()

@@ -24,7 +24,7 @@ from bench import machine, switch, tables  # noqa: E402
 from bench.admin import Router  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
-HEADER = ["engine", "start", "ready s", "first token s", "phases (vLLM: from its log)"]
+HEADER = ["engine", "start", "ready s", "first token s", "phases (router: /v1/status load_phases; vLLM: its log)"]
 
 
 def other_model(router: Router, engine: str, loaded: str) -> str:

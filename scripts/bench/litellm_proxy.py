@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import socket
 import subprocess
 import sys
@@ -30,13 +31,18 @@ def venv_dir() -> Path:
     return cache_root() / f"litellm-{VERSION}"
 
 
-def ensure_installed(say=print) -> tuple[Path, float]:
-    """The `litellm` executable of the cached venv, and the seconds spent installing it now (0 when cached).
-    A marker written last tells a finished install from an interrupted one, which is started over."""
+def ensure_installed(say=print) -> tuple[list[str], float]:
+    """The command that runs LiteLLM's proxy CLI, and the seconds spent installing it now (0 when cached).
+
+    ULLM_LITELLM_COMMAND names one already installed (e.g. `litellm`, or `python3 -m litellm.proxy.proxy_cli` on a
+    machine without PyPI); otherwise the cached venv's `litellm`, installed on first use. A marker written last
+    tells a finished install from an interrupted one, which is started over."""
+    if os.environ.get("ULLM_LITELLM_COMMAND"):
+        return shlex.split(os.environ["ULLM_LITELLM_COMMAND"]), 0.0
     venv = venv_dir()
     binary, done = venv / "bin" / "litellm", venv / "installed"
     if done.exists():
-        return binary, 0.0
+        return [str(binary)], 0.0
     started = time.monotonic()
     say(f"installing litellm[proxy]=={VERSION} from PyPI into {venv} (once; a minute or two)", flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
@@ -45,7 +51,7 @@ def ensure_installed(say=print) -> tuple[Path, float]:
     done.write_text(VERSION + "\n")
     seconds = time.monotonic() - started
     say(f"litellm installed in {seconds:.0f} s", flush=True)
-    return binary, seconds
+    return [str(binary)], seconds
 
 
 def model_name(engine: str) -> str:
@@ -92,14 +98,14 @@ class LiteLLMProxy:
         return self.process.pid
 
     def __enter__(self) -> "LiteLLMProxy":
-        binary, self.install_seconds = ensure_installed()
+        command, self.install_seconds = ensure_installed()
         self.folder.mkdir(parents=True, exist_ok=True)
         cfg = self.folder / "litellm.yaml"
         cfg.write_text(yaml.safe_dump(config(self.engines), sort_keys=False))
         log = (self.folder / "litellm.log").open("wb")
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [str(binary), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(self.port), "--num_workers", "1"],
+            [*command, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(self.port), "--num_workers", "1"],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ENV, "LITELLM_MASTER_KEY": self.key},
             start_new_session=True)
         try:

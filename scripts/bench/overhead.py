@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import psutil
@@ -74,9 +75,23 @@ def rss_mib(pid: int | None) -> float | None:
     return total / 2**20 if total else None
 
 
+def peak_rss_mib(pid: int | None) -> float | None:
+    """The largest resident memory each process of the tree has had since it started (Linux's VmHWM), summed
+    (MiB); None where it cannot be read."""
+    total = 0
+    for proc in tree(pid):
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return total / 2**20 if total else None
+
+
 async def run_level(target: Target, streams: int, rounds: int, max_tokens: int, level: Level,
-                    timeout_s: float = 600) -> None:
-    """`streams` concurrent clients, each sending `rounds` streamed requests one after another."""
+                    timeout_s: float = 600) -> str:
+    """`streams` concurrent clients, each sending `rounds` streamed requests one after another. A line that
+    says how the turn went."""
     cpu_before = cpu_seconds(target.pid)
     async with client.session(timeout_s) as session:
         async def one_client() -> list[client.StreamResult]:
@@ -88,10 +103,13 @@ async def run_level(target: Target, streams: int, rounds: int, max_tokens: int, 
     if target.pid is not None:
         level.cpu_s = (level.cpu_s or 0.0) + cpu_seconds(target.pid) - cpu_before
     tokens = sum(r.completion_tokens for r in results if r.ok)
+    errors = [r.error for r in results if r.error]
     level.tokens += tokens
     level.rates.append(tokens / elapsed)
     level.ttfts_ms += [r.ttft_s * 1000 for r in results if r.ok and r.ttft_s is not None]
-    level.errors += [r.error for r in results if r.error]
+    level.errors += errors
+    return (f"{streams} streams, {target.name}: {tokens:,} tokens in {elapsed:.1f} s ({tokens / elapsed:,.0f} tok/s)"
+            + (f", {len(errors)} errors (first: {errors[0]})" if errors else ""))
 
 
 def rotated(items: Sequence, n: int) -> list:
@@ -115,19 +133,25 @@ async def settle(pids: Sequence[int], quiet_cpu: float = 0.05, window_s: float =
 
 
 async def measure(targets: Sequence[Target], levels: Sequence[int], repeats: int, rounds: int,
-                  max_tokens: int, say=print) -> dict[int, dict[str, Level]]:
+                  max_tokens: int, say=print, deadline: float | None = None) -> dict[int, dict[str, Level]]:
     """{streams: {target name: Level}}, each level measured `repeats` times, targets taking turns (in a rotated
-    order each repeat), each turn starting once the proxies are quiet."""
+    order each repeat), each turn starting once the proxies are quiet. Past `deadline` (time.monotonic()) no
+    turn starts: what was measured is returned, and the levels not reached are missing."""
     for target in targets:  # warm-up: connections, the engine's first batch
         await run_level(target, 1, 1, max_tokens, Level())
     out = {}
     pids = [t.pid for t in targets if t.pid is not None]
     for streams in levels:
-        out[streams] = {t.name: Level() for t in targets}
         for repeat in range(repeats):
             for target in rotated(targets, repeat):
-                await settle(pids)
-                await run_level(target, streams, rounds, max_tokens, out[streams][target.name])
+                if deadline is not None and time.monotonic() > deadline:
+                    say(f"  time limit reached: stopped before {streams} streams, repeat {repeat + 1}", flush=True)
+                    return out
+                waited = await settle(pids)
+                line = await run_level(target, streams, rounds, max_tokens,
+                                       out.setdefault(streams, {t.name: Level() for t in targets})[target.name])
+                say(f"    {line}" + (f" (after {waited:.1f} s waiting for the proxies to go quiet)"
+                                     if waited > 2 else ""), flush=True)
         say("  " + ", ".join(f"{name} {lv.rate or 0:,.0f} tok/s" for name, lv in out[streams].items())
             + f" at {streams} streams", flush=True)
     return out

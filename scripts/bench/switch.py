@@ -144,18 +144,25 @@ def routed_switch(router_url: str, engine: str, model: str, old: str, timeout: f
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             answer = json.load(resp)
         result.ready_s = time.perf_counter() - started
-        result.phases = {"router load_seconds": answer["load_seconds"]}
         served = answer["model"]
         result.first_token_s = first_token(router_url, served, {"engine": engine}) - started
+        with urllib.request.urlopen(f"{router_url}/v1/status", timeout=30) as resp:
+            phases = json.load(resp)[engine].get("load_phases") or {}
+        # the router's own account of the load (/v1/status load_phases), its long names cut at " ("
+        result.phases = {name.split(" (")[0]: seconds for name, seconds in phases.items()}
     except (urllib.error.URLError, OSError, RuntimeError, KeyError) as exc:
         result.error = str(exc)
     return result
+
+
+def seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s" if value >= 1 else f"{value * 1000:.0f} ms"
 
 
 def rows(engine: str, starts: list[Start]) -> list[list]:
     """Table rows: engine, how, ready s, first token s, the phases (or the error)."""
     out = []
     for s in starts:
-        notes = s.error or "; ".join(f"{k} {v:.0f} s" if v >= 10 else f"{k} {v:.1f} s" for k, v in s.phases.items())
+        notes = s.error or "; ".join(f"{k} {seconds(v)}" for k, v in s.phases.items())
         out.append([engine, s.how, s.ready_s, s.first_token_s, notes])
     return out

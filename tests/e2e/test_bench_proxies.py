@@ -34,8 +34,10 @@ def test_router_and_litellm_do_the_same_work_as_direct(stack, tmp_path):
             assert all(rate > 0 for rate in results["series"][engine][target].values())
     latency = {row[0]: row for _header, rows in results["latency"] for row in rows}
     assert set(latency) == {"llamacpp", "vllm"} and all(v > 0 for v in latency["vllm"][1:4])
-    memory = dict(results["memory"])
-    assert memory["router"] > 0 and memory[f"LiteLLM {results['litellm_version']} (1 worker)"] > 0
+    memory = {name: (rss, peak) for name, rss, peak in results["memory"]}
+    for name in ("router", f"LiteLLM {results['litellm_version']} (1 worker)"):
+        rss, peak = memory[name]
+        assert 0 < rss <= peak
     assert (tmp_path / "proxies.png").read_bytes().startswith(b"\x89PNG")
     assert "| llamacpp |" in (tmp_path / "report.md").read_text()
 

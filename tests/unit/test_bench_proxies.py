@@ -67,12 +67,19 @@ def test_litellm_config_points_each_engine_name_at_its_port():
 
 def test_litellm_install_is_cached_only_when_finished(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("ULLM_LITELLM_COMMAND", raising=False)
     venv = litellm_proxy.venv_dir()
     assert venv == tmp_path / "unified-llm" / f"litellm-{litellm_proxy.VERSION}"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "litellm").write_text("")
     (venv / "installed").write_text(litellm_proxy.VERSION)
-    assert litellm_proxy.ensure_installed(say=lambda *a, **k: None) == (venv / "bin" / "litellm", 0.0)
+    assert litellm_proxy.ensure_installed(say=lambda *a, **k: None) == ([str(venv / "bin" / "litellm")], 0.0)
+
+
+def test_an_installed_litellm_can_be_named_instead(monkeypatch):
+    monkeypatch.setenv("ULLM_LITELLM_COMMAND", "env PYTHONPATH=/opt/x python3 -m litellm.proxy.proxy_cli")
+    assert litellm_proxy.ensure_installed(say=print) == (
+        ["env", "PYTHONPATH=/opt/x", "python3", "-m", "litellm.proxy.proxy_cli"], 0.0)
 
 
 def test_direct_start_serves_the_plans_argv_on_another_port():
@@ -82,11 +89,11 @@ def test_direct_start_serves_the_plans_argv_on_another_port():
 
 
 def test_switch_rows_list_the_phases_or_the_error():
-    starts = [switch.Start("router: a → b", 1.5, 1.6, {"router load_seconds": 1.4}),
+    starts = [switch.Start("router: a → b", 1.5, 1.6, {"stopping the old process": 0.021, "waiting": 1.4}),
               switch.Start("direct", 80.5, 80.6, {"imports": 13.0, "weights": 2.0}),
               switch.Start("direct, again", error="exited with 1; see log")]
     assert switch.rows("vllm", starts) == [
-        ["vllm", "router: a → b", 1.5, 1.6, "router load_seconds 1.4 s"],
+        ["vllm", "router: a → b", 1.5, 1.6, "stopping the old process 21 ms; waiting 1.4 s"],
         ["vllm", "direct", 80.5, 80.6, "imports 13 s; weights 2.0 s"],
         ["vllm", "direct, again", None, None, "exited with 1; see log"]]
 
@@ -126,3 +133,28 @@ def test_profile_samples_are_summed_per_function():
 def test_turns_rotate_so_no_target_always_follows_the_same_one():
     assert [overhead.rotated("drl", n) for n in range(4)] == [list("drl"), list("rld"), list("ldr"), list("drl")]
     assert overhead.rotated([], 2) == []
+
+
+def test_no_turn_starts_past_the_time_limit(monkeypatch):
+    """measure() stops starting turns at its deadline and returns what it has (the report says so)."""
+    import asyncio
+    import time
+
+    calls = []
+
+    async def fake_run_level(target, streams, rounds, max_tokens, level, timeout_s=600):
+        calls.append((streams, target.name))
+        level.rates.append(100.0)
+        return "ok"
+
+    async def no_settle(pids, **kw):
+        return 0.0
+
+    targets = [overhead.Target("direct", None), overhead.Target("router", None)]
+    monkeypatch.setattr(overhead, "run_level", fake_run_level)
+    monkeypatch.setattr(overhead, "settle", no_settle)
+    lines = []
+    out = asyncio.run(overhead.measure(targets, [1, 16], 2, 1, 8, say=lambda m, **k: lines.append(m),
+                                       deadline=time.monotonic() - 1))
+    assert out == {} and calls == [(1, "direct"), (1, "router")]  # the warm-up only
+    assert "time limit reached: stopped before 1 streams, repeat 1" in lines[0]

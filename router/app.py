@@ -16,7 +16,7 @@ from router.auth import Keys, auth_middleware
 from router.config import Config, config_path, run_dir
 from router.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
 from router.handlers import admin, logs, openai_api, openapi, ui
-from router import http_errors
+from router import http_errors, supervisor_events
 from router.handlers import metrics as metrics_routes
 from router.lifecycle import EngineManager
 from router.models import resolve_spec
@@ -59,8 +59,10 @@ async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
         return error_response(ApiError(f"internal router error: {exc!r}", code="internal_error"))
 
 
-async def monitor(engines: dict[str, EngineManager]) -> None:
+async def monitor(engines: dict[str, EngineManager], wake: asyncio.Event) -> None:
+    """Follow each engine every MONITOR_INTERVAL, and at once when supervisord reports a change (`wake`)."""
     while True:
+        wake.clear()  # an event during this round wakes the next one
         for manager in engines.values():
             try:
                 await manager.refresh()
@@ -69,7 +71,8 @@ async def monitor(engines: dict[str, EngineManager]) -> None:
                 log.warning("monitor: %s", exc)
             except Exception:
                 log.exception("monitor: refreshing %s failed", manager.name)
-        await asyncio.sleep(MONITOR_INTERVAL)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), MONITOR_INTERVAL)
 
 
 async def restore_models(config: Config, engines: dict[str, EngineManager]) -> None:
@@ -121,12 +124,22 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
 
         def engine_pids() -> dict[str, int]:
             return {name: m.details.process.pid if m.details.process else 0 for name, m in engines.items()}
-        tasks = [asyncio.ensure_future(monitor(engines)),
+        wake = asyncio.Event()
+
+        def on_supervisor_event(program: str, event: str) -> None:
+            if program in engines:
+                log.info("supervisord: %s %s", program, event)
+                app[METRICS].supervisor_events.labels(program, event).inc()
+                wake.set()
+        events = supervisor_events.receive(run_path / supervisor_events.SOCKET_NAME, on_supervisor_event)
+        tasks = [asyncio.ensure_future(monitor(engines, wake)),
                  asyncio.ensure_future(app[METRICS].sample_processes(engine_pids))]
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: tasks.append(asyncio.ensure_future(reload_on_sighup(app))))
         yield
         loop.remove_signal_handler(signal.SIGHUP)
+        if events:
+            events.close()
         await asyncio.gather(*(manager.close() for manager in engines.values()))
         for task in tasks:
             task.cancel()

@@ -123,6 +123,9 @@ class RouterMetrics:
                                            ["engine", "model"], buckets=RATE_BUCKETS, registry=r)
         self.load_duration = Histogram("unified_model_load_duration_seconds", "Model load (engine start) time",
                                        ["engine", "model", "outcome"], buckets=LOAD_BUCKETS, registry=r)
+        self.supervisor_events = Counter("unified_supervisor_events", "Process-state events supervisord reported "
+                                         "for an engine (router/supervisor_events.py)", ["engine", "event"],
+                                         registry=r)
         self.restarts = Counter("unified_engine_restarts", "Engine processes replaced outside a load "
                                 "(crash restarts, supervisorctl restart)", ["engine"], registry=r)
         self.resends = Counter("unified_upstream_resends", "Requests sent to the engine again because it had "

@@ -33,7 +33,8 @@ ROUTER_GAUGES = {"unified_router_memory_rss_bytes": "rss_bytes", "unified_router
 # What the router documents for a request that meets an engine being swapped, unloaded or restarted
 # (and 503 upstream_error: the engine's port refused the connection, mid-restart; 503 unavailable_error:
 # llama-server's own "Loading model", passed through when a request reaches the restarted engine before the
-# router's monitor, which polls supervisord every 0.5 s, has seen the restart)
+# router has seen the restart: supervisord's events now tell it within milliseconds, before the new process can
+# listen, so this is left for a request resent across the restart)
 EXPLAINABLE = {"http_503:engine_unavailable", "http_503:upstream_error", "http_502:upstream_error",
                "http_503:unavailable_error", "stream_error:upstream_error", "stream_error:engine_unavailable"}
 GRACE_SECONDS = 3.0  # after the engine is back, in-flight answers of the disturbed engine may still fail

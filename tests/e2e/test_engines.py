@@ -55,12 +55,16 @@ def test_supervisorctl_restart_vllm_keeps_the_model(stack):
 
 def test_killed_llama_server_is_restarted_with_the_same_model(stack):
     before = stack.wait_loaded("llamacpp")
+    exits = stack.router_metric("unified_supervisor_events_total", engine="llamacpp", event="PROCESS_STATE_EXITED")
     started = time.monotonic()
     os.kill(before["pid"], signal.SIGKILL)
     after = wait_back(stack, "llamacpp", before["pid"], 60)
     print(f"\nllama-server back after SIGKILL in {time.monotonic() - started:.1f}s")
     assert after["model"] == before["model"] == "tiny-llama-a-gguf"
     generate_direct(stack, "llamacpp", "tiny-llama-a-gguf")
+    # supervisord told the router of the crash itself (its event listener), not only the router's polling
+    assert stack.router_metric("unified_supervisor_events_total", engine="llamacpp",
+                               event="PROCESS_STATE_EXITED") == exits + 1
 
 
 def test_corrupt_gguf_fails_with_llama_server_log_lines(stack, restore_llamacpp):

@@ -5,7 +5,9 @@ directly with the router's launch plan (same argv and environment, a free port):
 compile cache and once with it filled, with its start-up phases read from its log.
 
 Writes to --out: switch.md and switch.json. Needs a running stack (scripts/up.sh); leaves each engine with
-the model it had. The direct starts run beside the loaded engine (memory for two copies is needed).
+the model it had. The router's engine is unloaded while the direct starts run, so they start as the router's
+would, with nothing else of the engine in memory (on a GPU: no other process holding the device); `--beside`
+keeps it loaded instead (memory for two copies is needed).
 
   .venv/bin/python scripts/bench_switch.py --engines llamacpp vllm --out benchmarks/proxies
 """
@@ -42,6 +44,8 @@ def measure_engine(router: Router, engine: str, args, scratch: Path, logs: Path)
     starts = [switch.routed_switch(router.url, engine, target, loaded, args.timeout),
               switch.routed_switch(router.url, engine, loaded, target, args.timeout)]
     plan = json.loads((args.run_dir / "engines" / f"{engine}.json").read_text())
+    if not args.beside:
+        router.unload(engine, args.timeout)
     # vLLM: a compile cache of our own, empty for the first start and filled by it for the second
     env = {"VLLM_CACHE_ROOT": str(scratch / "vllm-cache")} if engine == "vllm" else {}
     for n, label in enumerate(("direct, compile cache empty", "direct, compile cache filled")
@@ -50,6 +54,8 @@ def measure_engine(router: Router, engine: str, args, scratch: Path, logs: Path)
         start = switch.direct_start(engine, plan, logs / f"{engine}-direct-{n}.log", args.timeout, env)
         start.how = label
         starts.append(start)
+    if not args.beside:
+        router.load(engine, loaded, {}, args.timeout)
     for s in starts:
         print(f"  {s.how}: ready {s.ready_s or 0:.2f} s, first token {s.first_token_s or 0:.2f} s"
               f"{' ERROR ' + s.error if s.error else ''}", flush=True)
@@ -63,6 +69,8 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["llamacpp", "vllm"])
     parser.add_argument("--to", help="the model to switch to (default: another catalog model of the engine)")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--beside", action="store_true",
+                        help="start the engine directly beside the router's loaded copy instead of unloading it")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/proxies"))
     args = parser.parse_args()
 

@@ -101,23 +101,33 @@ def comparison(summaries: list[dict], section: str, x_key: str, y_key: str, ylab
 
 
 def proxies(series: dict[str, dict[str, dict[int, float | None]]], path: Path, title: str) -> Path | None:
-    """Streamed tokens/s against concurrency, one panel per engine, one line per target (direct, router, ...):
-    `series` is {engine: {target: {streams: tokens/s}}}."""
+    """Per engine (a column each): streamed tokens/s against concurrency, one line per target (direct, router,
+    ...), and below it each proxy's ratio to direct. `series` is {engine: {target: {streams: tokens/s}}}."""
     engines = [e for e, by_target in series.items() if any(v for pts in by_target.values() for v in pts.values())]
     if not engines:
         return None
-    fig, axes = plt.subplots(1, len(engines), figsize=(4.6 * len(engines), 3.6), squeeze=False)
-    for ax, engine in zip(axes[0], engines, strict=True):
+    fig, axes = plt.subplots(2, len(engines), figsize=(4.6 * len(engines), 6.4), squeeze=False)
+    for column, engine in enumerate(engines):
+        rates_ax, ratio_ax = axes[0][column], axes[1][column]
+        direct = series[engine].get("direct", {})
         xs: set[int] = set()
         for target, points in series[engine].items():
             pts = sorted((n, v) for n, v in points.items() if v is not None)
             xs.update(n for n, _ in pts)
-            ax.plot([n for n, _ in pts], [v for _, v in pts], marker="o", label=target,
-                    linestyle=":" if target == "direct" else "-")
-        ax.set_title(engine)
-        ax.set_ylabel("streamed tokens/s (all clients)")
-        ax.set_ylim(bottom=0)
-        _log2_axis(ax, sorted(xs), "concurrent streams")
-        ax.legend(fontsize=8)
+            style = {"marker": "o", "label": target, "linestyle": ":" if target == "direct" else "-"}
+            rates_ax.plot([n for n, _ in pts], [v for _, v in pts], **style)
+            style["color"] = rates_ax.lines[-1].get_color()  # the same colour for the target in both panels
+            ratios = [(n, v / direct[n]) for n, v in pts if direct.get(n)]
+            if target == "direct":
+                ratio_ax.axhline(1.0, linestyle=":", color=style["color"], label="direct")
+            elif ratios:
+                ratio_ax.plot([n for n, _ in ratios], [r for _, r in ratios], **style)
+        rates_ax.set_title(engine)
+        rates_ax.set_ylabel("streamed tokens/s (all clients)")
+        ratio_ax.set_ylabel("ratio to direct")
+        for ax in (rates_ax, ratio_ax):
+            ax.set_ylim(bottom=0)
+            _log2_axis(ax, sorted(xs), "concurrent streams")
+            ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)

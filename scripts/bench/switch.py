@@ -122,14 +122,17 @@ def direct_start(engine: str, plan: dict, log_path: Path, timeout: float, env: d
         except (RuntimeError, TimeoutError, OSError) as exc:
             result.error = f"{exc}; see {log_path}"
         finally:
+            stopping = time.perf_counter()
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            stop_s = time.perf_counter() - stopping
     if engine == "vllm":
         result.phases = vllm_phases(log_path.read_text(errors="replace"), started_wall)
+    result.phases["stopping it afterwards (SIGTERM to exit)"] = stop_s  # what a switch adds before the start
     return result
 
 

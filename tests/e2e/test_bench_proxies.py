@@ -56,3 +56,7 @@ def test_switch_through_the_router_against_the_engines_own_cold_start(stack, tmp
     for s in starts:
         assert s["error"] is None and 0 < s["ready_s"] <= s["first_token_s"], s
     assert starts[0]["how"].startswith(f"router: {before} → ") and stack.status()["llamacpp"]["model"] == before
+    # the router's own account of each switch (/v1/status load_phases), and the direct start's stop
+    assert list(starts[0]["phases"]) == ["draining the requests in flight", "stopping the engine's previous process",
+                                         "starting the engine", "waiting until the engine answers"]
+    assert list(starts[2]["phases"]) == ["stopping it afterwards (SIGTERM to exit)"]

@@ -43,7 +43,7 @@ def engine_report(manager: EngineManager, memory: ProcessSample | None, log_foll
         "process_state": proc.state if proc else None,
         "pid": proc.pid if alive else None,
         "port": manager.port,
-        "uptime_seconds": (proc.now - proc.start) if alive else None,
+        "uptime_seconds": max(0, int(time.time()) - proc.start) if alive else None,
         "memory_rss_bytes": int(memory.rss_bytes) if alive and memory and memory.rss_bytes else None,
         # what the load expected to take (engines/memory.py), beside what it holds (memory_rss_bytes)
         "memory_estimate": d.memory_estimate.as_dict() if d.memory_estimate else None,

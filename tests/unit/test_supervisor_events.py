@@ -78,3 +78,18 @@ def test_a_second_router_leaves_the_socket_to_the_first_and_a_stale_one_is_repla
         third.close()
     asyncio.run(scenario())
     assert "another router receives supervisord's events" in caplog.text
+
+
+def test_the_monitor_looks_rarely_only_while_events_arrive_and_every_engine_is_settled():
+    from types import SimpleNamespace
+
+    from router.app import MONITOR_INTERVAL, SETTLED_INTERVAL, monitor_interval
+    from router.engine_state import State
+
+    def engines(*states):
+        return {f"e{i}": SimpleNamespace(state=state) for i, state in enumerate(states)}
+    assert monitor_interval(engines(State.LOADED, State.IDLE, State.ERROR), events_arrive=True) == SETTLED_INTERVAL
+    assert monitor_interval(engines(State.LOADED, State.IDLE), events_arrive=False) == MONITOR_INTERVAL
+    for busy in (State.LOADING, State.STOPPING):  # readiness and the end of a stop come from polling
+        assert monitor_interval(engines(State.LOADED, busy), events_arrive=True) == MONITOR_INTERVAL
+    assert MONITOR_INTERVAL < SETTLED_INTERVAL

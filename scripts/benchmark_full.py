@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from bench.admin import Router, RouterError  # noqa: E402
 from bench.client import Endpoint  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from bench.prompts import DEFAULT as DEFAULT_PROMPTS, Prompts  # noqa: E402
-from bench.target import Target, folder_name, parse_options, resolve  # noqa: E402
+from bench.target import Target, add_where_arguments, api_headers, folder_name, parse_options, resolve  # noqa: E402
 from download_model import DownloadError  # noqa: E402
 
 OUTPUTS = [records.SINGLE_CSV, records.PARALLEL_CSV, records.LOAD_CSV, "summary.json", "summary.md",
@@ -69,32 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what.add_argument("--extra-body", type=json.loads, default={}, metavar="JSON", help="added to every request")
     what.add_argument("--timeout", type=float, default=600, help="seconds per request (default 600)")
     what.add_argument("--load-timeout", type=float, default=1800, help="seconds for the load (default 1800)")
-    out = p.add_argument_group("where")
-    out.add_argument("--router", default=os.environ.get("ULLM_ROUTER_URL", "http://127.0.0.1:8080"),
-                     help="the unified-llm router (default: $ULLM_ROUTER_URL or http://127.0.0.1:8080)")
-    out.add_argument("--base-url", help="measure any OpenAI-compatible API instead (…/v1); marked remote")
-    out.add_argument("--api-key-env", help="environment variable holding the API key (router default: "
-                                           "ULLM_ADMIN_KEY, then ULLM_API_KEY)")
-    out.add_argument("--label", help="names the results (default: the model name)")
-    out.add_argument("--output-dir", type=Path, default=SCRIPTS.parent / "benchmarks",
-                     help="results go to OUTPUT_DIR/<label>/ (default: benchmarks/)")
+    out = add_where_arguments(p, "measure", "remote", SCRIPTS.parent / "benchmarks")
     out.add_argument("--fresh", action="store_true", help="discard earlier results of this label instead of resuming")
     args = p.parse_args(argv)
     if args.ignore_eos is None:
         args.ignore_eos = args.base_url is None
     return args
-
-
-def api_headers(args: argparse.Namespace) -> dict:
-    if args.api_key_env:
-        key = os.environ.get(args.api_key_env)
-        if not key:
-            raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
-    elif args.base_url:
-        key = None
-    else:  # the router's own keys; either may list several, separated by commas
-        key = (os.environ.get("ULLM_ADMIN_KEY") or os.environ.get("ULLM_API_KEY") or "").split(",")[0].strip()
-    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def settings_of(args: argparse.Namespace, target: Target, prompts: Prompts) -> dict:
@@ -183,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         prompts = Prompts(args.prompts)
-        headers = api_headers(args)
+        headers = api_headers(args.api_key_env, remote=bool(args.base_url))
         router = None if args.base_url else Router(args.router, headers)
         target = resolve(args, router)
         folder = args.output_dir / folder_name(target.label)

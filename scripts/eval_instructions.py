@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(SCRIPTS), str(SCRIPTS.parent)]
 from bench.admin import Router, RouterError  # noqa: E402
+from bench.target import add_where_arguments  # noqa: E402
 from download_model import DownloadError  # noqa: E402
 from evaluation import client, params, report, scoring, suite  # noqa: E402
 from evaluation.checks import decide  # noqa: E402
@@ -58,16 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ask.add_argument("--extra-body", type=json.loads, default={}, metavar="JSON", help="added to every request")
     ask.add_argument("--timeout", type=float, default=600, help="seconds per request (default 600)")
     ask.add_argument("--load-timeout", type=float, default=1800, help="seconds for the load (default 1800)")
-    where = p.add_argument_group("where")
-    where.add_argument("--router", default=os.environ.get("ULLM_ROUTER_URL", "http://127.0.0.1:8080"),
-                       help="the unified-llm router (default: $ULLM_ROUTER_URL or http://127.0.0.1:8080)")
-    where.add_argument("--base-url", help="evaluate any OpenAI-compatible API instead (…/v1); marked remote")
-    where.add_argument("--api-key-env", help="environment variable holding the API key")
-    where.add_argument("--label", help="names the results (default: the model name)")
+    where = add_where_arguments(p, "evaluate", "API", SCRIPTS.parent / "evals")
     where.add_argument("--params", type=params.parse_human, help="parameter count when the files cannot tell "
                                                                   "(a hosted model): 8B, 596M")
-    where.add_argument("--output-dir", type=Path, default=SCRIPTS.parent / "evals",
-                       help="results go to OUTPUT_DIR/<label>/ (default: evals/)")
     p.add_argument("--list", action="store_true", help="print the checks as a markdown table and exit")
     args = p.parse_args(argv)
     if not args.list and not args.model:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from argparse import Namespace
 from datetime import datetime, timezone
@@ -26,6 +25,7 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(SCRIPTS), str(SCRIPTS.parent)]
 from bench.admin import Router, RouterError  # noqa: E402
+from bench.target import add_where_arguments  # noqa: E402
 from download_model import DownloadError  # noqa: E402
 from evaluation import client, flags, params, quality  # noqa: E402
 from evaluation.target import api_headers, ensure_loaded, folder_name, request_fields, resolve  # noqa: E402
@@ -47,11 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=1024)
     p.add_argument("--timeout", type=float, default=600, help="seconds per request (default 600)")
     p.add_argument("--load-timeout", type=float, default=1800)
-    p.add_argument("--router", default=os.environ.get("ULLM_ROUTER_URL", "http://127.0.0.1:8080"))
-    p.add_argument("--base-url", help="ask any OpenAI-compatible API instead (…/v1); marked API")
-    p.add_argument("--api-key-env", help="environment variable holding the API key")
-    p.add_argument("--output-dir", type=Path, default=SCRIPTS.parent / "evals" / "_quality",
-                   help="default: evals/_quality/")
+    add_where_arguments(p, "ask", "API", SCRIPTS.parent / "evals" / "_quality", label=False)
     p.add_argument("--fresh", action="store_true", help="forget the answers kept from earlier runs")
     return p.parse_args(argv)
 

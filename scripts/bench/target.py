@@ -4,6 +4,8 @@ the engine options it is loaded with."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
 from argparse import Namespace
 from dataclasses import dataclass, field
@@ -11,6 +13,8 @@ from pathlib import Path
 
 from bench.admin import Router, RouterError
 
+PROJECT = Path(__file__).resolve().parents[2]
+DEFAULT_ROUTER = "http://127.0.0.1:8080"
 PROMPT_ROOM = 512  # tokens kept per llama.cpp slot for the prompt and chat template
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -27,6 +31,37 @@ class Target:
     @property
     def remote(self) -> bool:
         return self.remote_url is not None
+
+
+def add_where_arguments(parser: argparse.ArgumentParser, verb: str, marked: str, output_dir: Path,
+                        label: bool = True) -> argparse._ArgumentGroup:
+    """The "where" options the benchmark, the evaluation and the quality report share: --router, --base-url,
+    --api-key-env, --label (unless `label` is False) and --output-dir; the group, for a script's own additions."""
+    where = parser.add_argument_group("where")
+    where.add_argument("--router", default=os.environ.get("ULLM_ROUTER_URL", DEFAULT_ROUTER),
+                       help=f"the unified-llm router (default: $ULLM_ROUTER_URL or {DEFAULT_ROUTER})")
+    where.add_argument("--base-url", help=f"{verb} any OpenAI-compatible API instead (…/v1); marked {marked}")
+    where.add_argument("--api-key-env", help="environment variable holding the API key (router default: "
+                                             "ULLM_ADMIN_KEY, then ULLM_API_KEY)")
+    if label:
+        where.add_argument("--label", help="names the results (default: the model name)")
+    where.add_argument("--output-dir", type=Path, default=output_dir,
+                       help=f"results go to OUTPUT_DIR{'/<label>' if label else ''}/ "
+                            f"(default: {os.path.relpath(output_dir, PROJECT)}/)")
+    return where
+
+
+def api_headers(api_key_env: str | None, remote: bool) -> dict:
+    """--api-key-env's key; for the router without it, ULLM_ADMIN_KEY then ULLM_API_KEY (the first of a list)."""
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise ValueError(f"--api-key-env {api_key_env}: that environment variable is not set")
+    elif remote:
+        key = None
+    else:  # the router's own keys; either may list several, separated by commas
+        key = (os.environ.get("ULLM_ADMIN_KEY") or os.environ.get("ULLM_API_KEY") or "").split(",")[0].strip()
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def folder_name(label: str) -> str:

@@ -3,12 +3,11 @@ benchmark does) or a model of any OpenAI-compatible API."""
 
 from __future__ import annotations
 
-import os
 from argparse import Namespace
 
 from bench import target as bench_target
 from bench.admin import Router
-from bench.target import Target, folder_name  # noqa: F401 (re-exported for the scripts)
+from bench.target import Target, api_headers, folder_name  # noqa: F401 (re-exported for the scripts)
 
 
 def resolve(args: Namespace, router: Router | None) -> Target:
@@ -39,16 +38,3 @@ def request_fields(target: Target, extra_body: dict) -> dict:
     if target.engine == "llamacpp":
         fields["cache_prompt"] = False
     return {**fields, **extra_body}
-
-
-def api_headers(api_key_env: str | None, remote: bool) -> dict:
-    """--api-key-env's key; for the router without it, ULLM_ADMIN_KEY then ULLM_API_KEY (the first of a list)."""
-    if api_key_env:
-        key = os.environ.get(api_key_env)
-        if not key:
-            raise ValueError(f"--api-key-env {api_key_env}: that environment variable is not set")
-    elif remote:
-        key = None
-    else:
-        key = (os.environ.get("ULLM_ADMIN_KEY") or os.environ.get("ULLM_API_KEY") or "").split(",")[0].strip()
-    return {"Authorization": f"Bearer {key}"} if key else {}

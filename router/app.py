@@ -137,16 +137,17 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
 
         def engine_pids() -> dict[str, int]:
             return {name: m.details.process.pid if m.details.process else 0 for name, m in engines.items()}
-        wake, heard = asyncio.Event(), []
+        wake, heard = asyncio.Event(), False
 
         def on_supervisor_event(program: str, event: str) -> None:
-            heard[:] = [True]  # the listener works: the monitor can rely on it
+            nonlocal heard
+            heard = True  # the listener works: the monitor can rely on it
             if program in engines:
                 log.info("supervisord: %s %s", program, event)
                 app[METRICS].supervisor_events.labels(program, event).inc()
                 wake.set()
         events = supervisor_events.receive(run_path / supervisor_events.SOCKET_NAME, on_supervisor_event)
-        tasks = [asyncio.ensure_future(monitor(engines, wake, lambda: bool(heard))),
+        tasks = [asyncio.ensure_future(monitor(engines, wake, lambda: heard)),
                  asyncio.ensure_future(app[METRICS].sample_processes(engine_pids))]
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: tasks.append(asyncio.ensure_future(reload_on_sighup(app))))

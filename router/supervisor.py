@@ -59,7 +59,6 @@ class ProcessInfo:
     state: str  # supervisord's statename: RUNNING, STARTING, BACKOFF, STOPPED, EXITED, FATAL, ...
     pid: int  # 0 when not running
     start: int  # epoch seconds of the last start
-    now: int
     exit_status: int
     spawn_error: str  # supervisord's own description, e.g. "Exited too quickly"
     logfile: str
@@ -67,7 +66,7 @@ class ProcessInfo:
     @classmethod
     def from_rpc(cls, info: dict[str, Any]) -> "ProcessInfo":
         return cls(name=info["name"], state=info["statename"], pid=info["pid"], start=info["start"],
-                   now=info["now"], exit_status=info["exitstatus"], spawn_error=info.get("spawnerr", ""),
+                   exit_status=info["exitstatus"], spawn_error=info.get("spawnerr", ""),
                    logfile=info.get("stdout_logfile", ""))
 
 

@@ -55,8 +55,7 @@ class FakeSupervisor:
 
     async def info(self, name: str) -> ProcessInfo:
         await self._pass("info")
-        now = int(time.time())
-        return ProcessInfo(name=name, state=self.state, pid=self.pid, start=now, now=now,
+        return ProcessInfo(name=name, state=self.state, pid=self.pid, start=int(time.time()),
                            exit_status=self.exit_status, spawn_error="", logfile="")
 
     async def start(self, name: str) -> None:

@@ -20,6 +20,7 @@ from router import http_errors, supervisor_events
 from router.handlers import metrics as metrics_routes
 from router.engine_state import State
 from router.lifecycle import EngineManager
+from engines.spec import ModelSpec
 from router.models import resolve_spec
 from router.proxy import engine_session
 from router.reload import reload
@@ -92,13 +93,27 @@ async def restore_models(config: Config, engines: dict[str, EngineManager]) -> N
     """At start, adopt each running engine or bring it back to its last model, else its configured default.
     Runs before the router accepts requests, so no one sees an engine that is about to load as idle."""
     for name, manager in engines.items():
-        default = config.engines[name].default_model
-        try:
-            spec = resolve_spec(config, default, name, {}) if default else None
-        except ApiError as exc:
-            manager.details.last_error = f"default model {default!r}: {exc.message}"
-            spec = None
+        spec, skipped = default_spec(config, name)
+        if skipped:
+            manager.details.last_error = "; ".join(skipped)
+            log.warning("%s: %s", name, "; ".join(skipped))
         await manager.restore(spec)
+
+
+def default_spec(config: Config, engine: str) -> tuple[ModelSpec | None, list[str]]:
+    """The first of the engine's default models that resolves (its files are on disk), and why each one before it
+    did not: a setup that could not build the real models leaves the tiny ones as the default."""
+    skipped = []
+    for default in config.engines[engine].default_models:
+        try:
+            spec = resolve_spec(config, default, engine, {})
+        except ApiError as exc:
+            skipped.append(f"default model {default!r}: {exc.message}")
+            continue
+        if skipped:
+            skipped.append(f"loading {default!r} instead")
+        return spec, skipped
+    return None, skipped
 
 
 async def reload_on_sighup(app: web.Application) -> None:

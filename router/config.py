@@ -41,12 +41,21 @@ class RouterSettings(StrictModel):
 
 class EngineSettings(StrictModel):
     port: int = Field(ge=1, le=65535)  # internal port on 127.0.0.1
-    default_model: str | None = None  # catalog name loaded when the engine has no model yet
+    # catalog name loaded when the engine has no model yet; a list: the first whose files are on disk (the real
+    # models, with the tiny ones behind them for a setup that could not build the real ones)
+    default_model: str | list[str] | None = None
     extra_args: list[str] = []  # appended verbatim to the engine's command line
     env: dict[str, str] = {}  # extra environment for the engine process
     binary: str | None = None  # llama.cpp only: llama-server path (else $LLAMA_SERVER_BIN, else the build cache)
     on_demand: bool = True  # a request naming a catalog model of this engine loads it (swapping models)
     idle_unload_seconds: float | None = Field(None, gt=0)  # unload after this long without requests; null: never
+
+    @property
+    def default_models(self) -> list[str]:
+        """default_model as a list of candidates, in order."""
+        if self.default_model is None:
+            return []
+        return [self.default_model] if isinstance(self.default_model, str) else list(self.default_model)
 
 
 class ModelEntry(StrictModel):
@@ -90,11 +99,12 @@ class Config(StrictModel):
         if unknown:
             raise ValueError(f"unknown engine(s) {sorted(unknown)}; known: {', '.join(ENGINE_NAMES)}")
         for name, engine in self.engines.items():
-            if engine.default_model and engine.default_model not in self.models:
-                raise ValueError(f"engines.{name}.default_model {engine.default_model!r} is not in models")
-            if engine.default_model and self.models[engine.default_model].engine != name:
-                raise ValueError(f"engines.{name}.default_model {engine.default_model!r} is a "
-                                 f"{self.models[engine.default_model].engine} model")
+            for default in engine.default_models:
+                if default not in self.models:
+                    raise ValueError(f"engines.{name}.default_model {default!r} is not in models")
+                if self.models[default].engine != name:
+                    raise ValueError(f"engines.{name}.default_model {default!r} is a "
+                                     f"{self.models[default].engine} model")
         return self
 
 

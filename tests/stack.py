@@ -175,9 +175,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def make_stack(home: Path, edit: Callable[[dict], None] | None = None) -> Stack:
+def make_stack(home: Path, edit: Callable[[dict], None] | None = None, plumbing: bool = True) -> Stack:
     """Lay out `home` like a checkout and write a models.yaml on free ports (the shipped one otherwise, changed
-    by `edit` when given)."""
+    by `edit` when given). `plumbing`: the tiny models are the defaults; else the shipped (real) ones."""
     for name in ("supervisord.conf", ".venv", "models"):
         (home / name).symlink_to(PROJECT / name)
     config = yaml.safe_load((PROJECT / "config" / "models.yaml").read_text())
@@ -189,6 +189,9 @@ def make_stack(home: Path, edit: Callable[[dict], None] | None = None) -> Stack:
                             body_read_timeout_seconds=5)  # the trickled-body tests wait 5 s, not 60
     for engine, port in ports.items():
         config["engines"][engine]["port"] = port
+    if plumbing:  # the tiny models: a 3,000 tok/s engine makes the fault, swap and load tests quick
+        config["engines"]["vllm"]["default_model"] = "tiny-llama-a"
+        config["engines"]["llamacpp"]["default_model"] = "tiny-llama-a-gguf"
     if edit:
         edit(config)
     (home / "scratch").mkdir()  # a second model root for files the tests make (corrupt models, symlinks)

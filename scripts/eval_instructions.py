@@ -93,7 +93,8 @@ async def ask_all(endpoint: client.ChatEndpoint, checks: list[suite.Check], seed
             async with gate:
                 reply = await client.chat(session, endpoint, checks[i].messages, seeds[r])
             replies[job] = reply
-            verdict, _ = decide(checks[i].rule, reply.content) if not reply.error else (None, None)
+            verdict, _ = (decide(checks[i].rule, reply.content, reply.finish_reason, checks[i].script)
+                          if not reply.error else (None, None))
             state = f"error: {reply.error}" if reply.error else ("pass" if verdict.passed else "FAIL: " +
                                                                    verdict.reason)
             print(f"[{len(replies)}/{len(jobs)}] repeat {r + 1} {checks[i].id}: {state}", flush=True)
@@ -114,7 +115,7 @@ def results_of(checks: list[suite.Check], replies: list[list[client.Reply]], see
             if reply.error:
                 passed, reason, judged = False, f"request failed: {reply.error}", ""
             else:
-                verdict, judged = decide(check.rule, reply.content)
+                verdict, judged = decide(check.rule, reply.content, reply.finish_reason, check.script)
                 passed, reason = verdict.passed, verdict.reason
             runs.append({"repeat": r + 1, "seed": seed, "passed": passed, "reason": reason, "answer": reply.content,
                          "judged_answer": judged, "finish_reason": reply.finish_reason,

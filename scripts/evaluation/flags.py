@@ -64,15 +64,16 @@ class Loop:
 def find_loop(answer: str) -> Loop | None:
     """A degenerate loop: a piece of 2–60 characters (not only spaces or punctuation) repeated at least 4
     times in a row over 12+ characters, or a line of 5+ characters that occurs 3 times or more. The piece that
-    covers the most text wins."""
+    covers the most text wins (a whole line, on a tie)."""
     found = []
     for match in LOOP.finditer(answer):
         piece = match.group(1)
         if _bare(piece) and len(match.group(0)) >= 12:
-            found.append(Loop(piece, len(match.group(0)) // len(piece), line=False))
+            whole_line = piece.endswith("\n") and piece.count("\n") == 1
+            found.append(Loop(piece.strip() if whole_line else piece, len(match.group(0)) // len(piece), whole_line))
     lines = Counter(ln.strip() for ln in answer.splitlines() if len(ln.strip()) >= 5)
     found += [Loop(line, n, line=True) for line, n in lines.items() if n >= 3]
-    return max(found, key=lambda loop: len(loop.piece) * loop.times, default=None)
+    return max(found, key=lambda loop: (len(loop.piece) * loop.times, loop.line), default=None)
 
 
 def repetition_loop(answer: str) -> str | None:

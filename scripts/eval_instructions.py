@@ -52,7 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ask.add_argument("--top-p", type=float, default=0.95)
     ask.add_argument("--seed", type=lambda v: None if v == "none" else int(v), default=1234,
                      help="sampling seed of the first repeat (default 1234; 'none' for APIs that reject it)")
-    ask.add_argument("--max-tokens", type=int, default=1024, help="per answer (default 1024)")
+    ask.add_argument("--max-tokens", type=int, default=512,
+                     help="per answer (default 512: the longest answer the checks ask for fits; an answer cut off "
+                          "there fails as degenerate; a thinking model needs more, e.g. 4096)")
     ask.add_argument("--concurrency", type=int, default=1,
                      help="requests at once (default 1: answers batched together come out different)")
     ask.add_argument("--extra-body", type=json.loads, default={}, metavar="JSON", help="added to every request")

@@ -2,13 +2,17 @@ import pytest
 
 from tests.stack import Stack, make_stack
 
+# Secrets in the environment that starts the session's supervisord, as a user's shell may hold them. (The
+# router's own keys would turn keys on for the whole session: tests/e2e/test_keys_apply.py has a stack for them.)
+DECOY_SECRETS = {"HF_TOKEN": "hf_decoy_session_token", "HUGGING_FACE_HUB_TOKEN": "hf_decoy_session_token"}
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Stack:
     """One real process tree for the whole session: supervisord, the router, vLLM (CPU) and llama-server,
     both engines loaded with the tiny models. Started once; torn down at the end."""
     stack = make_stack(tmp_path_factory.mktemp("ullm"))
-    stack.start()
+    stack.start(env=DECOY_SECRETS)  # the engines must not receive them (tests/e2e/test_browser_safety.py)
     try:
         stack.wait_loaded("llamacpp", timeout=120)
         stack.wait_loaded("vllm", timeout=300)

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 export ULLM_HOME="$PWD"   # wait_ready.py reads this checkout's config, as supervisord's programs do
 ./scripts/setup.sh
 mkdir -p run/logs
+chmod 700 run   # logs, launch plans, the control socket: this user's alone on a shared machine
 ctl=(.venv/bin/supervisorctl -c supervisord.conf)
 if pid=$("${ctl[@]}" pid 2>/dev/null) && [[ "$pid" =~ ^[0-9]+$ ]]; then
   echo "supervisord already running (pid $pid): restarting the router with this shell's settings; the engines keep running"

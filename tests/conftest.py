@@ -1,10 +1,6 @@
 import pytest
 
-from tests.stack import Stack, make_stack
-
-# Secrets in the environment that starts the session's supervisord, as a user's shell may hold them. (The
-# router's own keys would turn keys on for the whole session: tests/e2e/test_keys_apply.py has a stack for them.)
-DECOY_SECRETS = {"HF_TOKEN": "hf_decoy_session_token", "HUGGING_FACE_HUB_TOKEN": "hf_decoy_session_token"}
+from tests.stack import DECOY_SECRETS, Stack, make_stack
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,10 @@ from typing import Callable
 import yaml
 
 PROJECT = Path(__file__).resolve().parent.parent
+# Secrets in the environment that starts the session's supervisord, as a user's shell may hold them; the engines
+# must not receive them. (The router's own keys would turn keys on for the whole session:
+# tests/e2e/test_keys_apply.py has a stack for them.)
+DECOY_SECRETS = {"HF_TOKEN": "hf_decoy_session_token", "HUGGING_FACE_HUB_TOKEN": "hf_decoy_session_token"}
 
 
 def free_port() -> int:

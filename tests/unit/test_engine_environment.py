@@ -79,3 +79,10 @@ def test_state_files_are_the_owners_alone(tmp_path):
     path = plan_file(tmp_path / "run", "vllm")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_a_model_that_is_not_on_disk_is_refused_with_a_clear_message(tmp_path):
+    from engines.model_files import check_model
+    for engine in ("vllm", "llamacpp"):
+        problem = check_model(engine, tmp_path / "Qwen3-0.6B")
+        assert "does not exist" in problem and "scripts/download_model.py" in problem and "offline" in problem

@@ -7,8 +7,8 @@ the user happens to visit, no.
   With an API key set a rebound page has no key: it reaches only the open routes, which name models, not paths.
 - **Cross-site requests** (CSRF: a page that posts a form or a `no-cors` fetch at 127.0.0.1:8080, and cannot read
   the answer but need not): a request that may change state or run inference (every method but GET, HEAD and
-  OPTIONS) carrying `Sec-Fetch-Site: cross-site`/`same-site`, or an `Origin` that is neither the router's own nor
-  in `router.allowed_origins`, gets 403. curl and SDKs send neither header. (The bodies such pages can send
+  OPTIONS) carrying `Sec-Fetch-Site: cross-site`/`same-site`, or (not marked `same-origin`) an `Origin` that is
+  neither the router's own nor in `router.allowed_origins`, gets 403. curl and SDKs send neither header. (The bodies such pages can send
   without a preflight are not JSON: `router.requests.require_json` refuses them with 415 besides.)
 - **CORS** for `router.allowed_origins`: preflights are answered and answers carry Access-Control-Allow-Origin,
   so a browser app on another origin can call the API (with a key, as any client).
@@ -87,6 +87,8 @@ def cross_site_refusal(request: web.Request, allowed_origins: list[str]) -> str 
     fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
     if fetch_site in CROSS_SITE:
         return f"the browser marked this request {fetch_site} (Sec-Fetch-Site)"
+    if fetch_site == "same-origin":  # the browser's own word (pages cannot set it); the chat page's POSTs may
+        return None  # carry `Origin: null` under its Referrer-Policy: no-referrer
     if origin is not None and not same_origin(origin, request.headers.get("Host")):
         return f"it comes from a page on {origin}"
     return None

@@ -18,14 +18,13 @@ Both lists are read from the config in force at each request, so `POST /v1/confi
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from router.auth import Keys
 from router.errors import ROUTER_ERROR_HEADER, Forbidden, MisdirectedRequest, error_response
-from router.exposure import bind_address
+from router.exposure import bind_address, is_loopback
 from router.state import CONFIG
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -44,20 +43,12 @@ def host_name(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
-def is_loopback_name(name: str) -> bool:
-    """localhost and its subdomains (browsers resolve those to loopback themselves, RFC 6761), 127.0.0.0/8, ::1."""
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def trusted_host(host: str, bind_host: str, allowed_hosts: list[str]) -> bool:
+    """A loopback name or address (and *.localhost, which browsers resolve to loopback themselves, RFC 6761),
+    the address the router binds, or an allowed name."""
     name = host_name(host).rstrip(".")
-    return (is_loopback_name(name) or name == host_name(bind_host) or "*" in allowed_hosts
-            or name in allowed_hosts)
+    return (is_loopback(name) or name.endswith(".localhost") or name == host_name(bind_host)
+            or "*" in allowed_hosts or name in allowed_hosts)
 
 
 def _endpoint(scheme: str, netloc: str) -> tuple[str, int | None]:

@@ -8,8 +8,9 @@ the user happens to visit, no.
 - **Cross-site requests** (CSRF: a page that posts a form or a `no-cors` fetch at 127.0.0.1:8080, and cannot read
   the answer but need not): a request that may change state or run inference (every method but GET, HEAD and
   OPTIONS) carrying `Sec-Fetch-Site: cross-site`/`same-site`, or (not marked `same-origin`) an `Origin` that is
-  neither the router's own nor in `router.allowed_origins`, gets 403. curl and SDKs send neither header. (The bodies such pages can send
-  without a preflight are not JSON: `router.requests.require_json` refuses them with 415 besides.)
+  neither the router's own nor in `router.allowed_origins`, gets 403. curl and SDKs send neither header. (The
+  bodies such pages can send without a preflight are not JSON: `router.requests.require_json` refuses them with
+  415 besides.)
 - **CORS** for `router.allowed_origins`: preflights are answered and answers carry Access-Control-Allow-Origin,
   so a browser app on another origin can call the API (with a key, as any client).
 

@@ -94,7 +94,8 @@ def test_curl_sdks_and_the_routers_own_page_pass():
         {"path": "/v1/completions", "data": BODY, "headers": {**JSON, "Sec-Fetch-Site": "none"}},  # typed by the user
         {"path": "/v1/config/reload"},  # `curl -X POST .../v1/config/reload`: no body, no Content-Type
         # a same-origin POST under the page's Referrer-Policy: no-referrer may carry a null Origin
-        {"path": "/v1/completions", "data": BODY, "headers": {**JSON, "Origin": "null", "Sec-Fetch-Site": "same-origin"}},
+        {"path": "/v1/completions", "data": BODY,
+         "headers": {**JSON, "Origin": "null", "Sec-Fetch-Site": "same-origin"}},
     ) == [200, 200, 200, 200, 200]
 
 
@@ -152,7 +153,8 @@ def test_allowed_origins_get_cors_answers():
              keys=Keys(api=("user",))))
     assert p_status == 204 and p_headers["Access-Control-Allow-Origin"] == APP_ORIGIN
     assert "POST" in p_headers["Access-Control-Allow-Methods"]
-    assert {"Authorization", "Content-Type"} <= {h.strip() for h in p_headers["Access-Control-Allow-Headers"].split(",")}
+    allowed_headers = {h.strip() for h in p_headers["Access-Control-Allow-Headers"].split(",")}
+    assert {"Authorization", "Content-Type"} <= allowed_headers
     assert p_headers["Access-Control-Allow-Private-Network"] == "true" and p_headers["Vary"] == "Origin"
     assert r_status == 200 and r_headers["Access-Control-Allow-Origin"] == APP_ORIGIN
     assert f_status == 403 and f_body["error"]["code"] == "origin_not_allowed"

@@ -13,6 +13,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from router.auth import Keys, auth_middleware
+from router.browser_guard import add_cors_headers, browser_guard
 from router.config import Config, config_path, run_dir
 from router.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
 from router.handlers import admin, logs, openai_api, openapi, ui
@@ -24,6 +25,7 @@ from engines.spec import ModelSpec
 from router.models import resolve_spec
 from router.proxy import engine_session
 from router.reload import reload
+from router.requests import json_bodies
 from router.metrics import RouterMetrics
 from router.exposure import bind_address, exposure_warnings
 from router.state import CONFIG, ENGINES, HTTP, KEYS, LOG_FOLLOWERS, METRICS, SUPERVISOR, WARNINGS, LiveConfig
@@ -127,8 +129,10 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
     run_path = run_path or run_dir()
     http_errors.install()  # the HTTP parser's own 400s in the OpenAI error shape too
     keys = Keys.from_env()
-    app = web.Application(middlewares=[openai_errors, auth_middleware(keys)],
+    # the browser's rules first: a preflight carries no key, and a refused cross-site request learns nothing more
+    app = web.Application(middlewares=[openai_errors, browser_guard(keys), json_bodies, auth_middleware(keys)],
                           client_max_size=config.router.max_body_bytes)
+    app.on_response_prepare.append(add_cors_headers)
     app[KEYS] = keys
     app[WARNINGS] = exposure_warnings(*bind_address(config), keys)
     app[CONFIG] = LiveConfig(config, config_file or config_path())

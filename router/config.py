@@ -37,6 +37,30 @@ class RouterSettings(StrictModel):
     # a load that would leave less available memory than this is refused (409) unless forced; null: no check
     memory_reserve_gib: float | None = Field(4.0, ge=0)
     body_read_timeout_seconds: float = Field(60, gt=0)  # a request body not fully received by then gets 408
+    # browser pages on these origins (scheme://host[:port]) may call the API: CORS answered, not refused as
+    # cross-site (router/browser_guard.py)
+    allowed_origins: list[str] = []
+    # Host names (besides loopback and router.host) the router answers while ULLM_API_KEY is unset; "*": any
+    allowed_hosts: list[str] = []
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            scheme, sep, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest or "/" in rest or origin != origin.strip():
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], e.g. "
+                                 f"https://app.example.org (no path, no trailing slash)")
+        return [origin.lower() for origin in origins]
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not host or any(c in host for c in "/: ") and not host.startswith("["):
+                raise ValueError(f"{host!r} is not a host name: write the name without scheme or port, "
+                                 f"e.g. router or llm.example.org")
+        return [host.lower().rstrip(".") for host in hosts]
 
 
 class EngineSettings(StrictModel):

@@ -20,6 +20,10 @@ from typing import Callable
 import yaml
 
 PROJECT = Path(__file__).resolve().parent.parent
+# Secrets in the environment that starts the session's supervisord, as a user's shell may hold them; the engines
+# must not receive them. (The router's own keys would turn keys on for the whole session:
+# tests/e2e/test_keys_apply.py has a stack for them.)
+DECOY_SECRETS = {"HF_TOKEN": "hf_decoy_session_token", "HUGGING_FACE_HUB_TOKEN": "hf_decoy_session_token"}
 
 
 def free_port() -> int:
@@ -144,10 +148,11 @@ class Stack:
             return state if state["status"] == "loaded" else None
         return wait_for(loaded, timeout, f"{engine} to be loaded")
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """`env`: variables added to the environment supervisord (and so every program) starts with."""
         (self.home / "run" / "logs").mkdir(parents=True, exist_ok=True)
         subprocess.run([str(PROJECT / ".venv/bin/supervisord"), "-c", str(self.home / "supervisord.conf")],
-                       check=True, timeout=60)
+                       check=True, timeout=60, env={**os.environ, **(env or {})})
         wait_for(lambda: self._router_up(), 60, "the router to answer")
 
     def _router_up(self) -> bool:
@@ -165,6 +170,12 @@ class Stack:
                 wait_for(lambda: not _alive(pid), 60, "supervisord to exit")
             except TimeoutError:
                 os.kill(pid, signal.SIGKILL)
+
+
+def engine_environ(pid: int) -> dict[str, str]:
+    """The environment a process was started with (/proc/<pid>/environ)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
 
 
 def _alive(pid: int) -> bool:

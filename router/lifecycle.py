@@ -28,7 +28,7 @@ from router.engine_state import State, StateMachine
 from router.errors import LOG_LINES_MARK, ApiError, LoadFailed, StateNotRecorded
 from router.admission import Admission
 from router.engine_process import EngineProcess, Probe
-from router.memory_guard import InsufficientMemory, available_bytes, check_fits
+from router.memory_guard import InsufficientMemory, MemoryLedger, Reservation
 from router.metrics import sample_tree
 from router.supervisor import STARTING_STATES, ProcessInfo, Supervisor, SupervisorError
 
@@ -69,9 +69,38 @@ class EngineDetails:
 class PendingLoad:
     spec: ModelSpec
     task: asyncio.Task | None = None
-    on_demand: bool = False  # only requests want it: when they have all gone before it starts, it is dropped
+    on_demand: bool = False  # only requests want it: when every one of them hung up, it may be dropped
     force: bool = False  # load even when the memory estimate says it does not fit
-    abandoned: bool = False  # every request that wanted it left while it ran: it is being cancelled
+    abandoned: bool = False  # every request that wanted it hung up before the old model was stopped: cancelled
+    kept: bool = False  # it runs to its end whoever leaves: a request stopped waiting for it (and may retry)
+    started_at: float | None = None  # monotonic, once it owns the engine
+    old_stopped: bool = False  # the served model's stop was asked for: from here on the load runs to its end
+
+
+@dataclass(frozen=True)
+class FailedLoad:
+    """An on-demand load that failed: requests do not start it again until its file or entry changes or an
+    admin loads it."""
+    spec: ModelSpec
+    fingerprint: tuple
+    error: str
+    at: float  # wall clock
+
+    def as_dict(self) -> dict:
+        return {"model_path": self.spec.path, "error": self.error, "at": self.at}
+
+
+def fingerprint(spec: ModelSpec) -> tuple:
+    """What changes when the model's files change: sizes and modification times (a folder's own files)."""
+    path = Path(spec.path)
+    try:
+        if path.is_dir():
+            return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir()
+                                if f.is_file()))
+        stat = path.stat()
+        return (path.name, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return ()
 
 
 class LifecycleEvents(Protocol):
@@ -88,6 +117,8 @@ class LifecycleEvents(Protocol):
     def waited(self, engine: str, seconds: float) -> None: ...
 
     def waiting_changed(self, engine: str, by_model: dict[str, int]) -> None: ...
+
+    def on_demand_failed(self, engine: str, model: str, refused: bool) -> None: ...
 
 
 class NoEvents:
@@ -109,11 +140,14 @@ class NoEvents:
     def waiting_changed(self, engine: str, by_model: dict[str, int]) -> None:
         pass
 
+    def on_demand_failed(self, engine: str, model: str, refused: bool) -> None:
+        pass
+
 
 class EngineManager(Admission):
     def __init__(self, name: str, settings: EngineSettings, router: RouterSettings, supervisor: Supervisor,
                  run_dir: Path, http: aiohttp.ClientSession | None = None, probe: Probe | None = None,
-                 events: LifecycleEvents | None = None):
+                 events: LifecycleEvents | None = None, ledger: MemoryLedger | None = None):
         self.name = name
         self.adapter = ADAPTERS[name]
         self.run_dir = run_dir
@@ -130,8 +164,13 @@ class EngineManager(Admission):
         self.restarts = 0  # restarts outside a load (crashes, `supervisorctl restart`) since the router started
         self._recent_restarts: deque[float] = deque()  # their monotonic times, within the crash window
         self.others_memory: Callable[[], dict[str, int]] = dict  # other engines' RSS, for refusal messages
+        # the memory ledger every engine shares (router/memory_guard.py); a private one for a lone manager
+        self.ledger = ledger or MemoryLedger(settle_seconds=router.memory_settle_seconds)
+        self._reservation: Reservation | None = None  # the running load's, until the engine is ready
         self._resident_since = time.monotonic()  # when the served model's load completed
         self.holding_until: float | None = None  # while a swap waits out the served model's residency
+        self.load_history: dict[str, float] = {}  # served name -> seconds its last load took (Retry-After)
+        self.failed_loads: dict[str, FailedLoad] = {}  # served name -> its failed on-demand load
         self._init_admission()
 
     def configure(self, settings: EngineSettings, router: RouterSettings) -> None:
@@ -164,23 +203,31 @@ class EngineManager(Admission):
     async def restore(self, default: ModelSpec | None) -> None:
         """At router start: adopt the engine if it runs the plan on file, else resume what the file (or the
         configured default) asks for. An unreadable state file is reported and ignored."""
-        plan = self._read(read_plan)
+        plan, unreadable = None, False
+        try:
+            plan = read_plan(self.run_dir, self.name)
+        except StateFileError as exc:
+            log.error("%s: %s", self.name, exc)
+            self.details.last_error, unreadable = str(exc), True
         resume = self._read(read_resume) if plan is None else None
         record = self._read(read_record)
         info = self.details.process = await self.proc.info()
+        wanted_default = default if default and not unloaded_on_request(self.run_dir, self.name) else None
         if info.state in RUNNING_STATES and plan and record and (record.pid, record.plan_id) == (info.pid, plan.id):
             self.details.spec, self.details.plan, self._known_pid = plan.spec, plan, info.pid
             self.details.loading_since = time.time()
             self.machine.move(State.LOADING, f"adopted the running engine (pid {info.pid}) at router start")
         elif plan:
             self._request_load(plan.spec, "resuming the model the run folder asks for")
-        elif info.state in RUNNING_STATES:
-            self._spawn(self.unload(reason="no model is wanted at router start"))
+        elif unreadable and wanted_default:  # the plan on file cannot be read: the default replaces what runs
+            self._request_load(wanted_default, "the configured default model (the run folder's plan is unreadable)")
+        elif info.state in RUNNING_STATES:  # not an unload on request: the default may come back later
+            self._spawn(self.unload(reason="no model is wanted at router start", on_request=False))
         elif resume:
             self.details.resume_spec, self.details.unload_reason = resume.spec, resume.reason
             self.details.unloaded_at = resume.unloaded_at
-        elif default and not unloaded_on_request(self.run_dir, self.name):
-            self._request_load(default, "the configured default model")
+        elif wanted_default:
+            self._request_load(wanted_default, "the configured default model")
 
     def _read(self, reader):
         try:
@@ -209,7 +256,9 @@ class EngineManager(Admission):
     async def load(self, spec: ModelSpec, cause: str = "load requested", force: bool = False) -> float:
         """Make `spec` the served model after the loads queued before it; join a queued load of the same model;
         return at once (0 s) when it is already served with the same launch and nothing is queued. `force`
-        loads it even when its memory estimate does not fit."""
+        loads it even when its memory estimate does not fit. An admin's load also forgets that an on-demand load
+        of `spec` failed."""
+        self.failed_loads.pop(spec.served_name, None)
         return await asyncio.shield(self._request_load(spec, cause, force=force))
 
     def _request_load(self, spec: ModelSpec, cause: str, on_demand: bool = False, force: bool = False
@@ -230,16 +279,30 @@ class EngineManager(Admission):
         self._loads.append(pending)
         return pending.task
 
+    def _keep_loads_for(self, wanted: str | None) -> None:
+        """A request stopped waiting (its wait ran out): it did not leave, it may retry. The loads it waited for
+        run to their end whoever else leaves."""
+        for pending in self._loads:
+            if wanted is None or pending.spec.served_name == wanted:
+                pending.kept = True
+
     def _drop_abandoned_loads(self) -> None:
-        """Cancel on-demand loads that no waiting request wants any more: queued ones before they start, and the
-        running one, which puts the engine back to what it served (or to idle) instead of finishing for nobody."""
+        """Every client waiting for an on-demand load hung up: a queued load is dropped before it starts, a
+        running one that has not stopped the served model yet is cancelled (that model keeps serving). A load
+        that has stopped the old model, or one a request stopped waiting for, runs to its end (an idle unload can
+        take it later)."""
         wanted = {waiter.wanted for waiter in self._waiters}
         if None in wanted:
             return
-        for index, pending in enumerate(list(self._loads)):
-            if not pending.on_demand or pending.spec.served_name in wanted:
+        for pending in list(self._loads):
+            if not pending.on_demand or pending.kept or pending.spec.served_name in wanted:
                 continue
-            running = index == 0 and self._lock.locked()
+            running = pending.started_at is not None
+            if running and pending.old_stopped:
+                log.info("%s: every request for %s has gone, but the engine's previous model is already stopped: "
+                         "the load runs to its end", self.name, pending.spec.served_name)
+                pending.kept = True
+                continue
             log.info("%s: cancelling the %s load of %s: every request that wanted it has gone", self.name,
                      "running" if running else "queued", pending.spec.served_name)
             pending.abandoned = True
@@ -248,6 +311,8 @@ class EngineManager(Admission):
 
     def _saw(self, info: ProcessInfo) -> None:
         self.details.process = info
+        if self._reservation is not None and info.pid:  # what the loading process takes counts against it
+            self._reservation.pid = info.pid
 
     def _process_ready(self) -> bool:
         proc = self.details.process
@@ -257,6 +322,7 @@ class EngineManager(Admission):
         failure: ApiError | None = None
         try:
             async with self._lock:
+                pending.started_at = time.monotonic()
                 return await self._load_locked(pending, cause)
         except ApiError as exc:
             failure = exc
@@ -271,10 +337,11 @@ class EngineManager(Admission):
         if pending.on_demand:
             await self._residency(spec)
         plan, previous, previous_estimate = self.plan_for(spec), self.details.plan, self.details.memory_estimate
-        estimate = await self._check_memory(plan, pending.force)
+        estimate = await self._check_memory(plan, pending.force)  # reserves it in the shared ledger
         try:  # the intent first, durably: a router restart from here on resumes this load
             write_plan(self.run_dir, plan)
         except OSError as exc:
+            self._release_memory()
             raise StateNotRecorded(f"load of {spec.served_name}", self.run_dir, exc) from exc
         d = self.details
         d.spec, d.loading_since, started = spec, time.time(), time.monotonic()
@@ -286,9 +353,10 @@ class EngineManager(Admission):
             d.load_phases = {}
             d.enter_phase("draining the requests in flight")
             await self._drain()
-            old_stopping = True
+            old_stopping = pending.old_stopped = True
             d.enter_phase("stopping the engine's previous process")
             d.process = await self.proc.stop_tree()
+            self.ledger.stopped(self.name)
             d.plan = plan
             d.enter_phase("starting the engine")
             await self.proc.start()
@@ -298,6 +366,7 @@ class EngineManager(Admission):
             d.enter_phase(None)
         except asyncio.CancelledError:
             d.load_phase = None
+            self._release_memory()
             if pending.abandoned:
                 await self._abandon(spec, previous, previous_estimate, old_stopping)
             else:
@@ -306,13 +375,21 @@ class EngineManager(Admission):
             raise
         except Exception as exc:
             d.load_phase = None
+            self._release_memory()
             self.events.observe_load(self.name, spec.served_name, time.monotonic() - started, ok=False)
             message = exc.message if isinstance(exc, ApiError) else f"load failed: {exc!r}"
             await self._give_up(message)
+            if pending.on_demand:
+                self._remember_failure(spec, message, previous)
             if isinstance(exc, LoadFailed):
                 raise
             raise LoadFailed(message) from exc
         d.load_seconds, d.loaded_at, d.loading_since = time.monotonic() - started, time.time(), None
+        self.load_history[spec.served_name] = d.load_seconds
+        self.failed_loads.pop(spec.served_name, None)
+        if self._reservation is not None:  # the real memory replaces the estimate in the ledger
+            self._reservation = None
+            await self.ledger.measured(self.name, pid)
         self.events.observe_load(self.name, spec.served_name, d.load_seconds, ok=True)
         d.last_error = d.unload_reason = d.unloaded_at = d.resume_spec = None
         self.last_used, self._known_pid = time.monotonic(), pid
@@ -349,10 +426,37 @@ class EngineManager(Admission):
         finally:
             self.holding_until = None
 
+    def _remember_failure(self, spec: ModelSpec, message: str, previous: LaunchPlan | None) -> None:
+        """A failed on-demand load: remembered (requests do not start it again until its file or entry changes or
+        an admin loads it), counted, and the model that was served comes back (when no other load is queued)."""
+        self.failed_loads[spec.served_name] = FailedLoad(spec, fingerprint(spec), message, time.time())
+        self.events.on_demand_failed(self.name, spec.served_name, refused=False)
+        others = [p for p in self._loads if p.spec != spec]
+        if previous is not None and previous.spec != spec and not others:
+            log.warning("%s: the on-demand load of %s failed; bringing back %s", self.name, spec.served_name,
+                        previous.spec.served_name)
+            self._request_load(previous.spec, f"bringing back the model served before the failed load of "
+                                              f"{spec.served_name}")
+
+    def known_failure(self, spec: ModelSpec) -> FailedLoad | None:
+        """The remembered failed on-demand load of `spec`, unless its entry or file changed since."""
+        failed = self.failed_loads.get(spec.served_name)
+        if failed is None:
+            return None
+        if failed.spec != spec or failed.fingerprint != fingerprint(spec):
+            del self.failed_loads[spec.served_name]  # changed: it may be tried again
+            return None
+        return failed
+
+    def _release_memory(self) -> None:
+        if self._reservation is not None:
+            self._reservation = None
+            self.ledger.release(self.name)
+
     async def _abandon(self, spec: ModelSpec, previous: LaunchPlan | None,
                        previous_estimate: memory.MemoryEstimate | None, old_stopping: bool) -> None:
-        """A load every client has left: back to the model that was served if it still runs, else idle (the
-        next request for that model brings it back)."""
+        """A load every client hung up on before it stopped the served model: that model keeps serving (an
+        abandoned load never gets past that point; without a served model the engine goes idle)."""
         d, reason = self.details, f"the load of {spec.served_name} was abandoned: every request for it left"
         if previous is not None and not old_stopping:
             write_plan(self.run_dir, previous)
@@ -360,6 +464,7 @@ class EngineManager(Admission):
             self.machine.move(State.LOADED, f"{reason}; {previous.spec.served_name} kept serving")
             return
         d.process = await self.proc.stop_tree()
+        self.ledger.stopped(self.name)
         now = time.time()
         remembered = Resume(previous.spec, reason, now) if previous else None
         clear_plan(self.run_dir, self.name, resume=remembered)
@@ -378,10 +483,11 @@ class EngineManager(Admission):
             return None
         running = self.details.process.pid if self.details.process and self.state is not State.IDLE else None
         freed = int((await asyncio.to_thread(sample_tree, running)).rss_bytes) if running else 0
+        settings = self.router_settings
         try:
-            if not force:
-                check_fits(self.name, plan.spec.served_name, estimate, self.router_settings.memory_reserve_gib,
-                           available_bytes(), freed, self.others_memory())
+            self._reservation = await self.ledger.reserve(
+                self.name, plan.spec.served_name, estimate, settings.memory_reserve_gib, freed, self.others_memory(),
+                force=force, wait_seconds=settings.load_timeout_seconds)
         except InsufficientMemory as exc:
             log.warning("%s: %s", self.name, exc.message)
             if self.state is State.IDLE:
@@ -389,17 +495,19 @@ class EngineManager(Admission):
             raise
         return estimate
 
-    async def unload(self, reason: str = "unloaded on request", resume: bool = False) -> None:
+    async def unload(self, reason: str = "unloaded on request", resume: bool = False, on_request: bool = True
+                     ) -> None:
         """Stop the engine's model once the requests in flight finish. `resume` (an idle unload) lets the next
-        request bring the model back, also after a router restart; otherwise the unload outlives restarts."""
-        await asyncio.shield(self._spawn(self._run_unload(reason, resume)))
+        request bring the model back, also after a router restart; otherwise an unload `on_request` outlives
+        restarts (the configured default does not come back)."""
+        await asyncio.shield(self._spawn(self._run_unload(reason, resume, on_request and not resume)))
 
-    async def _run_unload(self, reason: str, resume: bool) -> None:
+    async def _run_unload(self, reason: str, resume: bool, on_request: bool) -> None:
         async with self._lock:
             d, now = self.details, time.time()
             remembered = Resume(d.spec, reason, now) if resume and d.spec else None
             try:  # the intent first
-                clear_plan(self.run_dir, self.name, on_request=not resume, resume=remembered)
+                clear_plan(self.run_dir, self.name, on_request=on_request, resume=remembered)
             except OSError as exc:
                 raise StateNotRecorded(f"unload of {self.name}", self.run_dir, exc) from exc
             d.resume_spec = remembered.spec if remembered else None
@@ -409,6 +517,7 @@ class EngineManager(Admission):
             try:
                 await self._drain()
                 d.process = await self.proc.stop_tree()
+                self.ledger.stopped(self.name)
             except SupervisorError as exc:
                 d.last_error = f"could not stop the engine: {exc}"
                 self.machine.move(State.ERROR, d.last_error)
@@ -441,6 +550,7 @@ class EngineManager(Admission):
         log.error("%s: %s", self.name, message)
         try:
             self.details.process = await self.proc.stop_tree()
+            self.ledger.stopped(self.name)
         except SupervisorError as exc:
             log.error("%s: could not stop after failed load: %s", self.name, exc)
         clear_plan(self.run_dir, self.name)
@@ -497,6 +607,26 @@ class EngineManager(Admission):
             if not self._owned():
                 self._observe(State.ERROR, "supervisord gave up on the engine")
         # UNKNOWN is passing: the next poll sees where it leads
+        self._check_stuck()
+
+    def _check_stuck(self) -> None:
+        """Outside a load (an adopted engine, a crash restart, `supervisorctl start`) nothing else bounds how long
+        the engine may stay loading: past router.load_timeout_seconds it is stopped and shown in error."""
+        timeout = self.router_settings.load_timeout_seconds
+        if self.state is State.LOADING and not self._owned() and time.time() - self.machine.since > timeout:
+            self._spawn(self._stop_stuck(self.details.plan, self.machine.since))
+
+    async def _stop_stuck(self, plan: LaunchPlan | None, since: float) -> None:
+        async with self._lock:
+            if self._loads or self.state is not State.LOADING or self.machine.since != since or (
+                    self.details.plan is not plan):
+                return  # it answered, or a load took over, meanwhile
+            timeout, cause = self.router_settings.load_timeout_seconds, self.machine.cause
+            served = f" serving {plan.spec.served_name}" if plan else ""
+            message = (f"engine {self.name}{served} did not become ready within {timeout:g} s ({cause}); stopped "
+                       f"it (router.load_timeout_seconds); load a model to try again"
+                       f"{LOG_LINES_MARK}{await self.proc.log_tail()}")
+            await self._give_up(message, "it never became ready")
 
     def _count_restart(self) -> None:
         """One more restart; past router.crash_restarts within the window, stop the crash loop."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import errno
 import json
 import math
@@ -56,10 +55,10 @@ class ApiError(Exception):
     def without_log_lines(self, engine: str) -> "ApiError":
         """The same error for someone who may not read the engine's logs (a copy: subclasses may take other
         constructor arguments, e.g. StateNotRecorded)."""
-        twin = copy.copy(self)
+        twin = type(self).__new__(type(self))  # not copy.copy: that calls the constructor with `args`
+        twin.__dict__.update(self.__dict__)
         twin.message = without_log_lines(self.message, engine)
-        twin.args = (twin.message,)
-        twin.__traceback__ = twin.__cause__ = twin.__context__ = None
+        Exception.__init__(twin, twin.message)
         return twin
 
 

@@ -9,13 +9,16 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from engines.spec import LaunchPlan, ModelSpec, read_plan
 from router.config import EngineSettings, RouterSettings
 from router.lifecycle import EngineManager
-from router.memory_guard import MemoryLedger
+
+if TYPE_CHECKING:
+    from router.memory_guard import MemoryLedger
 from router.supervisor import ProcessInfo
 
 FIRST_FAKE_PID = 100_000_000
@@ -36,6 +39,7 @@ class FakeSupervisor:
         self.probed_ports: list[int] = []
         self.auto_ready = True  # a started process answers its readiness URLs at once
         self.start_fails = False  # a started process exits at once (a broken model)
+        self.broken: set[str] = set()  # served names whose process exits at once
         self.start_state = "RUNNING"  # "STARTING": supervisord's startsecs have not passed yet
         self.gates: dict[str, asyncio.Event] = {}  # "start"/"stop"/"info": block that call until set
         self.blocked: set[str] = set()  # gated calls waiting now
@@ -63,7 +67,7 @@ class FakeSupervisor:
         await self._pass("start")
         plan = read_plan(self.run_dir, name)  # what the launcher does
         assert plan is not None and plan.argv, "the launcher would refuse to start without a plan"
-        if self.start_fails:
+        if self.start_fails or plan.spec.served_name in self.broken:
             self.state, self.pid, self.exit_status = "FATAL", 0, 1
             return
         self.run(plan)

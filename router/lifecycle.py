@@ -153,6 +153,7 @@ class EngineManager(Admission):
         self.run_dir = run_dir
         self.proc = EngineProcess(name, supervisor, run_dir, self.adapter.READY_PATHS, http, probe)
         self.events = events or NoEvents()
+        self._recent_restarts: deque[float] = deque()  # restart times (monotonic) within the crash window
         self.configure(settings, router)
         self.machine = StateMachine(name, on_move=self._moved)
         self.details = EngineDetails()
@@ -162,7 +163,6 @@ class EngineManager(Admission):
         self._ready_pid = 0  # the engine PID that last answered its readiness URLs
         self._known_pid = 0  # the last engine PID seen; a different one outside a load is a restart
         self.restarts = 0  # restarts outside a load (crashes, `supervisorctl restart`) since the router started
-        self._recent_restarts: deque[float] = deque()  # their monotonic times, within the crash window
         self.others_memory: Callable[[], dict[str, int]] = dict  # other engines' RSS, for refusal messages
         # the memory ledger every engine shares (router/memory_guard.py); a private one for a lone manager
         self.ledger = ledger or MemoryLedger(settle_seconds=router.memory_settle_seconds)
@@ -174,7 +174,12 @@ class EngineManager(Admission):
         self._init_admission()
 
     def configure(self, settings: EngineSettings, router: RouterSettings) -> None:
-        """Take (re)loaded settings. They shape the next launch; a running engine keeps its plan."""
+        """Take (re)loaded settings. They shape the next launch; a running engine keeps its plan. New crash-loop
+        limits start their count afresh."""
+        old = getattr(self, "router_settings", None)
+        if old is not None and (old.crash_restarts, old.crash_window_seconds) != (
+                router.crash_restarts, router.crash_window_seconds):
+            self._recent_restarts.clear()
         self.settings, self.router_settings = settings, router
 
     @property

@@ -245,9 +245,9 @@ def test_a_read_error_after_the_stream_began_ends_it_with_an_event_not_a_second_
             try:
                 reads["client"] = asyncio.current_task()
                 monkeypatch.setattr(aiohttp.StreamReader, "readany", readany)
-                async with aiohttp.ClientSession() as client:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as client:
                     async with client.post(router_url + "/v1/completions", json={}) as resp:
-                        return resp.status, await resp.read()
+                        return resp.status, await resp.read()  # a stream left without its end hangs here
             finally:
                 monkeypatch.undo()
                 await router_runner.cleanup()

@@ -18,7 +18,7 @@ from router.usage import UsageTap, usage_from_json
 log = logging.getLogger(__name__)
 
 # Connection-level failures. The request is sent again only when it provably never reached the engine: the
-# failure came before aiohttp began writing it (see `_sent`). Once any byte of it may have gone out, the engine
+# failure came before aiohttp handed any of it to the connection (`_Request.written`). Once any byte of it may have gone out, the engine
 # may have begun generating, so the failure is the client's answer (502), never a second generation.
 RETRYABLE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 SEND_ATTEMPTS = 3
@@ -32,37 +32,38 @@ HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"
 ENGINE_CONNECTIONS = 1024
 
 
-async def _writing(_session, context, _params) -> None:
-    """aiohttp is about to write the request's headers or a body chunk: from here on it may reach the engine."""
-    if isinstance(context.trace_request_ctx, dict):
-        context.trace_request_ctx["writing"] = True
+class _Request(aiohttp.BytesPayload):
+    """The request body, knowing whether aiohttp handed any of it to the connection: its headers go out with
+    the first body write, and a write to a connection already closing fails before anything is sent."""
 
+    written = False
 
-def _write_tracer() -> aiohttp.TraceConfig:
-    trace = aiohttp.TraceConfig()
-    trace.on_request_headers_sent.append(_writing)
-    trace.on_request_chunk_sent.append(_writing)
-    return trace
+    async def write(self, writer) -> None:
+        await super().write(writer)
+        self.written = True
+
+    async def write_with_length(self, writer, content_length: int | None) -> None:
+        await super().write_with_length(writer, content_length)
+        self.written = True
 
 
 def engine_session() -> aiohttp.ClientSession:
-    """The one client session to the engines: pooled, closed before llama-server's 5 s idle timeout, bodies left
-    as the engine sent them (relayed byte for byte, never decoded), and traced so that a failed send knows
-    whether any of the request was written (`_send`)."""
+    """The one client session to the engines: pooled, closed before llama-server's 5 s idle timeout, and bodies
+    left as the engine sent them (relayed byte for byte, never decoded)."""
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=ENGINE_CONNECTIONS, keepalive_timeout=4)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=False, trace_configs=[_write_tracer()])
+    return aiohttp.ClientSession(connector=connector, auto_decompress=False)
 
 
 async def _send(http: aiohttp.ClientSession, url: str, payload: bytes, timeout: aiohttp.ClientTimeout,
                 record: RequestRecord, headers: dict[str, str]) -> aiohttp.ClientResponse:
     for attempt in range(1, SEND_ATTEMPTS + 1):
-        progress: dict = {"writing": False}
+        body = _Request(payload, content_type=headers.get("Content-Type", "application/json"))
         try:
-            return await http.post(url, data=payload, timeout=timeout, headers=headers, trace_request_ctx=progress)
+            return await http.post(url, data=body, timeout=timeout, headers=headers)
         except aiohttp.ClientConnectorError:
             raise  # nothing listens there: retrying will not help
         except RETRYABLE as exc:
-            if progress["writing"] or attempt == SEND_ATTEMPTS:
+            if body.written or attempt == SEND_ATTEMPTS:
                 raise  # it may have reached the engine (which may be generating): never sent twice
             record.resends += 1
             log.debug("sending %s again after %r: none of the request had been written", url, exc)

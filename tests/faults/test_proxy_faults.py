@@ -173,16 +173,15 @@ def test_a_connection_dropped_after_the_request_was_sent_is_not_sent_again():
 
 
 class _FailingSession:
-    """A client session whose first sends fail with `exc`, having written (or not) the request first."""
+    """A client session whose first sends fail with `exc`, having handed the request to the connection (or not)."""
 
     def __init__(self, exc: Exception, written: bool, failures: int = 1):
         self.exc, self.written, self.failures, self.posts = exc, written, failures, 0
 
-    async def post(self, url, *, trace_request_ctx, **_):
+    async def post(self, url, *, data, **_):
         self.posts += 1
         if self.posts <= self.failures:
-            if self.written:
-                trace_request_ctx["writing"] = True  # what the session's trace records as aiohttp writes
+            data.written = self.written
             raise self.exc
         return "answer"
 
@@ -202,20 +201,42 @@ def test_a_request_is_sent_again_only_when_none_of_it_was_written(exc):
     asyncio.run(scenario())
 
 
-def test_the_engine_session_marks_a_request_as_written():
-    """The real session's trace: a request that reached the engine's socket is marked, so it is never resent."""
+def test_a_connection_closing_before_the_write_is_sent_again_and_a_written_request_is_marked():
+    """Against the real session: a pooled connection the engine closed before the request (what cpp-httplib
+    does after a stream) fails the write before anything is sent, so the request goes again."""
     async def scenario():
         seen: dict = {}
         runner, url = await start(fake_engine(seen))
         try:
             async with engine_session() as http:
-                progress = {"writing": False}
-                async with await http.post(url + "/drops", data=b"{}", trace_request_ctx=progress) as resp:
-                    pass
-                assert progress["writing"] is True
+                record = RequestRecord()
+                timeout = aiohttp.ClientTimeout(total=10)
+                first = await _send(http, url + "/drops", b"{}", timeout, record, {})  # reaches it: dropped
+                raise AssertionError(f"the dropped request was answered: {first.status}")
         except aiohttp.ServerDisconnectedError:
-            assert progress["writing"] is True
+            assert seen["drop"] == 1 and record.resends == 0  # it was written: not sent again
         finally:
+            await runner.cleanup()
+    asyncio.run(scenario())
+
+
+def test_a_write_to_a_closing_connection_is_not_marked_written(monkeypatch):
+    async def scenario():
+        from aiohttp.http_writer import StreamWriter
+
+        async def closing(self, chunk, **_):
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+        monkeypatch.setattr(StreamWriter, "write", closing)
+        seen: dict = {}
+        runner, url = await start(fake_engine(seen))
+        try:
+            async with engine_session() as http:
+                record = RequestRecord()
+                with pytest.raises(aiohttp.ClientOSError):
+                    await _send(http, url + "/drops", b"{}", aiohttp.ClientTimeout(total=10), record, {})
+                assert record.resends == 2 and seen["drop"] == 0  # tried 3 times, never reached the engine
+        finally:
+            monkeypatch.undo()
             await runner.cleanup()
     asyncio.run(scenario())
 

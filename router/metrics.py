@@ -128,8 +128,8 @@ class RouterMetrics:
                                          registry=r)
         self.restarts = Counter("unified_engine_restarts", "Engine processes replaced outside a load "
                                 "(crash restarts, supervisorctl restart)", ["engine"], registry=r)
-        self.resends = Counter("unified_upstream_resends", "Requests sent to the engine again because it had "
-                               "closed the pooled connection before reading them", ["engine"], registry=r)
+        self.resends = Counter("unified_upstream_resends", "Requests sent to the engine again because their "
+                               "connection failed before any of them was written", ["engine"], registry=r)
         self.in_flight = Gauge("unified_requests_in_flight", "Requests being answered by the engine",
                                ["engine"], registry=r)
         self.queued = Gauge("unified_requests_queued", "Requests waiting for the engine to finish loading",

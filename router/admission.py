@@ -2,8 +2,10 @@
 are let through, so the next swap or unload drains them instead of cutting them off.
 
 A mixin of `EngineManager` (router/lifecycle.py), which owns the state: it provides `machine`, `details`, the
-load queue `_loads`, the settings, and calls `_review_waiters` after every change. When a load completes,
-every request that waited for that model is let through at once, before the next queued swap starts.
+load queue (`queue`, router/load_queue.py: read through its public methods only), the settings, and calls
+`_review_waiters` after every change. When a load completes, every request that waited for that model is let
+through at once, before the next queued swap starts. A request that stops waiting never cancels a load; a
+client that hangs up may (the queue's rule).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from engines.spec import ModelSpec
 from router.engine_state import State
+from router.load_queue import FIRST_LOAD_GUESS_SECONDS
 from router.errors import ApiError, EngineUnavailable, InvalidRequest, LoadFailed, TooManyRequests, without_log_lines
 
 
 NOTE_SECONDS = 1.0  # how often a waiting request hears why it waits (see proxy.WaitNotes)
-FIRST_LOAD_GUESS_SECONDS = 30.0
 UNAVAILABLE_RETRY_SECONDS = 30.0  # Retry-After of an idle or failed engine: only an operator (or a load) changes it  # a load's expected time when neither the model nor the engine has loaded yet
 Notify = Callable[[str], Awaitable[None]]
 
@@ -45,18 +47,18 @@ class Admission:
 
     def will_serve(self, served_name: str) -> bool:
         """True when `served_name` is loaded with no swap queued, or is being or about to be loaded."""
-        if any(p.spec.served_name == served_name for p in self._loads):
+        if self.queue.has(served_name):
             return True
         spec = self.details.spec
         if self.holding_until and self._servable(served_name):  # it serves its own requests until the swap
             return True
-        return (not self._loads and spec is not None and spec.served_name == served_name
+        return (not self.queue and spec is not None and spec.served_name == served_name
                 and self.state in (State.LOADED, State.LOADING))
 
     def known_specs(self) -> list[ModelSpec]:
         """Models this engine serves, is loading, has queued, or is swapping away from."""
         specs = [self.details.spec, self.details.plan.spec if self.details.plan else None,
-                 *(p.spec for p in self._loads)]
+                 *(p.spec for p in self.queue)]
         return [s for s in specs if s is not None]
 
     @contextlib.asynccontextmanager
@@ -67,7 +69,7 @@ class Admission:
         `notify` hears every NOTE_SECONDS what the request is waiting for.
 
         A request that stops waiting (its `timeout` runs out) never cancels a load: it may come back and join it.
-        Only a client that hangs up leaves; see `_drop_abandoned_loads` for what that cancels."""
+        Only a client that hangs up leaves; router/load_queue.py says what that cancels."""
         if load is not None:
             if failed := self.known_failure(load):
                 self.events.on_demand_failed(self.name, load.served_name, refused=True)
@@ -89,12 +91,12 @@ class Admission:
         return self.state is State.LOADED and spec is not None and (wanted is None or wanted == spec.served_name)
 
     async def _admit(self, wanted: str | None, timeout: float, notify: Notify | None = None) -> ModelSpec:
-        if self._servable(wanted) and (not self._loads or self.holding_until):
+        if self._servable(wanted) and (not self.queue or self.holding_until):
             self.in_flight += 1
             return self.details.spec
-        if not self._loads and self.state not in (State.LOADING, State.LOADED):
+        if not self.queue and self.state not in (State.LOADING, State.LOADED):
             raise self._unavailable()
-        if not self._loads and self.state is State.LOADED:
+        if not self.queue and self.state is State.LOADED:
             raise self.not_loaded(wanted)
         self._refuse_if_queue_full(wanted)
         waiter = Waiter(wanted, asyncio.get_running_loop().create_future())
@@ -132,24 +134,17 @@ class Admission:
         """Seconds until `wanted` (None: any model) is likely served: the loads up to and including the one it
         waits for, each taking what that model's last load took (else the engine's last load, else a guess),
         less what the running one has done already."""
-        now, total = time.monotonic(), 0.0
-        fallback = self.details.load_seconds or FIRST_LOAD_GUESS_SECONDS
-        for pending in self._loads:
-            expected = self.load_history.get(pending.spec.served_name, fallback)
-            if pending.started_at is not None:
-                expected = max(1.0, expected - (now - pending.started_at))
-            total += expected
-            if wanted is None or pending.spec.served_name == wanted:
-                break
-        if not self._loads and self.state is State.LOADING:  # a restart the router did not start
-            spec = self.details.spec
-            expected = self.load_history.get(spec.served_name, fallback) if spec else fallback
-            total = max(1.0, expected - (time.time() - (self.details.loading_since or time.time())))
-        return max(1.0, total)
+        expected = self.queue.expected_wait(wanted, self.details.load_seconds)
+        if expected is not None:
+            return expected
+        spec, since = self.details.spec, self.details.loading_since  # a restart the router did not start
+        guess = self.details.load_seconds or FIRST_LOAD_GUESS_SECONDS
+        took = self.queue.history.get(spec.served_name, guess) if spec else guess
+        return max(1.0, took - (time.time() - since) if since else took)
 
     def _why_waiting(self, wanted: str | None, waited: float) -> str:
         """What a waiting request waits for, in words: the load it needs, and how many come first."""
-        names = [p.spec.served_name for p in self._loads]
+        names = self.queue.names()
         target = wanted if wanted in names else (names[-1] if names else self.details.spec.served_name
                                                    if self.details.spec else None)
         ahead = names.index(target) if target in names else 0
@@ -182,7 +177,7 @@ class Admission:
 
     def _review_waiters(self, failed: ModelSpec | None = None, error: ApiError | None = None) -> None:
         """Let through every waiter the engine now serves; refuse those whose model no longer comes."""
-        pending = {p.spec.served_name for p in self._loads}
+        pending = set(self.queue.names())
         spec, state = self.details.spec, self.state
         for waiter in list(self._waiters):
             if waiter.future.done():

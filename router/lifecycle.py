@@ -28,6 +28,7 @@ from router.engine_state import State, StateMachine
 from router.errors import LOG_LINES_MARK, ApiError, LoadFailed, StateNotRecorded
 from router.admission import Admission
 from router.engine_process import EngineProcess, Probe
+from router.load_queue import FailedLoad, LoadQueue, PendingLoad
 from router.memory_guard import InsufficientMemory, MemoryLedger, Reservation
 from router.metrics import sample_tree
 from router.supervisor import STARTING_STATES, ProcessInfo, Supervisor, SupervisorError
@@ -63,44 +64,6 @@ class EngineDetails:
         if self.load_phase:
             self.load_phases[self.load_phase] = round(now - self._phase_started, 4)
         self.load_phase, self._phase_started = phase, now
-
-
-@dataclass
-class PendingLoad:
-    spec: ModelSpec
-    task: asyncio.Task | None = None
-    on_demand: bool = False  # only requests want it: when every one of them hung up, it may be dropped
-    force: bool = False  # load even when the memory estimate says it does not fit
-    abandoned: bool = False  # every request that wanted it hung up before the old model was stopped: cancelled
-    kept: bool = False  # it runs to its end whoever leaves: a request stopped waiting for it (and may retry)
-    started_at: float | None = None  # monotonic, once it owns the engine
-    old_stopped: bool = False  # the served model's stop was asked for: from here on the load runs to its end
-
-
-@dataclass(frozen=True)
-class FailedLoad:
-    """An on-demand load that failed: requests do not start it again until its file or entry changes or an
-    admin loads it."""
-    spec: ModelSpec
-    fingerprint: tuple
-    error: str
-    at: float  # wall clock
-
-    def as_dict(self) -> dict:
-        return {"model_path": self.spec.path, "error": self.error, "at": self.at}
-
-
-def fingerprint(spec: ModelSpec) -> tuple:
-    """What changes when the model's files change: sizes and modification times (a folder's own files)."""
-    path = Path(spec.path)
-    try:
-        if path.is_dir():
-            return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir()
-                                if f.is_file()))
-        stat = path.stat()
-        return (path.name, stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        return ()
 
 
 class LifecycleEvents(Protocol):
@@ -158,7 +121,7 @@ class EngineManager(Admission):
         self.machine = StateMachine(name, on_move=self._moved)
         self.details = EngineDetails()
         self._lock = asyncio.Lock()
-        self._loads: list[PendingLoad] = []  # queued or running, in arrival order
+        self.queue = LoadQueue(name)  # loads queued or running, in arrival order (router/load_queue.py)
         self._background: set[asyncio.Task] = set()
         self._ready_pid = 0  # the engine PID that last answered its readiness URLs
         self._known_pid = 0  # the last engine PID seen; a different one outside a load is a restart
@@ -169,8 +132,6 @@ class EngineManager(Admission):
         self._reservation: Reservation | None = None  # the running load's, until the engine is ready
         self._resident_since = time.monotonic()  # when the served model's load completed
         self.holding_until: float | None = None  # while a swap waits out the served model's residency
-        self.load_history: dict[str, float] = {}  # served name -> seconds its last load took (Retry-After)
-        self.failed_loads: dict[str, FailedLoad] = {}  # served name -> its failed on-demand load
         self._init_admission()
 
     def configure(self, settings: EngineSettings, router: RouterSettings) -> None:
@@ -251,7 +212,7 @@ class EngineManager(Admission):
     async def close(self) -> None:
         """Router shutdown: interrupt loads and unloads. The run folder keeps what they were for, so the next
         router start resumes them."""
-        tasks = [p.task for p in self._loads if p.task] + list(self._background)
+        tasks = [p.task for p in self.queue if p.task] + list(self._background)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -263,17 +224,16 @@ class EngineManager(Admission):
         return at once (0 s) when it is already served with the same launch and nothing is queued. `force`
         loads it even when its memory estimate does not fit. An admin's load also forgets that an on-demand load
         of `spec` failed."""
-        self.failed_loads.pop(spec.served_name, None)
+        self.queue.forget_failure(spec.served_name)
         return await asyncio.shield(self._request_load(spec, cause, force=force))
 
     def _request_load(self, spec: ModelSpec, cause: str, on_demand: bool = False, force: bool = False
                       ) -> asyncio.Future:
-        for pending in self._loads:
-            if pending.spec == spec:
-                pending.on_demand = pending.on_demand and on_demand  # an explicit load keeps it
-                pending.force = pending.force or force
-                return pending.task
-        if (not self._loads and self.state is State.LOADED and self._process_ready()
+        if pending := self.queue.find(spec):  # join it
+            pending.on_demand = pending.on_demand and on_demand  # an explicit load keeps it
+            pending.force = pending.force or force
+            return pending.task
+        if (not self.queue and self.state is State.LOADED and self._process_ready()
                 and self.plan_for(spec).same_launch(self.details.plan)):
             done = asyncio.get_running_loop().create_future()
             done.set_result(0.0)
@@ -281,37 +241,20 @@ class EngineManager(Admission):
         pending = PendingLoad(spec, on_demand=on_demand, force=force)
         pending.task = asyncio.ensure_future(self._run_load(pending, cause))
         pending.task.add_done_callback(_retrieve)  # an on-demand load may have no one awaiting it
-        self._loads.append(pending)
+        self.queue.add(pending)
         return pending.task
 
+    @property
+    def _loads(self) -> list[PendingLoad]:
+        return self.queue.loads
+
     def _keep_loads_for(self, wanted: str | None) -> None:
-        """A request stopped waiting (its wait ran out): it did not leave, it may retry. The loads it waited for
-        run to their end whoever else leaves."""
-        for pending in self._loads:
-            if wanted is None or pending.spec.served_name == wanted:
-                pending.kept = True
+        self.queue.keep_for(wanted)
 
     def _drop_abandoned_loads(self) -> None:
-        """Every client waiting for an on-demand load hung up: a queued load is dropped before it starts, a
-        running one that has not stopped the served model yet is cancelled (that model keeps serving). A load
-        that has stopped the old model, or one a request stopped waiting for, runs to its end (an idle unload can
-        take it later)."""
-        wanted = {waiter.wanted for waiter in self._waiters}
-        if None in wanted:
-            return
-        for pending in list(self._loads):
-            if not pending.on_demand or pending.kept or pending.spec.served_name in wanted:
-                continue
-            running = pending.started_at is not None
-            if running and pending.old_stopped:
-                log.info("%s: every request for %s has gone, but the engine's previous model is already stopped: "
-                         "the load runs to its end", self.name, pending.spec.served_name)
-                pending.kept = True
-                continue
-            log.info("%s: cancelling the %s load of %s: every request that wanted it has gone", self.name,
-                     "running" if running else "queued", pending.spec.served_name)
-            pending.abandoned = True
-            self._loads.remove(pending)  # at once: no new request may join it
+        """Every client waiting for some on-demand loads hung up: cancel those the queue's rule lets go
+        (router/load_queue.py)."""
+        for pending in self.queue.abandoned_by({waiter.wanted for waiter in self._waiters}):
             pending.task.cancel()
 
     def _saw(self, info: ProcessInfo) -> None:
@@ -333,8 +276,7 @@ class EngineManager(Admission):
             failure = exc
             raise
         finally:  # still in arrival order: whoever waited for this model hears how it went before the next load
-            if pending in self._loads:  # (a dropped load has left already)
-                self._loads.remove(pending)
+            self.queue.remove(pending)  # (a dropped load has left already)
             self._review_waiters(pending.spec if failure else None, failure)
 
     async def _load_locked(self, pending: PendingLoad, cause: str) -> float:
@@ -390,8 +332,8 @@ class EngineManager(Admission):
                 raise
             raise LoadFailed(message) from exc
         d.load_seconds, d.loaded_at, d.loading_since = time.monotonic() - started, time.time(), None
-        self.load_history[spec.served_name] = d.load_seconds
-        self.failed_loads.pop(spec.served_name, None)
+        self.queue.history[spec.served_name] = d.load_seconds
+        self.queue.forget_failure(spec.served_name)
         if self._reservation is not None:  # the real memory replaces the estimate in the ledger
             self._reservation = None
             await self.ledger.measured(self.name, pid)
@@ -434,9 +376,9 @@ class EngineManager(Admission):
     def _remember_failure(self, spec: ModelSpec, message: str, previous: LaunchPlan | None) -> None:
         """A failed on-demand load: remembered (requests do not start it again until its file or entry changes or
         an admin loads it), counted, and the model that was served comes back (when no other load is queued)."""
-        self.failed_loads[spec.served_name] = FailedLoad(spec, fingerprint(spec), message, time.time())
+        self.queue.remember_failure(spec, message)
         self.events.on_demand_failed(self.name, spec.served_name, refused=False)
-        others = [p for p in self._loads if p.spec != spec]
+        others = self.queue.others_than(spec)
         if previous is not None and previous.spec != spec and not others:
             log.warning("%s: the on-demand load of %s failed; bringing back %s", self.name, spec.served_name,
                         previous.spec.served_name)
@@ -445,13 +387,7 @@ class EngineManager(Admission):
 
     def known_failure(self, spec: ModelSpec) -> FailedLoad | None:
         """The remembered failed on-demand load of `spec`, unless its entry or file changed since."""
-        failed = self.failed_loads.get(spec.served_name)
-        if failed is None:
-            return None
-        if failed.spec != spec or failed.fingerprint != fingerprint(spec):
-            del self.failed_loads[spec.served_name]  # changed: it may be tried again
-            return None
-        return failed
+        return self.queue.known_failure(spec)
 
     def _release_memory(self) -> None:
         if self._reservation is not None:
@@ -535,7 +471,7 @@ class EngineManager(Admission):
     def unload_if_idle(self) -> None:
         idle_after = self.settings.idle_unload_seconds
         if (idle_after and self.state is State.LOADED and not self.in_flight and not self._waiters
-                and not self._loads and not self._lock.locked() and time.monotonic() - self.last_used >= idle_after):
+                and not self.queue and not self._lock.locked() and time.monotonic() - self.last_used >= idle_after):
             self._spawn(self.unload(reason=f"idle for {idle_after:g} s", resume=True))
 
     async def _drain(self) -> None:
@@ -568,7 +504,7 @@ class EngineManager(Admission):
 
     def _owned(self) -> bool:
         """True while a load or unload owns the state (the monitor only observes outside them)."""
-        return self._lock.locked() or bool(self._loads)
+        return self._lock.locked() or bool(self.queue)
 
     async def refresh(self) -> None:
         """Follow changes made outside the router: `supervisorctl stop/start/restart`, crashes, supervisord
@@ -623,7 +559,7 @@ class EngineManager(Admission):
 
     async def _stop_stuck(self, plan: LaunchPlan | None, since: float) -> None:
         async with self._lock:
-            if self._loads or self.state is not State.LOADING or self.machine.since != since or (
+            if self.queue or self.state is not State.LOADING or self.machine.since != since or (
                     self.details.plan is not plan):
                 return  # it answered, or a load took over, meanwhile
             timeout, cause = self.router_settings.load_timeout_seconds, self.machine.cause
@@ -645,7 +581,7 @@ class EngineManager(Admission):
 
     async def _stop_crash_loop(self, plan: LaunchPlan | None, restarts: int) -> None:
         async with self._lock:
-            if self._loads or plan is None or self.details.plan is not plan:
+            if self.queue or plan is None or self.details.plan is not plan:
                 return  # a load has replaced the crashing launch meanwhile
             self._recent_restarts.clear()
             window = self.router_settings.crash_window_seconds

@@ -15,6 +15,7 @@ from engines.spec import ModelSpec, plan_file, read_plan, unloaded_on_request
 from router import lifecycle
 from router.engine_state import State
 from router.errors import LoadFailed, StateNotRecorded
+from router.load_queue import FailedLoad, fingerprint
 from tests.unit.fakes import make_manager, no_illegal_transitions, spec, until  # noqa: F401 (an autouse fixture)
 
 A, B = spec("a"), spec("b")
@@ -112,7 +113,7 @@ def test_an_admins_load_forgets_the_remembered_failure(tmp_path):
         await manager.load(b)  # an admin tries it
         assert manager.known_failure(b) is None and manager.details.spec == b
         changed = ModelSpec(**{**b.__dict__, "options": {**b.options, "ctx_size": 1024}})
-        manager.failed_loads["b"] = lifecycle.FailedLoad(b, lifecycle.fingerprint(b), "x", 0)
+        manager.queue.failed["b"] = FailedLoad(b, fingerprint(b), "x", 0)
         assert manager.known_failure(changed) is None  # a changed catalog entry is a new try
     asyncio.run(scenario())
 

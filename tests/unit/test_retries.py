@@ -55,14 +55,14 @@ def test_retry_after_comes_from_the_models_last_load_and_the_loads_progress(tmp_
     async def scenario():
         manager, sup, _ = make_manager(tmp_path)
         await manager.load(A)
-        manager.load_history["b"] = 40.0  # B took 40 s last time
+        manager.queue.history["b"] = 40.0  # B took 40 s last time
         sup.auto_ready = False
         with pytest.raises(EngineUnavailable) as err:
             async with manager.admitted("b", B, timeout=0.5):
                 pass
         assert 35 <= err.value.retry_after <= 40, err.value.retry_after  # 40 s less the half second it ran
         assert err.value.headers()["Retry-After"] == str(int(-(-err.value.retry_after // 1)))
-        manager.load_history["b"] = 500.0
+        manager.queue.history["b"] = 500.0
         assert EngineUnavailable("x", retry_after=manager.expected_wait("b")).headers() == {"Retry-After": "60"}
         sup.ready_pids.add(sup.pid)
         await until(lambda: manager.state is State.LOADED, what="B")

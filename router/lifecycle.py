@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -25,17 +24,17 @@ from engines.spec import (LaunchPlan, ModelSpec, Resume, StateFileError, clear_p
                           unloaded_on_request, write_plan)
 from router.config import EngineSettings, RouterSettings
 from router.engine_state import State, StateMachine
-from router.errors import LOG_LINES_MARK, ApiError, LoadFailed, StateNotRecorded
+from router.errors import ApiError, LoadFailed, StateNotRecorded
 from router.admission import Admission
 from router.engine_process import EngineProcess, Probe
 from router.load_queue import FailedLoad, LoadQueue, PendingLoad
 from router.memory_guard import InsufficientMemory, MemoryLedger, Reservation
+from router.monitor import RUNNING_STATES, EngineMonitor
 from router.metrics import sample_tree
-from router.supervisor import STARTING_STATES, ProcessInfo, Supervisor, SupervisorError
+from router.supervisor import ProcessInfo, Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
 
-RUNNING_STATES = {"RUNNING", *STARTING_STATES}
 KEEPS_COMING_SECONDS = 0.5  # a model whose last request ended this recently is still wanted (residency)
 RESIDENCY_POLL_SECONDS = 0.1
 
@@ -116,16 +115,14 @@ class EngineManager(Admission):
         self.run_dir = run_dir
         self.proc = EngineProcess(name, supervisor, run_dir, self.adapter.READY_PATHS, http, probe)
         self.events = events or NoEvents()
-        self._recent_restarts: deque[float] = deque()  # restart times (monotonic) within the crash window
+        self.monitor = EngineMonitor(self)  # follows what happens outside the router's loads and unloads
         self.configure(settings, router)
         self.machine = StateMachine(name, on_move=self._moved)
         self.details = EngineDetails()
         self._lock = asyncio.Lock()
         self.queue = LoadQueue(name)  # loads queued or running, in arrival order (router/load_queue.py)
         self._background: set[asyncio.Task] = set()
-        self._ready_pid = 0  # the engine PID that last answered its readiness URLs
-        self._known_pid = 0  # the last engine PID seen; a different one outside a load is a restart
-        self.restarts = 0  # restarts outside a load (crashes, `supervisorctl restart`) since the router started
+        self.ready_pid = 0  # the engine PID that last answered its readiness URLs
         self.others_memory: Callable[[], dict[str, int]] = dict  # other engines' RSS, for refusal messages
         # the memory ledger every engine shares (router/memory_guard.py); a private one for a lone manager
         self.ledger = ledger or MemoryLedger(settle_seconds=router.memory_settle_seconds)
@@ -140,7 +137,7 @@ class EngineManager(Admission):
         old = getattr(self, "router_settings", None)
         if old is not None and (old.crash_restarts, old.crash_window_seconds) != (
                 router.crash_restarts, router.crash_window_seconds):
-            self._recent_restarts.clear()
+            self.monitor.forget_crashes()
         self.settings, self.router_settings = settings, router
 
     @property
@@ -180,7 +177,7 @@ class EngineManager(Admission):
         info = self.details.process = await self.proc.info()
         wanted_default = default if default and not unloaded_on_request(self.run_dir, self.name) else None
         if info.state in RUNNING_STATES and plan and record and (record.pid, record.plan_id) == (info.pid, plan.id):
-            self.details.spec, self.details.plan, self._known_pid = plan.spec, plan, info.pid
+            self.details.spec, self.details.plan, self.monitor.known_pid = plan.spec, plan, info.pid
             self.details.loading_since = time.time()
             self.machine.move(State.LOADING, f"adopted the running engine (pid {info.pid}) at router start")
         elif plan:
@@ -188,7 +185,7 @@ class EngineManager(Admission):
         elif unreadable and wanted_default:  # the plan on file cannot be read: the default replaces what runs
             self._request_load(wanted_default, "the configured default model (the run folder's plan is unreadable)")
         elif info.state in RUNNING_STATES:  # not an unload on request: the default may come back later
-            self._spawn(self.unload(reason="no model is wanted at router start", on_request=False))
+            self.spawn(self.unload(reason="no model is wanted at router start", on_request=False))
         elif resume:
             self.details.resume_spec, self.details.unload_reason = resume.spec, resume.reason
             self.details.unloaded_at = resume.unloaded_at
@@ -203,7 +200,7 @@ class EngineManager(Admission):
             self.details.last_error = str(exc)
             return None
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -264,7 +261,7 @@ class EngineManager(Admission):
 
     def _process_ready(self) -> bool:
         proc = self.details.process
-        return bool(proc and proc.pid and proc.pid == self._ready_pid)
+        return bool(proc and proc.pid and proc.pid == self.ready_pid)
 
     async def _run_load(self, pending: PendingLoad, cause: str) -> float:
         failure: ApiError | None = None
@@ -309,7 +306,7 @@ class EngineManager(Admission):
             await self.proc.start()
             d.enter_phase("waiting until the engine answers (loading the model)")
             pid = await self.proc.wait_ready(self.base_url, self.router_settings.load_timeout_seconds, self._saw)
-            self._ready_pid = pid
+            self.ready_pid = pid
             d.enter_phase(None)
         except asyncio.CancelledError:
             d.load_phase = None
@@ -325,7 +322,7 @@ class EngineManager(Admission):
             self._release_memory()
             self.events.observe_load(self.name, spec.served_name, time.monotonic() - started, ok=False)
             message = exc.message if isinstance(exc, ApiError) else f"load failed: {exc!r}"
-            await self._give_up(message)
+            await self.give_up(message)
             if pending.on_demand:
                 self._remember_failure(spec, message, previous)
             if isinstance(exc, LoadFailed):
@@ -339,9 +336,9 @@ class EngineManager(Admission):
             await self.ledger.measured(self.name, pid)
         self.events.observe_load(self.name, spec.served_name, d.load_seconds, ok=True)
         d.last_error = d.unload_reason = d.unloaded_at = d.resume_spec = None
-        self.last_used, self._known_pid = time.monotonic(), pid
+        self.last_used = time.monotonic()
+        self.monitor.new_launch(pid)  # earlier crashes do not count against it
         self._resident_since, self.last_request_at = time.monotonic(), float("-inf")  # no request of it yet
-        self._recent_restarts.clear()  # a new launch: earlier crashes do not count against it
         log.info("%s: load of %s, where the time went: %s", self.name, spec.served_name,
                  ", ".join(f"{phase} {seconds:.3f} s" for phase, seconds in d.load_phases.items()))
         self.machine.move(State.LOADED, f"{spec.served_name} ready after {d.load_seconds:.2f} s")
@@ -441,7 +438,7 @@ class EngineManager(Admission):
         """Stop the engine's model once the requests in flight finish. `resume` (an idle unload) lets the next
         request bring the model back, also after a router restart; otherwise an unload `on_request` outlives
         restarts (the configured default does not come back)."""
-        await asyncio.shield(self._spawn(self._run_unload(reason, resume, on_request and not resume)))
+        await asyncio.shield(self.spawn(self._run_unload(reason, resume, on_request and not resume)))
 
     async def _run_unload(self, reason: str, resume: bool, on_request: bool) -> None:
         async with self._lock:
@@ -472,7 +469,7 @@ class EngineManager(Admission):
         idle_after = self.settings.idle_unload_seconds
         if (idle_after and self.state is State.LOADED and not self.in_flight and not self._waiters
                 and not self.queue and not self._lock.locked() and time.monotonic() - self.last_used >= idle_after):
-            self._spawn(self.unload(reason=f"idle for {idle_after:g} s", resume=True))
+            self.spawn(self.unload(reason=f"idle for {idle_after:g} s", resume=True))
 
     async def _drain(self) -> None:
         """Let requests in flight finish, for at most router.drain_seconds; streams still running after that
@@ -485,7 +482,7 @@ class EngineManager(Admission):
         if self.in_flight:
             log.warning("%s: stopping with %d request(s) still in flight", self.name, self.in_flight)
 
-    async def _give_up(self, message: str, cause: str = "the load failed") -> None:
+    async def give_up(self, message: str, cause: str = "the load failed") -> None:
         """After a failed load or a crash loop: stop retries, forget the model so a restart does not repeat
         the failure."""
         log.error("%s: %s", self.name, message)
@@ -500,98 +497,31 @@ class EngineManager(Admission):
         d.last_error = message
         self.machine.move(State.ERROR, cause)
 
-    # ---- observation -----------------------------------------------------------------------------------------
+    # ---- what the monitor (router/monitor.py) uses ------------------------------------------------------
 
-    def _owned(self) -> bool:
+    def owned(self) -> bool:
         """True while a load or unload owns the state (the monitor only observes outside them)."""
         return self._lock.locked() or bool(self.queue)
 
+    def owned_by_queue(self) -> bool:
+        """A load is queued or running (inside `exclusive`, where the lock itself says nothing)."""
+        return bool(self.queue)
+
+    @property
+    def exclusive(self) -> asyncio.Lock:
+        """Held by every load and unload; the monitor takes it to stop a crash loop or a stuck start."""
+        return self._lock
+
     async def refresh(self) -> None:
-        """Follow changes made outside the router: `supervisorctl stop/start/restart`, crashes, supervisord
-        giving up. Only while no load or unload owns the state."""
-        if self._owned():
-            return
-        info = await self.proc.info()
-        if self._owned():
-            return
-        self.details.process = info
-        restarted = bool(info.pid and self._known_pid and info.pid != self._known_pid)
-        if restarted:
-            log.warning("%s: engine restarted outside a load (pid %s -> %s)", self.name, self._known_pid, info.pid)
-            self.events.engine_restarted(self.name)
-            self._count_restart()
-        if info.pid or info.state == "STOPPED":  # a deliberate stop: the next start is not a restart
-            self._known_pid = info.pid
-        if self.details.plan is None:
-            return  # no model wanted: nothing outside the router can make one run
-        if info.state == "RUNNING" or (info.state == "STARTING" and info.pid and info.pid == self._ready_pid):
-            if info.pid != self._ready_pid and await self.proc.is_ready(self.base_url):
-                if self._owned():
-                    return
-                self._ready_pid = info.pid
-            if info.pid == self._ready_pid:
-                self._observe(State.LOADED, f"the engine answers (pid {info.pid})")
-            else:
-                self._observe(State.LOADING, "supervisord restarted the engine" if restarted
-                              else f"the engine process started (pid {info.pid})")
-        elif info.state in STARTING_STATES or info.state == "EXITED":
-            self._observe(State.LOADING, f"supervisord is restarting the engine ({info.state}, "
-                                         f"exit status {info.exit_status})")
-        elif info.state == "STOPPED":
-            self._observe(State.IDLE, "stopped outside the router (supervisorctl stop)")
-        elif info.state == "STOPPING" and self.state is State.LOADED:
-            # `supervisorctl restart` or `stop` under way: new requests wait to see which (a restart lets them
-            # through once the engine answers again; a stop refuses them) instead of failing against a dying engine
-            self._observe(State.LOADING, "supervisord is stopping the engine (supervisorctl restart or stop)")
-        elif info.state == "FATAL" and self.state is not State.ERROR:  # it kept dying and supervisord gave up
-            self.details.last_error = await self.proc.failure_message(info)
-            if not self._owned():
-                self._observe(State.ERROR, "supervisord gave up on the engine")
-        # UNKNOWN is passing: the next poll sees where it leads
-        self._check_stuck()
+        """Follow changes made outside the router (router/monitor.py)."""
+        await self.monitor.refresh()
 
-    def _check_stuck(self) -> None:
-        """Outside a load (an adopted engine, a crash restart, `supervisorctl start`) nothing else bounds how long
-        the engine may stay loading: past router.load_timeout_seconds it is stopped and shown in error."""
-        timeout = self.router_settings.load_timeout_seconds
-        if self.state is State.LOADING and not self._owned() and time.time() - self.machine.since > timeout:
-            self._spawn(self._stop_stuck(self.details.plan, self.machine.since))
+    @property
+    def restarts(self) -> int:
+        return self.monitor.restarts
 
-    async def _stop_stuck(self, plan: LaunchPlan | None, since: float) -> None:
-        async with self._lock:
-            if self.queue or self.state is not State.LOADING or self.machine.since != since or (
-                    self.details.plan is not plan):
-                return  # it answered, or a load took over, meanwhile
-            timeout, cause = self.router_settings.load_timeout_seconds, self.machine.cause
-            served = f" serving {plan.spec.served_name}" if plan else ""
-            message = (f"engine {self.name}{served} did not become ready within {timeout:g} s ({cause}); stopped "
-                       f"it (router.load_timeout_seconds); load a model to try again"
-                       f"{LOG_LINES_MARK}{await self.proc.log_tail()}")
-            await self._give_up(message, "it never became ready")
-
-    def _count_restart(self) -> None:
-        """One more restart; past router.crash_restarts within the window, stop the crash loop."""
-        now, settings = time.monotonic(), self.router_settings
-        self.restarts += 1
-        self._recent_restarts.append(now)
-        while self._recent_restarts[0] < now - settings.crash_window_seconds:
-            self._recent_restarts.popleft()
-        if len(self._recent_restarts) > settings.crash_restarts:
-            self._spawn(self._stop_crash_loop(self.details.plan, len(self._recent_restarts)))
-
-    async def _stop_crash_loop(self, plan: LaunchPlan | None, restarts: int) -> None:
-        async with self._lock:
-            if self.queue or plan is None or self.details.plan is not plan:
-                return  # a load has replaced the crashing launch meanwhile
-            self._recent_restarts.clear()
-            window = self.router_settings.crash_window_seconds
-            message = (f"engine {self.name} crashed and was restarted {restarts} times within {window:g} s "
-                       f"serving {plan.spec.served_name}; stopped it (router.crash_restarts is "
-                       f"{self.router_settings.crash_restarts}); load a model to try again"
-                       f"{LOG_LINES_MARK}{await self.proc.log_tail()}")
-            await self._give_up(message, "a crash loop")
-
-    def _observe(self, target: State, cause: str) -> None:
+    def observe(self, target: State, cause: str) -> None:
+        """A change the monitor saw outside the router's loads and unloads."""
         d = self.details
         if target is State.LOADED and self.state not in (State.LOADING, State.LOADED):
             self.machine.move(State.LOADING, "the engine process started")

@@ -1,9 +1,17 @@
-"""One engine's model lifecycle: loads in arrival order, unloads that drain, restore at start, observation.
+"""One engine's model lifecycle: loads in arrival order, unloads that drain, restore at start.
 
 The manager is the one owner of the engine's state (`machine`, see router/engine_state.py). Loads and unloads
-run one at a time under a lock, in the order they were asked for; while one runs it owns the state, and the
-background monitor (`refresh`) only observes changes made outside the router (`supervisorctl stop`, a crash).
-Requests are let through by its admission half (router/admission.py).
+run one at a time under a lock, in the order they were asked for; while one runs it owns the state. Beside it,
+each with its own responsibility and a declared view of the manager:
+
+- the load queue (router/load_queue.py): order, joining, which loads clients may leave, expected waits,
+  remembered failed on-demand loads;
+- admission (router/admission.py): the requests waiting and in flight, behind `AdmissionHost`;
+- the monitor (router/monitor.py): what supervisord does outside the router's loads, the crash-loop guard and
+  the stuck-loading bound, behind `Observed`;
+- the memory ledger shared by every engine (router/memory_guard.py): a load's check and reservation.
+
+The rest of the router talks to the manager only (`admitted`, `load`, `unload`, `refresh`, `details`...).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from engines.spec import (LaunchPlan, ModelSpec, Resume, StateFileError, clear_p
 from router.config import EngineSettings, RouterSettings
 from router.engine_state import State, StateMachine
 from router.errors import ApiError, LoadFailed, StateNotRecorded
-from router.admission import Admission
+from router.admission import Admission, Notify
 from router.engine_process import EngineProcess, Probe
 from router.load_queue import FailedLoad, LoadQueue, PendingLoad
 from router.memory_guard import InsufficientMemory, MemoryLedger, Reservation
@@ -106,7 +114,7 @@ class NoEvents:
         pass
 
 
-class EngineManager(Admission):
+class EngineManager:
     def __init__(self, name: str, settings: EngineSettings, router: RouterSettings, supervisor: Supervisor,
                  run_dir: Path, http: aiohttp.ClientSession | None = None, probe: Probe | None = None,
                  events: LifecycleEvents | None = None, ledger: MemoryLedger | None = None):
@@ -129,7 +137,7 @@ class EngineManager(Admission):
         self._reservation: Reservation | None = None  # the running load's, until the engine is ready
         self._resident_since = time.monotonic()  # when the served model's load completed
         self.holding_until: float | None = None  # while a swap waits out the served model's residency
-        self._init_admission()
+        self.admission = Admission(self)  # its requests: waiting and in flight (router/admission.py)
 
     def configure(self, settings: EngineSettings, router: RouterSettings) -> None:
         """Take (re)loaded settings. They shape the next launch; a running engine keeps its plan. New crash-loop
@@ -159,7 +167,60 @@ class EngineManager(Admission):
 
     def _moved(self, source: State, target: State) -> None:
         self.events.engine_moved(self.name, source, target)
-        self._review_waiters()
+        self.admission.review()
+
+    # ---- requests (router/admission.py) ------------------------------------------------------------------
+
+    def admitted(self, wanted: str | None, load: ModelSpec | None, timeout: float, notify: Notify | None = None):
+        """A place on the engine for one request (`Admission.admitted`)."""
+        return self.admission.admitted(wanted, load, timeout, notify)
+
+    def request_on_demand(self, spec: ModelSpec) -> None:
+        self._request_load(spec, "a request asked for it", on_demand=True)
+
+    def will_serve(self, served_name: str) -> bool:
+        return self.admission.will_serve(served_name)
+
+    def known_specs(self) -> list[ModelSpec]:
+        return self.admission.known_specs()
+
+    def not_loaded(self, requested: str | None):
+        return self.admission.not_loaded(requested)
+
+    def expected_wait(self, wanted: str | None) -> float:
+        return self.admission.expected_wait(wanted)
+
+    @property
+    def in_flight(self) -> int:
+        return self.admission.in_flight
+
+    @property
+    def waiting(self) -> int:
+        return self.admission.waiting
+
+    @property
+    def _waiters(self) -> list:
+        return self.admission.waiters
+
+    def _why_waiting(self, wanted: str | None, waited: float) -> str:
+        return self.admission.why_waiting(wanted, waited)
+
+    @property
+    def last_used(self) -> float:
+        """The last request's end, or the last load: the idle-unload clock."""
+        return self.admission.last_used
+
+    @last_used.setter
+    def last_used(self, value: float) -> None:
+        self.admission.last_used = value
+
+    @property
+    def last_request_at(self) -> float:
+        return self.admission.last_request_at
+
+    @last_request_at.setter
+    def last_request_at(self, value: float) -> None:
+        self.admission.last_request_at = value
 
     # ---- start-up --------------------------------------------------------------------------------------------
 
@@ -248,10 +309,10 @@ class EngineManager(Admission):
     def _keep_loads_for(self, wanted: str | None) -> None:
         self.queue.keep_for(wanted)
 
-    def _drop_abandoned_loads(self) -> None:
+    def drop_abandoned_loads(self) -> None:
         """Every client waiting for some on-demand loads hung up: cancel those the queue's rule lets go
         (router/load_queue.py)."""
-        for pending in self.queue.abandoned_by({waiter.wanted for waiter in self._waiters}):
+        for pending in self.queue.abandoned_by(self.admission.wanted()):
             pending.task.cancel()
 
     def _saw(self, info: ProcessInfo) -> None:
@@ -274,7 +335,7 @@ class EngineManager(Admission):
             raise
         finally:  # still in arrival order: whoever waited for this model hears how it went before the next load
             self.queue.remove(pending)  # (a dropped load has left already)
-            self._review_waiters(pending.spec if failure else None, failure)
+            self.admission.review(pending.spec if failure else None, failure)
 
     async def _load_locked(self, pending: PendingLoad, cause: str) -> float:
         spec = pending.spec
@@ -347,7 +408,7 @@ class EngineManager(Admission):
     def _keeps_coming(self) -> bool:
         """Requests for the served model are in flight, waiting, or came within the last moments."""
         served = self.details.spec.served_name if self.details.spec else None
-        return bool(self.in_flight or any(w.wanted == served for w in self._waiters)
+        return bool(self.in_flight or served in self.admission.wanted()
                     or time.monotonic() - self.last_request_at < KEEPS_COMING_SECONDS)
 
     async def _residency(self, spec: ModelSpec) -> None:
@@ -363,7 +424,7 @@ class EngineManager(Admission):
         log.info("%s: %s stays for up to %.1f s more while its requests keep coming, then %s is swapped in",
                  self.name, current.served_name, until - time.monotonic(), spec.served_name)
         self.holding_until = until
-        self._review_waiters()  # requests for the served model that queued behind the swap go ahead now
+        self.admission.review()  # requests for the served model that queued behind the swap go ahead now
         try:
             while time.monotonic() < until and self._keeps_coming():
                 await asyncio.sleep(RESIDENCY_POLL_SECONDS)
@@ -463,11 +524,11 @@ class EngineManager(Admission):
             forget_group(self.run_dir, self.name)
             d.spec = d.plan = d.load_seconds = d.loaded_at = d.last_error = d.memory_estimate = None
             if not self.machine.move(State.IDLE, "the process tree is gone"):
-                self._review_waiters()
+                self.admission.review()
 
     def unload_if_idle(self) -> None:
         idle_after = self.settings.idle_unload_seconds
-        if (idle_after and self.state is State.LOADED and not self.in_flight and not self._waiters
+        if (idle_after and self.state is State.LOADED and not self.in_flight and not self.waiting
                 and not self.queue and not self._lock.locked() and time.monotonic() - self.last_used >= idle_after):
             self.spawn(self.unload(reason=f"idle for {idle_after:g} s", resume=True))
 

@@ -134,6 +134,7 @@ def test_a_broken_catalog_entry_asked_for_on_demand_brings_the_working_model_bac
         assert outcome.startswith(("500", "409")), outcome
         state = stack.wait_loaded("llamacpp", timeout=120)
         assert state["model"] == before["model"], state  # the working model is back
+        assert "the on-demand load of broken-gguf failed; bringing back" in stack.router_log()
         status, body = stack.api("POST", "/v1/completions", {"engine": "llamacpp", "prompt": "Hi", "max_tokens": 2})
         assert status == 200 and body["model"] == before["model"], body  # and serving
         assert stack.router_metric("unified_on_demand_failures_total", engine="llamacpp",

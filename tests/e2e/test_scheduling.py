@@ -59,7 +59,12 @@ def test_a_load_every_client_hung_up_on_while_it_drained_is_cancelled_and_the_mo
         body = {"engine": "vllm", "prompt": "Hi", "max_tokens": 1500, "n": 6, "ignore_eos": True, "stream": True}
         result["status"], result["raw"] = stack.api_raw("POST", "/v1/completions", json.dumps(body).encode())
     streamer = threading.Thread(target=long_stream)
-    streamer.start()
+    with stack.router_settings(min_residency_seconds=0):  # the swap goes straight to its drain
+        streamer.start()
+        hang_up_while_it_drains(stack, before, streamer, result)
+
+
+def hang_up_while_it_drains(stack, before: dict, streamer: threading.Thread, result: dict) -> None:
     try:
         wait_for(lambda: stack.status()["vllm"]["in_flight"] == 1, 30, "the stream to be in flight", 0.05)
         connection = http.client.HTTPConnection("127.0.0.1", stack.router_port, timeout=300)

@@ -10,8 +10,9 @@ under one lock, and the reservation stands from the check until the engine is re
 measured (`measured`), or the load ends without it (`release`). Meanwhile every other check counts the part of it
 that the loading engine has not taken yet. A load that only fits once another engine's load in progress has shown
 what it really takes waits for that (bounded), then is checked again; one that cannot fit is refused at once.
-After an engine stops, the next check first waits (bounded: router.memory_settle_seconds) until MemAvailable
-stops rising: on unified memory the freed pages come back asynchronously.
+After an engine stops, a check that fails first waits (bounded: router.memory_settle_seconds) until MemAvailable
+stops rising, then is made again: on unified memory the freed pages come back asynchronously (a check that
+passes never waits: more memory could only help).
 
 On a discrete GPU the estimate is reported but not checked: its memory is not the RAM that MemAvailable counts."""
 
@@ -104,8 +105,6 @@ class MemoryLedger:
 
     async def _settle(self) -> None:
         """After a stop, wait until MemAvailable stops rising (at most settle_seconds)."""
-        if not self._stopped_since_check:
-            return
         self._stopped_since_check = False
         deadline, last = time.monotonic() + self.settle_seconds, self.available()
         while time.monotonic() < deadline:
@@ -129,7 +128,6 @@ class MemoryLedger:
         while True:
             async with self._lock:
                 self._changed.clear()  # a reservation dropped from here on wakes the wait below
-                await self._settle()
                 reserved = await self.outstanding(but=engine)
                 try:
                     if not force:
@@ -138,6 +136,9 @@ class MemoryLedger:
                     self.held.pop(engine, None)
                     return reservation
                 except InsufficientMemory:
+                    if self._stopped_since_check:  # what a recent stop freed may still be coming back
+                        await self._settle()
+                        continue  # (more memory can only help: a check that passes never waits for this)
                     if not any(reserved.values()) or time.monotonic() >= deadline:
                         raise
                     # it would fit but for the other loads in progress: serialised behind them (else refused now)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from router.load_queue import FailedLoad
 
 NOTE_SECONDS = 1.0  # how often a waiting request hears why it waits (see proxy.WaitNotes)
-UNAVAILABLE_RETRY_SECONDS = 30.0  # Retry-After of an idle or failed engine: only an operator (or a load) changes it
+UNAVAILABLE_RETRY_SECONDS = 5.0  # Retry-After of an idle or failed engine (a load may come; the SDK retries twice)
 Notify = Callable[[str], Awaitable[None]]
 
 

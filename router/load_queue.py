@@ -26,6 +26,7 @@ from engines.spec import ModelSpec
 log = logging.getLogger(__name__)
 
 FIRST_LOAD_GUESS_SECONDS = 30.0  # a load's expected time when neither the model nor the engine has loaded yet
+OVERRUN_FLOOR_SECONDS = 5.0  # the least a running load is expected to take still
 
 
 @dataclass
@@ -137,14 +138,18 @@ class LoadQueue:
     def expected_wait(self, wanted: str | None, fallback: float | None) -> float | None:
         """Seconds until the load that brings `wanted` (None: the next one) is likely done: the loads up to and
         including it, each taking what that model's last load took (else `fallback`, the engine's last load,
-        else a guess), the running one less what it has done. None when nothing is queued."""
+        else a guess), the running one less what it has done (at least 5 s; a quarter of its expected time once
+        it runs over). None when nothing is queued."""
         if not self.loads:
             return None
         now, total, guess = time.monotonic(), 0.0, fallback or FIRST_LOAD_GUESS_SECONDS
         for pending in self.loads:
             expected = self.history.get(pending.spec.served_name, guess)
             if pending.started_at is not None:
-                expected = max(1.0, expected - (now - pending.started_at))
+                ran = now - pending.started_at
+                # past its expected time (a busier box than last time): a quarter of it more, not "any moment"
+                expected = expected - ran if ran < expected - OVERRUN_FLOOR_SECONDS else max(
+                    OVERRUN_FLOOR_SECONDS, expected / 4)
             total += expected
             if wanted is None or pending.spec.served_name == wanted:
                 break

@@ -64,6 +64,9 @@ def test_retry_after_comes_from_the_models_last_load_and_the_loads_progress(tmp_
         assert err.value.headers()["Retry-After"] == str(int(-(-err.value.retry_after // 1)))
         manager.queue.history["b"] = 500.0
         assert EngineUnavailable("x", retry_after=manager.expected_wait("b")).headers() == {"Retry-After": "60"}
+        manager.queue.history["b"] = 40.0
+        manager.queue.loads[0].started_at -= 100  # it runs 60 s longer than last time: a quarter more, not 1 s
+        assert manager.expected_wait("b") == 10.0
         sup.ready_pids.add(sup.pid)
         await until(lambda: manager.state is State.LOADED, what="B")
     asyncio.run(scenario())

@@ -15,6 +15,7 @@ import yaml
 from engines.memory import GiB
 
 WAIT = 15  # request_wait_seconds for these tests: far shorter than a vLLM load here (60-90 s)
+SLOW_BOX = 600  # load_timeout_seconds for these tests: a vLLM load took over 240 s while other stacks ran
 
 
 def loads_of(stack, engine: str, model: str) -> float:
@@ -46,11 +47,11 @@ def test_an_on_demand_vllm_load_longer_than_the_wait_runs_once_and_ends_loaded(s
     before = stack.wait_loaded("vllm")
     loads_b, idle = loads_of(stack, "vllm", "tiny-llama-b"), went_idle(stack, "vllm")
     try:
-        with stack.router_settings(request_wait_seconds=WAIT):
+        with stack.router_settings(request_wait_seconds=WAIT, load_timeout_seconds=SLOW_BOX):
             outcome, seconds, attempts = sdk_completion(stack, "tiny-llama-b")
             print(f"\nSDK asked for tiny-llama-b (a vLLM load, request_wait_seconds {WAIT}): {outcome} after "
                   f"{seconds:.1f} s and {attempts} HTTP request(s)")
-            after = stack.wait_loaded("vllm", timeout=300)
+            after = stack.wait_loaded("vllm", timeout=SLOW_BOX)
             assert after["model"] == "tiny-llama-b", after  # the load ran to its end: not idle, not abandoned
             assert loads_of(stack, "vllm", "tiny-llama-b") == loads_b + 1, "the retries started the load again"
             assert went_idle(stack, "vllm") == idle, "vLLM went idle on the way: the old model was simply lost"
@@ -59,7 +60,7 @@ def test_an_on_demand_vllm_load_longer_than_the_wait_runs_once_and_ends_loaded(s
             outcome, seconds, attempts = sdk_completion(stack, before["model"])
             print(f"SDK asked for {before['model']} again: {outcome} after {seconds:.1f} s and {attempts} "
                   f"HTTP request(s)")
-            back = stack.wait_loaded("vllm", timeout=300)
+            back = stack.wait_loaded("vllm", timeout=SLOW_BOX)
             assert back["model"] == before["model"] and went_idle(stack, "vllm") == idle
     finally:
         stack.api("POST", "/v1/models/load", {"engine": "vllm", "model_path": before["model"]})
@@ -87,7 +88,7 @@ def test_two_engines_loading_at_once_under_a_reserve_that_fits_one_are_never_bot
             available.append(psutil.virtual_memory().available)
             time.sleep(0.1)
     try:
-        with stack.router_settings(memory_reserve_gib=round(reserve, 2)):
+        with stack.router_settings(memory_reserve_gib=round(reserve, 2), load_timeout_seconds=SLOW_BOX):
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             with ThreadPoolExecutor(2) as pool:

@@ -56,7 +56,8 @@ def test_a_load_every_client_hung_up_on_while_it_drained_is_cancelled_and_the_mo
     result: dict = {}
 
     def long_stream():
-        body = {"engine": "vllm", "prompt": "Hi", "max_tokens": 1500, "n": 6, "ignore_eos": True, "stream": True}
+        # 48 x 1,900 tokens: tens of seconds of drain on this CPU, whatever else runs on the box
+        body = {"engine": "vllm", "prompt": "Hi", "max_tokens": 1900, "n": 48, "ignore_eos": True, "stream": True}
         result["status"], result["raw"] = stack.api_raw("POST", "/v1/completions", json.dumps(body).encode())
     streamer = threading.Thread(target=long_stream)
     with stack.router_settings(min_residency_seconds=0):  # the swap goes straight to its drain
@@ -73,20 +74,18 @@ def hang_up_while_it_drains(stack, before: dict, streamer: threading.Thread, res
                            {"Content-Type": "application/json"})
         response = connection.getresponse()
         note = response.readline()
-        assert note.startswith(b": waiting for vllm to load tiny-llama-b"), note
-        state = stack.status()["vllm"]
-        assert state["state"] == "loading" and state["load_phase"] == "draining the requests in flight", state
-        connection.close()  # the only client that wanted tiny-llama-b hangs up
+        connection.close()  # the only client that wanted tiny-llama-b hangs up, as soon as it hears it waits
         left = time.monotonic()
+        assert note.startswith(b": waiting for vllm to load tiny-llama-b"), note
         state = wait_for(lambda: (s := stack.status()["vllm"])["state"] == "loaded" and s, 60,
                          "the abandoned load to be cancelled")
         print(f"\nabandoned load of tiny-llama-b cancelled {time.monotonic() - left:.1f}s after its client left")
         assert state["model"] == before["model"] and state["pid"] == before["pid"]  # never stopped
         assert "cancelling the running load of tiny-llama-b" in stack.router_log()
-        streamer.join(120)
+        streamer.join(300)
         assert result["status"] == 200 and result["raw"].rstrip().endswith(b"data: [DONE]")  # not cut
     finally:
-        streamer.join(120)
+        streamer.join(300)
 
 
 def test_scraping_metrics_never_wakes_or_loads_a_model(stack, restore_llamacpp):

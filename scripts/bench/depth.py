@@ -63,6 +63,7 @@ async def measure(endpoint: Endpoint, target: Target, tests: list[DepthTest], re
     if not todo:
         return
     async with client.session(timeout_s) as session:
+        await client.stream(session, plain, tokens(vocab, 8, "warm-up"), 2)  # untimed, e.g. after a reload
         with bar(len(todo), "depth") as progress:
             for test, repeat in todo:
                 progress.set_description(test.name)

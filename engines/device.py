@@ -20,3 +20,13 @@ def has_cuda_gpu() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0 and "GPU" in out.stdout
+
+
+@functools.cache
+def cpu_has_amx() -> bool:
+    """The CPU advertises Intel AMX (Sapphire Rapids and later): /proc/cpuinfo's amx_int8 flag."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_int8" in line for line in f)
+    except OSError:
+        return False

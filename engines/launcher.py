@@ -4,7 +4,9 @@
 port and environment the router decided; it outlives restarts, so a crashed or `supervisorctl restart`-ed engine
 comes back with the same model and settings, whatever models.yaml says meanwhile. The launcher reads nothing
 else. Exec (not a child process) keeps supervisord's PID the engine's PID, so signals and crash detection are
-direct. Exit codes: 2 = no model requested, 3 = bad model path, 78 = unusable plan, 127 = engine binary missing.
+direct. The engine gets the environment without secrets, with telemetry off and the hub offline
+(engines/environment.py); the command line it prints has secret-named flags' values replaced.
+Exit codes: 2 = no model requested, 3 = bad model path, 78 = unusable plan, 127 = engine binary missing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from engines.environment import engine_environment, redacted_argv
 from engines.model_files import MISSING_BINARY, check_model
 from engines.process_group import TOKEN_ENV, kill_leftovers, record_group
 from engines.spec import ENGINE_NAMES, StateFileError, read_plan, run_dir
@@ -46,10 +49,10 @@ def main(argv: list[str]) -> None:
     if leftovers:
         print(f"[launcher] {engine}: killed leftover processes of the previous run: {leftovers}", flush=True)
     record = record_group(run, engine, plan.id, plan.argv[0])
-    env = {**os.environ, **plan.env, TOKEN_ENV: record.token}
+    env = {**engine_environment(os.environ, plan.env), TOKEN_ENV: record.token}
     print(f"[launcher] {engine}: launch plan {plan.id}", flush=True)
     print(f"[launcher] {engine}: serving {plan.spec.served_name} from {plan.spec.path}", flush=True)
-    print(f"[launcher] {engine}: exec {' '.join(plan.argv)}", flush=True)
+    print(f"[launcher] {engine}: exec {' '.join(redacted_argv(plan.argv))}", flush=True)
     os.execve(plan.argv[0], plan.argv, env)
 
 

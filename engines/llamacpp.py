@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.device import has_cuda_gpu
+from engines.device import cpu_has_amx, has_cuda_gpu
 from engines.spec import ModelSpec
 
 READY_PATHS = ("/health",)  # 503 while loading, 200 when ready
@@ -15,6 +15,7 @@ METRICS_PATH = "/metrics"  # needs --metrics; exposes llamacpp:* series
 # that reuses it fails its next request ("Can not write request body"). Streams go on their own connection.
 REUSABLE_AFTER_STREAM = False
 NO_MMAP = ["--load-mode", "none"]  # this llama.cpp's --no-mmap (its default, `auto`, maps the file)
+NO_REPACK = ["--no-repack"]
 
 
 class Options(BaseModel):
@@ -26,6 +27,10 @@ class Options(BaseModel):
     # `--load-mode none` by the pinned llama-server). On a GB10 (unified memory) large GGUFs load about 10x faster
     # that way (docs/deployment.md, "GB10 facts").
     mmap: bool = True
+    # Weight repacking into the CPU's fast layouts. null: on, except where the CPU has AMX: the pinned llama.cpp's
+    # AMX kernels (a kind of repacking) segfault there at the first quantized matmul (Q4_1, Q4_K_M), so a
+    # quantized GGUF would never load on such a CPU (docs/deployment.md)
+    repack: bool | None = None
 
 
 def build_command(spec: ModelSpec, port: int, extra_args: list[str], binary: Path) -> list[str]:
@@ -43,6 +48,8 @@ def build_command(spec: ModelSpec, port: int, extra_args: list[str], binary: Pat
         argv += ["-ngl", str(opts.n_gpu_layers)]
     if not opts.mmap:
         argv += NO_MMAP
+    if not (opts.repack if opts.repack is not None else not cpu_has_amx()):
+        argv += NO_REPACK
     return argv + list(extra_args)
 
 

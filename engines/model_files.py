@@ -15,6 +15,9 @@ MISSING_BINARY = {
 
 def check_model(engine: str, path: Path) -> str | None:
     """A reason `path` cannot be a model for `engine`, or None. (A corrupt body is the engine's to report.)"""
+    if not path.exists():
+        return (f"{path} does not exist: models are read from disk only (the engines run with the Hugging Face "
+                f"hub offline); fetch it first with scripts/download_model.py")
     if engine == "llamacpp":
         return None if path.is_file() else f"{path} is not a file (llama.cpp needs a .gguf file)"
     if not path.is_dir():

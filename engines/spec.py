@@ -166,11 +166,13 @@ def unloaded_on_request(run: Path, engine: str) -> bool:
 
 
 def write_atomically(target: Path, text: str) -> None:
-    """Replace `target` with `text` so that a crash at any moment leaves the old file or the new one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Replace `target` with `text` so that a crash at any moment leaves the old file or the new one. The file is
+    the owner's alone (0600, whatever the umask): a plan holds the engine's environment from models.yaml."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w") as handle:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # a leftover tmp file of another mode is reused by O_CREAT
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

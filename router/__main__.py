@@ -8,8 +8,9 @@ import sys
 import uvloop
 from aiohttp import web
 
+from router import router_env
 from router.app import create_app
-from router.config import ConfigError, load_config
+from router.config import ConfigError, load_config, run_dir
 from router.exposure import bind_address
 from router.state import WARNINGS
 
@@ -28,8 +29,12 @@ def raise_open_files_limit() -> None:
 
 
 def main() -> None:
+    from_up_sh = router_env.apply(run_dir())  # before anything reads the keys, host, port or log level
     logging.basicConfig(level=os.environ.get("ULLM_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if from_up_sh is not None:
+        logging.info("keys, host, port and log level as scripts/up.sh last gave them (%s): %s",
+                     router_env.env_file(run_dir()), ", ".join(router_env.changes(None, from_up_sh)))
     try:
         config = load_config()
     except ConfigError as exc:

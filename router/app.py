@@ -13,6 +13,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from router.auth import Keys, auth_middleware
+from router.browser_guard import add_cors_headers, browser_guard
 from router.config import Config, config_path, run_dir
 from router.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
 from router.handlers import admin, logs, openai_api, openapi, ui
@@ -20,9 +21,11 @@ from router import http_errors, supervisor_events
 from router.handlers import metrics as metrics_routes
 from router.engine_state import State
 from router.lifecycle import EngineManager
+from engines.spec import ModelSpec
 from router.models import resolve_spec
 from router.proxy import engine_session
 from router.reload import reload
+from router.requests import json_bodies
 from router.metrics import RouterMetrics
 from router.exposure import bind_address, exposure_warnings
 from router.state import CONFIG, ENGINES, HTTP, KEYS, LOG_FOLLOWERS, METRICS, SUPERVISOR, WARNINGS, LiveConfig
@@ -92,13 +95,27 @@ async def restore_models(config: Config, engines: dict[str, EngineManager]) -> N
     """At start, adopt each running engine or bring it back to its last model, else its configured default.
     Runs before the router accepts requests, so no one sees an engine that is about to load as idle."""
     for name, manager in engines.items():
-        default = config.engines[name].default_model
-        try:
-            spec = resolve_spec(config, default, name, {}) if default else None
-        except ApiError as exc:
-            manager.details.last_error = f"default model {default!r}: {exc.message}"
-            spec = None
+        spec, skipped = default_spec(config, name)
+        if skipped:
+            manager.details.last_error = "; ".join(skipped)
+            log.warning("%s: %s", name, "; ".join(skipped))
         await manager.restore(spec)
+
+
+def default_spec(config: Config, engine: str) -> tuple[ModelSpec | None, list[str]]:
+    """The first of the engine's default models that resolves (its files are on disk), and why each one before it
+    did not: a setup that could not build the real models leaves the tiny ones as the default."""
+    skipped = []
+    for default in config.engines[engine].default_models:
+        try:
+            spec = resolve_spec(config, default, engine, {})
+        except ApiError as exc:
+            skipped.append(f"default model {default!r}: {exc.message}")
+            continue
+        if skipped:
+            skipped.append(f"loading {default!r} instead")
+        return spec, skipped
+    return None, skipped
 
 
 async def reload_on_sighup(app: web.Application) -> None:
@@ -112,8 +129,10 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
     run_path = run_path or run_dir()
     http_errors.install()  # the HTTP parser's own 400s in the OpenAI error shape too
     keys = Keys.from_env()
-    app = web.Application(middlewares=[openai_errors, auth_middleware(keys)],
+    # the browser's rules first: a preflight carries no key, and a refused cross-site request learns nothing more
+    app = web.Application(middlewares=[openai_errors, browser_guard(keys), json_bodies, auth_middleware(keys)],
                           client_max_size=config.router.max_body_bytes)
+    app.on_response_prepare.append(add_cors_headers)
     app[KEYS] = keys
     app[WARNINGS] = exposure_warnings(*bind_address(config), keys)
     app[CONFIG] = LiveConfig(config, config_file or config_path())

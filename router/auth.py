@@ -5,8 +5,9 @@ admin key also opens the inference API.
 Clients send `Authorization: Bearer KEY` (what the openai SDK sends for `api_key`) or `X-API-Key: KEY`.
 /health, /v1/status, /metrics and the OpenAPI document stay open: they carry no secrets and probes need them;
 so do the chat page (`/`) and its assets (`/static/`): the page asks for the key and sends it with its API calls.
-With keys set, /v1/status gives an engine failure's reason without the engine log lines quoted with it, unless
-the request carries an admin key (the logs endpoint is admin-only).
+With keys set, /v1/status gives an engine failure's reason without the engine log lines quoted with it, and
+neither it nor /v1/models gives model paths, unless the request carries an admin key (the logs endpoint is
+admin-only). What a browser page may send is router/browser_guard.py's to decide, before the keys are checked.
 """
 
 from __future__ import annotations

@@ -37,16 +37,49 @@ class RouterSettings(StrictModel):
     # a load that would leave less available memory than this is refused (409) unless forced; null: no check
     memory_reserve_gib: float | None = Field(4.0, ge=0)
     body_read_timeout_seconds: float = Field(60, gt=0)  # a request body not fully received by then gets 408
+    # browser pages on these origins (scheme://host[:port]) may call the API: CORS answered, not refused as
+    # cross-site (router/browser_guard.py)
+    allowed_origins: list[str] = []
+    # Host names (besides loopback and router.host) the router answers while ULLM_API_KEY is unset; "*": any
+    allowed_hosts: list[str] = []
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            scheme, sep, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest or "/" in rest or origin != origin.strip():
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], e.g. "
+                                 f"https://app.example.org (no path, no trailing slash)")
+        return [origin.lower() for origin in origins]
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not host or any(c in host for c in "/: ") and not host.startswith("["):
+                raise ValueError(f"{host!r} is not a host name: write the name without scheme or port, "
+                                 f"e.g. router or llm.example.org")
+        return [host.lower().rstrip(".") for host in hosts]
 
 
 class EngineSettings(StrictModel):
     port: int = Field(ge=1, le=65535)  # internal port on 127.0.0.1
-    default_model: str | None = None  # catalog name loaded when the engine has no model yet
+    # catalog name loaded when the engine has no model yet; a list: the first whose files are on disk (the real
+    # models, with the tiny ones behind them for a setup that could not build the real ones)
+    default_model: str | list[str] | None = None
     extra_args: list[str] = []  # appended verbatim to the engine's command line
     env: dict[str, str] = {}  # extra environment for the engine process
     binary: str | None = None  # llama.cpp only: llama-server path (else $LLAMA_SERVER_BIN, else the build cache)
     on_demand: bool = True  # a request naming a catalog model of this engine loads it (swapping models)
     idle_unload_seconds: float | None = Field(None, gt=0)  # unload after this long without requests; null: never
+
+    @property
+    def default_models(self) -> list[str]:
+        """default_model as a list of candidates, in order."""
+        if self.default_model is None:
+            return []
+        return [self.default_model] if isinstance(self.default_model, str) else list(self.default_model)
 
 
 class ModelEntry(StrictModel):
@@ -90,11 +123,12 @@ class Config(StrictModel):
         if unknown:
             raise ValueError(f"unknown engine(s) {sorted(unknown)}; known: {', '.join(ENGINE_NAMES)}")
         for name, engine in self.engines.items():
-            if engine.default_model and engine.default_model not in self.models:
-                raise ValueError(f"engines.{name}.default_model {engine.default_model!r} is not in models")
-            if engine.default_model and self.models[engine.default_model].engine != name:
-                raise ValueError(f"engines.{name}.default_model {engine.default_model!r} is a "
-                                 f"{self.models[engine.default_model].engine} model")
+            for default in engine.default_models:
+                if default not in self.models:
+                    raise ValueError(f"engines.{name}.default_model {default!r} is not in models")
+                if self.models[default].engine != name:
+                    raise ValueError(f"engines.{name}.default_model {default!r} is a "
+                                     f"{self.models[default].engine} model")
         return self
 
 

@@ -46,6 +46,17 @@ class InvalidRequest(ApiError):
     type = "invalid_request_error"
 
 
+class Forbidden(ApiError):
+    status = 403
+    type = "permission_error"
+
+
+class MisdirectedRequest(ApiError):
+    """A Host this router does not answer to (router/browser_guard.py: DNS rebinding)."""
+    status = 421
+    type = "invalid_request_error"
+
+
 class NotFound(ApiError):
     status = 404
     type = "not_found_error"

@@ -12,12 +12,31 @@ from router.errors import InvalidRequest, RequestTimeout, UnsupportedMediaType
 from router.state import CONFIG
 
 
-async def json_object(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object. A missing Content-Type is tolerated; a non-JSON one is 415."""
-    if request.content_type not in ("application/json", "application/octet-stream") and request.headers.get(
-            "Content-Type"):
-        raise UnsupportedMediaType(f"Content-Type must be application/json, not {request.content_type}",
+def require_json(request: web.Request) -> None:
+    """A request with a body must say `Content-Type: application/json` (415 otherwise, also without the header).
+    This keeps browsers' no-preflight bodies out (form posts, text/plain, a `no-cors` fetch's Blob, which goes
+    without a Content-Type): a page can only send JSON after a CORS preflight. A POST without a body is fine
+    (`curl -X POST .../v1/config/reload`)."""
+    if not request.body_exists:
+        return
+    sent = request.headers.get("Content-Type")
+    if sent is None or request.content_type != "application/json":
+        raise UnsupportedMediaType(f"Content-Type must be application/json, not "
+                                   f"{request.content_type if sent is not None else 'absent'}",
                                    code="unsupported_media_type")
+
+
+@web.middleware
+async def json_bodies(request: web.Request, handler):
+    """require_json for every POST, whether its handler reads the body or not."""
+    if request.method == "POST":
+        require_json(request)
+    return await handler(request)
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object (after require_json)."""
+    require_json(request)
     limit = request.app[CONFIG].current.router.body_read_timeout_seconds
     try:  # bounded: a client trickling its body byte by byte must not hold a handler forever
         raw = await asyncio.wait_for(request.read(), limit)  # raises 413 past the app's client_max_size

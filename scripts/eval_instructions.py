@@ -52,7 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ask.add_argument("--top-p", type=float, default=0.95)
     ask.add_argument("--seed", type=lambda v: None if v == "none" else int(v), default=1234,
                      help="sampling seed of the first repeat (default 1234; 'none' for APIs that reject it)")
-    ask.add_argument("--max-tokens", type=int, default=1024, help="per answer (default 1024)")
+    ask.add_argument("--max-tokens", type=int, default=512,
+                     help="per answer (default 512: the longest answer the checks ask for fits; an answer cut off "
+                          "there fails as degenerate; a thinking model needs more, e.g. 4096)")
     ask.add_argument("--concurrency", type=int, default=1,
                      help="requests at once (default 1: answers batched together come out different)")
     ask.add_argument("--extra-body", type=json.loads, default={}, metavar="JSON", help="added to every request")
@@ -93,7 +95,8 @@ async def ask_all(endpoint: client.ChatEndpoint, checks: list[suite.Check], seed
             async with gate:
                 reply = await client.chat(session, endpoint, checks[i].messages, seeds[r])
             replies[job] = reply
-            verdict, _ = decide(checks[i].rule, reply.content) if not reply.error else (None, None)
+            verdict, _ = (decide(checks[i].rule, reply.content, reply.finish_reason, checks[i].script)
+                          if not reply.error else (None, None))
             state = f"error: {reply.error}" if reply.error else ("pass" if verdict.passed else "FAIL: " +
                                                                    verdict.reason)
             print(f"[{len(replies)}/{len(jobs)}] repeat {r + 1} {checks[i].id}: {state}", flush=True)
@@ -114,7 +117,7 @@ def results_of(checks: list[suite.Check], replies: list[list[client.Reply]], see
             if reply.error:
                 passed, reason, judged = False, f"request failed: {reply.error}", ""
             else:
-                verdict, judged = decide(check.rule, reply.content)
+                verdict, judged = decide(check.rule, reply.content, reply.finish_reason, check.script)
                 passed, reason = verdict.passed, verdict.reason
             runs.append({"repeat": r + 1, "seed": seed, "passed": passed, "reason": reason, "answer": reply.content,
                          "judged_answer": judged, "finish_reason": reply.finish_reason,

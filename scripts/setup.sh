@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Install everything (idempotent; the second run takes seconds). See scripts/install.py.
+# --for-tests (scripts/test.sh) adds the test-only tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -9,6 +10,8 @@ if ! command -v "$PY" >/dev/null || ! "$PY" -c 'import sys; sys.exit(sys.version
 fi
 if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
   echo "setup: installing python3-venv with apt-get (the venv module is missing)"
-  ${SUDO:-$( [ "$(id -u)" = 0 ] || echo sudo )} apt-get install -y python3-venv
+  sudo=${SUDO:-$( [ "$(id -u)" = 0 ] || echo sudo )}
+  $sudo apt-get update   # a fresh image has no package lists yet
+  $sudo apt-get install -y --no-install-recommends python3-venv
 fi
 exec "$PY" scripts/install.py "$@"

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.stack import Stack, make_stack
+from tests.stack import DECOY_SECRETS, Stack, make_stack
 
 
 @pytest.fixture(scope="session")
@@ -8,7 +8,7 @@ def stack(tmp_path_factory) -> Stack:
     """One real process tree for the whole session: supervisord, the router, vLLM (CPU) and llama-server,
     both engines loaded with the tiny models. Started once; torn down at the end."""
     stack = make_stack(tmp_path_factory.mktemp("ullm"))
-    stack.start()
+    stack.start(env=DECOY_SECRETS)  # the engines must not receive them (tests/e2e/test_browser_safety.py)
     try:
         stack.wait_loaded("llamacpp", timeout=120)
         stack.wait_loaded("vllm", timeout=300)

@@ -20,6 +20,10 @@ from typing import Callable
 import yaml
 
 PROJECT = Path(__file__).resolve().parent.parent
+# Secrets in the environment that starts the session's supervisord, as a user's shell may hold them; the engines
+# must not receive them. (The router's own keys would turn keys on for the whole session:
+# tests/e2e/test_keys_apply.py has a stack for them.)
+DECOY_SECRETS = {"HF_TOKEN": "hf_decoy_session_token", "HUGGING_FACE_HUB_TOKEN": "hf_decoy_session_token"}
 
 
 def free_port() -> int:
@@ -144,10 +148,11 @@ class Stack:
             return state if state["status"] == "loaded" else None
         return wait_for(loaded, timeout, f"{engine} to be loaded")
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """`env`: variables added to the environment supervisord (and so every program) starts with."""
         (self.home / "run" / "logs").mkdir(parents=True, exist_ok=True)
         subprocess.run([str(PROJECT / ".venv/bin/supervisord"), "-c", str(self.home / "supervisord.conf")],
-                       check=True, timeout=60)
+                       check=True, timeout=60, env={**os.environ, **(env or {})})
         wait_for(lambda: self._router_up(), 60, "the router to answer")
 
     def _router_up(self) -> bool:
@@ -167,6 +172,12 @@ class Stack:
                 os.kill(pid, signal.SIGKILL)
 
 
+def engine_environ(pid: int) -> dict[str, str]:
+    """The environment a process was started with (/proc/<pid>/environ)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -175,9 +186,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def make_stack(home: Path, edit: Callable[[dict], None] | None = None) -> Stack:
+def make_stack(home: Path, edit: Callable[[dict], None] | None = None, plumbing: bool = True) -> Stack:
     """Lay out `home` like a checkout and write a models.yaml on free ports (the shipped one otherwise, changed
-    by `edit` when given)."""
+    by `edit` when given). `plumbing`: the tiny models are the defaults; else the shipped (real) ones."""
     for name in ("supervisord.conf", ".venv", "models"):
         (home / name).symlink_to(PROJECT / name)
     config = yaml.safe_load((PROJECT / "config" / "models.yaml").read_text())
@@ -189,6 +200,9 @@ def make_stack(home: Path, edit: Callable[[dict], None] | None = None) -> Stack:
                             body_read_timeout_seconds=5)  # the trickled-body tests wait 5 s, not 60
     for engine, port in ports.items():
         config["engines"][engine]["port"] = port
+    if plumbing:  # the tiny models: a 3,000 tok/s engine makes the fault, swap and load tests quick
+        config["engines"]["vllm"]["default_model"] = "tiny-llama-a"
+        config["engines"]["llamacpp"]["default_model"] = "tiny-llama-a-gguf"
     if edit:
         edit(config)
     (home / "scratch").mkdir()  # a second model root for files the tests make (corrupt models, symlinks)

@@ -25,12 +25,13 @@ routes = web.RouteTableDef()
 
 
 def engine_report(manager: EngineManager, memory: ProcessSample | None, log_followers: int, warnings: list[str],
-                  show_logs: bool) -> dict:
+                  for_admin: bool) -> dict:
     """One engine's entry in /v1/status: the original API's fields first, then what the lifecycle adds.
-    Without `show_logs`, `last_error` keeps its reason and leaves out the engine log lines it quotes."""
+    Not `for_admin` (keys are set, and the reader has no admin key): `last_error` keeps its reason and leaves out
+    the engine log lines it quotes, and `model_path` (an absolute path on the box) is null: `model` names it."""
     d, proc = manager.details, manager.details.process
     alive = bool(proc and proc.pid)
-    last_error = d.last_error if show_logs or not d.last_error else without_log_lines(d.last_error, manager.name)
+    last_error = d.last_error if for_admin or not d.last_error else without_log_lines(d.last_error, manager.name)
     return {
         "status": manager.machine.status,  # the original four values: idle, loading, loaded, error
         "model": d.spec.served_name if d.spec else None,
@@ -38,7 +39,7 @@ def engine_report(manager: EngineManager, memory: ProcessSample | None, log_foll
         "state": manager.state.value,  # the exact lifecycle state (adds stopping)
         "state_since": manager.machine.since,
         "state_cause": manager.machine.cause,
-        "model_path": d.spec.path if d.spec else None,
+        "model_path": d.spec.path if d.spec and for_admin else None,
         "options": d.spec.options if d.spec else None,
         "process_state": proc.state if proc else None,
         "pid": proc.pid if alive else None,
@@ -89,9 +90,9 @@ async def status(request: web.Request) -> web.Response:
     samples = request.app[METRICS].processes.samples
     for manager in engines.values():
         await manager.refresh()
-    show_logs = request.app[KEYS].is_admin(request)
+    for_admin = request.app[KEYS].is_admin(request)
     return web.json_response({name: engine_report(m, samples.get(name), followers[name], request.app[WARNINGS],
-                                                  show_logs) for name, m in engines.items()})
+                                                  for_admin) for name, m in engines.items()})
 
 
 @routes.post("/v1/models/load")

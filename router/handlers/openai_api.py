@@ -12,7 +12,7 @@ from router.metrics import RequestRecord
 from router.models import infer_engine, route_request
 from router.proxy import WaitNotes, forward
 from router.requests import check_counts, json_object, optional
-from router.state import CONFIG, ENGINES, HTTP, METRICS
+from router.state import CONFIG, ENGINES, HTTP, KEYS, METRICS
 
 SAMPLING_DEFAULTS = {"max_tokens": 128, "temperature": 0.7, "top_p": 0.95}
 ENDPOINT_LABELS = {"/v1/completions": "completions", "/v1/chat/completions": "chat_completions"}
@@ -67,16 +67,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/models")
 async def list_models(request: web.Request) -> web.Response:
+    """With keys set, `path` (where the model lies on the box) is shown to admins only; others get null."""
     engines, config = request.app[ENGINES], request.app[CONFIG].current
+    for_admin = request.app[KEYS].is_admin(request)
     loaded = {m.details.spec.served_name: m for m in engines.values() if m.details.spec}
     data = []
     for name, entry in config.models.items():
         manager = loaded.get(name)
         data.append({"id": name, "object": "model", "owned_by": "unified-llm", "engine": entry.engine,
                      "state": manager.machine.status if manager else "available", "aliases": entry.aliases,
-                     "path": entry.path})
+                     "path": entry.path if for_admin else None})
     for name, manager in loaded.items():
         if name not in config.models:
             data.append({"id": name, "object": "model", "owned_by": "unified-llm", "engine": manager.name,
-                         "state": manager.machine.status, "aliases": [], "path": manager.details.spec.path})
+                         "state": manager.machine.status, "aliases": [],
+                         "path": manager.details.spec.path if for_admin else None})
     return web.json_response({"object": "list", "data": data})

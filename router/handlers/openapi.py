@@ -72,9 +72,12 @@ def _answers(description: str, *errors: int, stream: bool = False, schema: dict 
 
 
 def _protected(answers: dict) -> dict:
-    """Endpoints behind ULLM_API_KEY / ULLM_ADMIN_KEY: 401 without a valid key (when keys are set)."""
-    return {**answers, "401": {"description": "missing or wrong API key",
-                               "content": {"application/json": {"schema": ERROR}}}}
+    """Endpoints behind ULLM_API_KEY / ULLM_ADMIN_KEY: 401 without a valid key (when keys are set); and behind
+    the browser guard (router/browser_guard.py): 403 for another site's page, 421 for a foreign Host name."""
+    error = {"content": {"application/json": {"schema": ERROR}}}
+    return {**answers, "401": {"description": "missing or wrong API key", **error},
+            "403": {"description": "a cross-site browser request", **error},
+            "421": {"description": "a Host name the router does not answer to while the API has no key", **error}}
 
 
 def _option_schema() -> dict:
@@ -127,7 +130,7 @@ def build_spec(load_examples: list[dict] | None = None) -> dict:
             "/v1/completions": _inference("OpenAI text completion", "complete", {"prompt": {"type": "string"}}),
             "/v1/chat/completions": _inference("OpenAI chat completion", "chat", {"messages": {"type": "array"}}),
             "/v1/config/reload": {"post": {"summary": "re-read models.yaml; restart only engines that changed",
-                                           "responses": _protected(_answers("what changed", 400))}},
+                                           "responses": _protected(_answers("what changed", 400, 415))}},
             "/metrics": {"get": {"summary": "the router's Prometheus metrics",
                                  "responses": {"200": {"description": "Prometheus text format"}}}},
             "/metrics/engines/{engine}": {"get": {

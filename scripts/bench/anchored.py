@@ -139,6 +139,19 @@ async def depth_phase(args, router: Router, target: Target, endpoint: Endpoint, 
     return tests
 
 
+def server_command(settings) -> tuple[list[str], dict]:
+    """The llama-server command line and environment the router started (its launch plan in run/engines/),
+    else what the config's extra_args and env would add."""
+    from engines import spec
+    try:
+        plan = spec.read_plan(spec.run_dir(), "llamacpp")
+    except spec.StateFileError:
+        plan = None
+    if plan is not None and plan.argv:
+        return plan.argv, plan.env
+    return ["llama-server", *(settings.extra_args if settings else [])], dict(settings.env) if settings else {}
+
+
 def run_anchor(args, target: Target, status: dict, tests: list[DepthTest], threads: int) -> AnchorRun | None:
     """The engine's own tool on the loaded model, or None when not asked for."""
     settings = engine_settings(target.engine)
@@ -146,13 +159,12 @@ def run_anchor(args, target: Target, status: dict, tests: list[DepthTest], threa
     options = status.get("options") or {}
     if target.engine == "llamacpp" and args.anchor:
         from engines import build
-        binary = build.find_llama_bench(build.find_binary(settings.binary if settings else None))
-        extra = anchor.bench_flags(settings.extra_args if settings else [], settings.env if settings else {})
-        extra += shlex.split(args.llama_bench_args)
-        ngl = options.get("n_gpu_layers") if device_of("llamacpp", options) == "cuda" else None
+        argv, env = server_command(settings)
+        server = argv[0] if Path(argv[0]).is_absolute() else build.find_binary(settings.binary if settings else None)
+        extra = anchor.bench_flags(argv[1:], env) + shlex.split(args.llama_bench_args)
         print(f"anchor: llama-bench on {model_path} ({len(tests)} tests, {args.depth_repeats} runs each)", flush=True)
-        return anchor.run_llama_bench(binary, Path(model_path), tests, threads, args.depth_repeats, ngl, extra,
-                                      args.anchor_timeout)
+        return anchor.run_llama_bench(build.find_llama_bench(server), Path(model_path), tests, threads,
+                                      args.depth_repeats, None, extra, args.anchor_timeout)
     if target.engine == "vllm" and args.vllm_bench:
         env = {**os.environ, **(settings.env if settings else {})}
         return anchor.run_vllm_latency(model_path, tests, args.depth_repeats, options.get("max_model_len", 8192),

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from evaluation import degenerate
 from evaluation import text as t
 
 
@@ -345,9 +346,14 @@ def apply_rule(spec: dict, answer: str) -> Verdict:
     return RULES[spec["name"]](answer, **params)
 
 
-def decide(rule: dict, raw_answer: str | None) -> tuple[Verdict, str]:
-    """(verdict, the answer judged): thinking removed; an empty answer fails every check."""
+def decide(rule: dict, raw_answer: str | None, finish_reason: str | None = None,
+           script: str = "japanese") -> tuple[Verdict, str]:
+    """(verdict, the answer judged): thinking removed; an answer that is not a real answer (degenerate.py) fails
+    with its own reason before the check's rule sees it."""
     answer = t.strip_thinking(raw_answer)
-    if not answer:
-        return fail("empty answer"), answer
+    if degenerate.thinking_cut_off(raw_answer, finish_reason):
+        return fail("still thinking when max_tokens ran out (raise --max-tokens for a thinking model)"), answer
+    broken = degenerate.degenerate(answer, finish_reason, script)
+    if broken:
+        return fail(broken), answer
     return apply_rule(rule, answer), answer

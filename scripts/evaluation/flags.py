@@ -5,6 +5,8 @@ degenerate repetition loops."""
 from __future__ import annotations
 
 import re
+from collections import Counter
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from evaluation import text as t
@@ -52,18 +54,32 @@ def japanese_share(answer: str) -> float | None:
     return t.japanese_chars(counts) / letters if letters else None
 
 
-def repetition_loop(answer: str) -> str | None:
+@dataclass(frozen=True)
+class Loop:
+    piece: str  # what repeats
+    times: int  # how often, in a row (a piece) or in all (a line)
+    line: bool  # a whole line that recurs, rather than a piece repeated in a row
+
+
+def find_loop(answer: str) -> Loop | None:
     """A degenerate loop: a piece of 2–60 characters (not only spaces or punctuation) repeated at least 4
-    times in a row, or a line of 5+ characters that occurs 3 times or more. Returns the repeated piece."""
+    times in a row over 12+ characters, or a line of 5+ characters that occurs 3 times or more. The piece that
+    covers the most text wins (a whole line, on a tie)."""
+    found = []
     for match in LOOP.finditer(answer):
         piece = match.group(1)
         if _bare(piece) and len(match.group(0)) >= 12:
-            return piece
-    lines = [ln.strip() for ln in answer.splitlines() if len(ln.strip()) >= 5]
-    for line in lines:
-        if lines.count(line) >= 3:
-            return line
-    return None
+            whole_line = piece.endswith("\n") and piece.count("\n") == 1
+            found.append(Loop(piece.strip() if whole_line else piece, len(match.group(0)) // len(piece), whole_line))
+    lines = Counter(ln.strip() for ln in answer.splitlines() if len(ln.strip()) >= 5)
+    found += [Loop(line, n, line=True) for line, n in lines.items() if n >= 3]
+    return max(found, key=lambda loop: (len(loop.piece) * loop.times, loop.line), default=None)
+
+
+def repetition_loop(answer: str) -> str | None:
+    """The repeated piece of a degenerate loop (find_loop), or None."""
+    loop = find_loop(answer)
+    return loop.piece if loop else None
 
 
 def flag(answer: str, question: str) -> list[str]:

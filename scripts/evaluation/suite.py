@@ -18,6 +18,8 @@ CATEGORIES = {"format": "format", "length": "length", "words": "word constraints
               "structure": "structure", "audience": "audience", "count": "count", "compound": "compound",
               "safety": "safety", "persona": "persona", "roleplay": "role-play"}
 
+SCRIPTS = ("japanese", "any")
+
 
 @dataclass(frozen=True)
 class Check:
@@ -27,6 +29,7 @@ class Check:
     rule: dict
     rule_text: str
     blind_spots: str
+    script: str = "japanese"  # what an answer must mostly be written in to count as an answer (or "any")
 
     @property
     def prompt(self) -> str:
@@ -55,7 +58,8 @@ def parse(entries: list, source: str) -> list[Check]:
         where = f"{source}: check {n} ({entry.get('id') if isinstance(entry, dict) else '?'})"
         if not isinstance(entry, dict):
             raise ValueError(f"{where}: not a mapping")
-        unknown = set(entry) - {"id", "category", "prompt", "messages", "rule", "rule_text", "blind_spots"}
+        unknown = set(entry) - {"id", "category", "prompt", "messages", "rule", "rule_text", "blind_spots",
+                                "script"}
         if unknown:
             raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
         for field in ("id", "category", "rule", "rule_text", "blind_spots"):
@@ -72,8 +76,11 @@ def parse(entries: list, source: str) -> list[Check]:
         if messages[-1].get("role") != "user" or not all(m.get("content") for m in messages):
             raise ValueError(f"{where}: messages must end with a user message and have content")
         validate_rule(entry["rule"], where)
+        script = entry.get("script", "japanese")
+        if script not in SCRIPTS:
+            raise ValueError(f"{where}: script must be one of {', '.join(SCRIPTS)}")
         checks.append(Check(entry["id"], entry["category"], messages, entry["rule"], entry["rule_text"].strip(),
-                            entry["blind_spots"].strip()))
+                            entry["blind_spots"].strip(), script))
     return checks
 
 

@@ -31,7 +31,7 @@ REQUESTS = 'sum(unified_requests_total{engine=~"vllm|llamacpp"})'
 # What Grafana would substitute ($datasource only appears in datasource fields, never in a query);
 # $__rate_interval is set per run to a window that spans the test's traffic.
 VARIABLES = {"__rate_interval": "15s", "__interval": "5s", "__range": "5m", "engine": "vllm|llamacpp"}
-INSTALL_HINT = "run ./scripts/setup.sh (scripts/install.py installs Debian's `prometheus` package)"
+INSTALL_HINT = "run ./scripts/setup.sh --for-tests (scripts/install.py installs Debian's `prometheus` package)"
 
 
 def binary(name: str) -> str:

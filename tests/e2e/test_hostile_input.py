@@ -177,11 +177,11 @@ def test_a_body_trickled_byte_by_byte_gets_408_before_it_ends(stack, untouched, 
     """The test stack's body_read_timeout_seconds is 5; trickling this body would take about 30 s."""
     payload = json.dumps({"engine": "llamacpp", "prompt": "x" * 80}).encode()
     if chunked:  # one byte per chunk
-        head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" \
+        head = b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" \
                b"Transfer-Encoding: chunked\r\n\r\n"
         body = b"".join(b"1\r\n" + payload[i:i + 1] + b"\r\n" for i in range(len(payload))) + b"0\r\n\r\n"
     else:
-        head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" \
+        head = b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" \
                b"Content-Length: %d\r\n\r\n" % len(payload)
         body = payload
     started = time.monotonic()

@@ -116,6 +116,8 @@ def test_idle_engine_answers_503_with_a_hint(stack, client):
     ("POST", "/v1/completions", b'{"prompt": "x"}', "application/json", 400, "engine_required"),
     ("POST", "/v1/chat/completions", b'{"engine": 5}', "application/json", 400, "invalid_type"),
     ("POST", "/v1/completions", b"prompt=x", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+    ("POST", "/v1/models/load", b'{"model_path": "tiny-llama-b-gguf"}', "text/plain", 415, "unsupported_media_type"),
+    ("POST", "/v1/config/reload", b"{}", "text/plain", 415, "unsupported_media_type"),  # a body must be JSON
     ("GET", "/v1/nope", None, None, 404, "unknown_route"),
     ("GET", "/v1/completions", None, None, 405, "method_not_allowed"),
     ("POST", "/v1/completions", b'{"p": "' + b"x" * (9 * 1024 * 1024) + b'"}', "application/json", 413,

@@ -18,7 +18,6 @@ from playwright.sync_api import Page, expect, sync_playwright
 from tests.stack import free_port, http_json, wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
-DOCS = PROJECT / "docs"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]
 DESKTOP = {"width": 1280, "height": 800}
@@ -290,8 +289,10 @@ def test_compare_mode_streams_both_engines_side_by_side(stack, page):
     assert sorted(b["engine"] for b in sent) == ["llamacpp", "vllm"]
     boxes = [row.locator(f'{ANSWER}[data-engine="{e}"]').bounding_box() for e in ("vllm", "llamacpp")]
     assert boxes[0]["x"] < boxes[1]["x"] and abs(boxes[0]["y"] - boxes[1]["y"]) < 2, boxes  # side by side
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "ui-desktop.png"))
+    # both answers ended: the line under them says how many leading tokens they share
+    note = page.locator(".agreement")
+    expect(note).to_have_count(1)
+    assert int(note.get_attribute("data-tokens")) >= 0 and "token" in note.inner_text()
 
 
 def test_phone_width_layout(stack, browser):
@@ -308,7 +309,6 @@ def test_phone_width_layout(stack, browser):
     wait_done(page, ANSWER)
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     expect(page.locator("#prompt")).to_be_in_viewport()  # the composer stays on screen below the answer
-    page.screenshot(path=str(DOCS / "ui-phone.png"))
     assert not page.js_errors
     page.context.close()
 

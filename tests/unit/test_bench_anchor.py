@@ -67,6 +67,9 @@ def test_llama_bench_command_mirrors_the_servers_speed_flags():
     assert anchor.bench_flags(["--no-repack", "-fa", "on", "--alias", "x", "-ctk", "q8_0"], {}) == \
         ["--repack", "0", "-fa", "on", "-ctk", "q8_0"]
     assert anchor.bench_flags([], {"LLAMA_ARG_REPACK": "false"}) == ["--repack", "0"]
+    server = ["/b/llama-server", "-m", "x.gguf", "--host", "127.0.0.1", "--port", "8002", "-c", "8192", "--parallel",
+              "4", "--alias", "x", "--metrics", "-ngl", "999", "--no-repack"]  # as engines/llamacpp.py builds it
+    assert anchor.bench_flags(server[1:], {}) == ["-ngl", "999", "--repack", "0"]
     tests = [DepthTest("pp", 512, 2048), DepthTest("pp", 2048, 2048), DepthTest("tg", 128, 2048)]
     argv = anchor.llama_bench_command(Path("/b/llama-bench"), Path("/m/x.gguf"), tests, threads=8, repeats=3,
                                       n_gpu_layers=None, extra=["--repack", "0"])
@@ -160,3 +163,16 @@ def test_vllms_own_command_line_answers_its_version_lookup_under_the_cpu_build()
     assert vllm_cli.version("pytest") == importlib.metadata.version("pytest")
     with pytest.raises(importlib.metadata.PackageNotFoundError):
         vllm_cli.version("no-such-distribution")
+
+
+def test_the_anchor_mirrors_the_command_line_the_router_started(tmp_path, monkeypatch):
+    from bench import anchored
+    from engines import spec
+    monkeypatch.setenv("ULLM_RUN_DIR", str(tmp_path))
+    assert anchored.server_command(None) == (["llama-server"], {})  # no plan: the config's (none here)
+    argv = ["/opt/llama.cpp/bin/llama-server", "-m", "/m/x.gguf", "--port", "8002", "--no-repack", "-t", "4"]
+    (tmp_path / "engines").mkdir()
+    spec.write_plan(tmp_path, spec.LaunchPlan(spec.ModelSpec("llamacpp", "/m/x.gguf", "x"), 8002, argv,
+                                              {"LLAMA_ARG_FLASH_ATTN": "on"}))
+    assert anchored.server_command(None) == (argv, {"LLAMA_ARG_FLASH_ATTN": "on"})
+    assert anchor.bench_flags(argv[1:], {}) == ["--repack", "0", "-t", "4"]

@@ -14,7 +14,9 @@ engines:
 def test_shipped_config_is_valid():
     config = load_config(PROJECT_HOME / "config" / "models.yaml")
     assert config.router.port == 8080
-    assert config.engines["vllm"].default_model == "tiny-llama-a"
+    # the real models first; the tiny ones stand in when setup could not build them
+    assert config.engines["vllm"].default_models == ["smollm2-135m-instruct", "tiny-llama-a"]
+    assert config.engines["llamacpp"].default_models == ["smollm2-135m-instruct-gguf", "tiny-llama-a-gguf"]
     assert config.models["tiny-llama-a-gguf"].engine == "llamacpp"
 
 
@@ -48,3 +50,19 @@ def test_default_model_must_exist_and_match_the_engine():
         "models:\n  g: {engine: llamacpp, path: g.gguf}\n"
     with pytest.raises(ConfigError, match="is a llamacpp model"):
         parse_config(text)
+    listed = BASE.replace("{port: 8001}", "{port: 8001, default_model: [v, nope]}") + \
+        "models:\n  v: {engine: vllm, path: v}\n"
+    with pytest.raises(ConfigError, match="'nope' is not in models"):
+        parse_config(listed)
+
+
+def test_every_router_and_engine_setting_is_documented():
+    """docs/configuration.md has a table row per setting of `router:` and `engines.<engine>:`."""
+    import re
+
+    from router.config import EngineSettings, RouterSettings
+    doc = (PROJECT_HOME / "docs" / "configuration.md").read_text()
+    rows = set(re.findall(r"^\| `(\w+)` \|", doc, re.M))
+    for settings in (RouterSettings, EngineSettings):
+        missing = set(settings.model_fields) - rows
+        assert not missing, f"docs/configuration.md does not document {sorted(missing)}"

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from engines import build
+from router.browser_guard import trusted_host
 from router.config import load_config
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -391,7 +392,16 @@ def test_prometheus_scrapes_the_router_over_the_compose_network():
         for target in (t for sc in job["static_configs"] for t in sc["targets"]):
             host, port = target.rsplit(":", 1)
             assert host in names and int(port) == container_config().router.port, target
+            # the scrape's Host is the service name: the router must answer to it without keys (DNS-rebinding
+            # rule, router/browser_guard.py)
+            assert trusted_host(target, container_config().router.host, container_config().router.allowed_hosts)
         assert router_serves("GET", job["metrics_path"]), job["metrics_path"]
+
+
+def test_the_containers_healthcheck_uses_a_loopback_host():
+    healthcheck = one(FINAL, "HEALTHCHECK")
+    assert "http://127.0.0.1:8080/health" in healthcheck
+    assert trusted_host("127.0.0.1:8080", container_config().router.host, [])
 
 
 def test_ports_published_are_the_routers_grafanas_and_prometheus():

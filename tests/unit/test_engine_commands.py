@@ -27,14 +27,14 @@ def hf_dir(tmp_path, **config):
 
 def test_vllm_argv_binds_loopback_and_names_the_model(tmp_path):
     spec = ModelSpec("vllm", str(hf_dir(tmp_path, max_position_embeddings=32768)), "my-model", {})
-    argv = vllm.build_command(spec, 9001, ["--enforce-eager"])
+    argv = vllm.build_command(spec, 9001, ["--max-num-seqs", "4"])
     assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     joined = " ".join(argv)
     assert "--host 127.0.0.1 --port 9001" in joined
     assert "--served-model-name my-model" in joined
     assert "--dtype bfloat16" in joined and "--max-model-len 8192" in joined
     assert "--gpu-memory-utilization" not in joined  # CPU build has no such budget
-    assert argv[-1] == "--enforce-eager"
+    assert argv[-2:] == ["--max-num-seqs", "4"]
 
 
 def test_vllm_max_model_len_is_capped_by_the_model(tmp_path):
@@ -99,6 +99,28 @@ def test_llamacpp_mmap_false_reads_the_model_without_mapping_it(tmp_path):
     assert argv[-2:] == ["--threads", "4"]  # extra_args still come last
 
 
+@pytest.mark.parametrize("amx,repack,expected", [(False, None, False), (True, None, True), (True, True, False),
+                                                  (False, False, True)])
+def test_llamacpp_repacks_unless_the_cpu_has_amx(tmp_path, monkeypatch, amx, repack, expected):
+    """The pinned llama.cpp's AMX kernels segfault at the first quantized matmul on an AMX CPU (this CI machine
+    kind): there, repacking is off unless the catalog turns it on."""
+    monkeypatch.setattr(llamacpp, "cpu_has_amx", lambda: amx)
+    options = {} if repack is None else {"repack": repack}
+    argv = llamacpp.build_command(ModelSpec("llamacpp", str(tmp_path / "m.gguf"), "m", options), 1, [], tmp_path)
+    assert ("--no-repack" in argv) is expected
+
+
+def test_vllm_is_eager_on_the_cpu_and_compiled_on_a_gpu_unless_told(tmp_path, monkeypatch):
+    from engines.device import has_cuda_gpu
+
+    def eager(**options) -> bool:
+        return "--enforce-eager" in vllm.build_command(ModelSpec("vllm", str(hf_dir(tmp_path)), "m", options), 1, [])
+    assert eager() and eager(enforce_eager=True) and not eager(enforce_eager=False)
+    monkeypatch.setenv("ULLM_DEVICE", "cuda")
+    has_cuda_gpu.cache_clear()
+    assert not eager() and eager(enforce_eager=True)
+
+
 def test_every_llamacpp_flag_is_one_the_pinned_llama_server_knows(tmp_path, monkeypatch):
     """The flags build_command emits, with every option set, against the built binary's own --help."""
     from engines import build
@@ -109,14 +131,14 @@ def test_every_llamacpp_flag_is_one_the_pinned_llama_server_knows(tmp_path, monk
     monkeypatch.setenv("ULLM_DEVICE", "cuda")  # -ngl too (a CPU build still knows the flag)
     from engines.device import has_cuda_gpu
     has_cuda_gpu.cache_clear()
-    options = {"ctx_size": 4096, "parallel": 2, "n_gpu_layers": 10, "mmap": False}
+    options = {"ctx_size": 4096, "parallel": 2, "n_gpu_layers": 10, "mmap": False, "repack": False}
     argv = llamacpp.build_command(ModelSpec("llamacpp", str(tmp_path / "m.gguf"), "m", options), 1, [], binary)
     flags = [arg for arg in argv[1:] if arg.startswith("-") and not arg.lstrip("-").isdigit()]
     assert flags and not [flag for flag in flags if flag not in known], helptext[-2000:]
 
 
 @pytest.mark.parametrize("options", [{"ctx_size": 0}, {"parallel": 0}, {"n_gpu_layers": "all"}, {"threads": 4},
-                                     {"mmap": "false"}, {"mmap": 0}])
+                                     {"mmap": "false"}, {"mmap": 0}, {"repack": "no"}])
 def test_llamacpp_options_are_typed_and_range_checked(options):
     with pytest.raises(ValidationError):
         llamacpp.Options(**options)

@@ -203,7 +203,7 @@ def test_every_check_has_a_passing_and_a_failing_answer():
                          [(c, a, e) for c, cases in CASES.items() for a, e in cases],
                          ids=[f"{c}-{i}" for c, cases in CASES.items() for i in range(len(cases))])
 def test_check(check_id, answer, expected):
-    verdict, _ = checks.decide(CHECKS[check_id].rule, answer)
+    verdict, _ = checks.decide(CHECKS[check_id].rule, answer, "stop", CHECKS[check_id].script)
     assert verdict.passed is expected, verdict.reason
     assert verdict.reason
 

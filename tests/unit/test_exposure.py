@@ -69,3 +69,31 @@ def test_status_keeps_engine_log_lines_for_admins_once_keys_are_set(tmp_path):
         assert "GET /v1/engines/llamacpp/logs" in reason
     assert last_error(keys, "root") == full
     assert last_error(Keys(api=("user",)), "user") == full  # without an admin key, the API key is the admin's
+
+
+def test_with_keys_set_only_admins_see_where_models_lie(tmp_path, monkeypatch):
+    import json
+
+    from router.handlers import openai_api
+    from router import state
+
+    async def loaded_engine():
+        manager, _, _ = make_manager(tmp_path)
+        await manager.load(spec("tiny"))
+        return manager
+    manager = asyncio.run(loaded_engine())
+    assert engine_report(manager, None, 0, [], True)["model_path"] == "/models/tiny.gguf"
+    anonymous = engine_report(manager, None, 0, [], False)
+    assert anonymous["model"] == "tiny" and anonymous["model_path"] is None
+
+    config = parse_config(ENGINES + "models: {tiny: {engine: llamacpp, path: /models/tiny.gguf}}\n")
+    keys = Keys(api=("user",), admin_only=("root",))
+
+    def listed(key: str | None) -> list:
+        request = request_with(key)
+        request.app[state.CONFIG] = state.LiveConfig(config, tmp_path)
+        request.app[state.ENGINES], request.app[state.KEYS] = {"llamacpp": manager}, keys
+        response = asyncio.run(openai_api.list_models(request))
+        return [model["path"] for model in json.loads(response.body)["data"]]
+    assert listed("user") == [None] and listed(None) == [None]
+    assert listed("root") == ["/models/tiny.gguf"]

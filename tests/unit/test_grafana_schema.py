@@ -52,7 +52,7 @@ def grafana_typescript(boards: dict[str, dict]) -> str:
 
 def tsc(tmp_path: Path, boards: dict[str, dict]) -> subprocess.CompletedProcess:
     compiler = GRAFANA_SCHEMA / "node_modules" / "typescript" / "bin" / "tsc"
-    assert compiler.is_file(), "run ./scripts/setup.sh (it installs tests/schemas/grafana with npm ci)"
+    assert compiler.is_file(), "run ./scripts/setup.sh --for-tests (it installs tests/schemas/grafana with npm ci)"
     (tmp_path / "node_modules").symlink_to(GRAFANA_SCHEMA / "node_modules")
     (tmp_path / "dashboards.ts").write_text(grafana_typescript(boards))
     return subprocess.run(["node", str(compiler), "--noEmit", "--strict", "--module", "esnext", "--moduleResolution",

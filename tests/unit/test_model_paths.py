@@ -124,3 +124,26 @@ def test_an_unexpected_os_error_while_resolving_is_a_400(config, monkeypatch):
     with pytest.raises(InvalidRequest) as err:
         resolve_spec(config, "m.gguf", "llamacpp", {})
     assert err.value.code == "invalid_path" and "Permission denied" in err.value.message
+
+
+def test_the_first_default_model_on_disk_is_loaded(tmp_path, monkeypatch):
+    """A setup that could not build the real model leaves the tiny one behind it in default_model: the engine
+    loads that and says why it skipped the first."""
+    from router.app import default_spec
+
+    monkeypatch.setenv("ULLM_HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.gguf").write_bytes(b"GGUF")
+    config = parse_config("""
+engines: {vllm: {port: 1}, llamacpp: {port: 2, default_model: [real, tiny]}}
+models:
+  real: {engine: llamacpp, path: real.gguf}
+  tiny: {engine: llamacpp, path: tiny.gguf}
+""")
+    spec, skipped = default_spec(config, "llamacpp")
+    assert spec.served_name == "tiny"
+    assert "default model 'real'" in skipped[0] and skipped[-1] == "loading 'tiny' instead"
+    (tmp_path / "models" / "real.gguf").write_bytes(b"GGUF")
+    spec, skipped = default_spec(config, "llamacpp")
+    assert spec.served_name == "real" and skipped == []
+    assert default_spec(config, "vllm") == (None, [])

@@ -1,6 +1,7 @@
 // The conversation: multi-turn history, one answer per turn (or one per engine in compare mode), each streamed
 // into its own message with its own speed line; Stop aborts the requests, so the router closes the engines' ones.
 
+import { agreement, describeAgreement } from "./agreement.js";
 import { showText } from "./render.js";
 import { ENGINE_LABELS } from "./status.js";
 import { Answer, streamChat } from "./stream.js";
@@ -143,7 +144,7 @@ export class Chat {
     this.controller = controller;
     const signal = controller.signal;
     try {
-      await Promise.all(targets.map(({ engine, model }) => {
+      const answers = await Promise.all(targets.map(({ engine, model }) => {
         const view = new MessageView(`${ENGINE_LABELS[engine] ?? engine}${model ? ` · ${model}` : ""}`, "assistant");
         view.root.dataset.engine = engine;
         answersRow.append(view.root);
@@ -152,6 +153,13 @@ export class Chat {
         if (model) request.model = model;
         return this.answer(view, request, signal, turn);
       }));
+      if (answers.length === 2 && answers.every((a) => a.finishReason)) {
+        const found = agreement(...answers);
+        const note = element("p", "agreement", describeAgreement(found));
+        note.dataset.tokens = found.tokens;
+        note.dataset.identical = found.identical;
+        answersRow.after(note);
+      }
     } finally {
       if (this.controller === controller) this.controller = null;
     }
@@ -180,6 +188,7 @@ export class Chat {
     if (answer.chunks || answer.usage) view.showStats(answer);
     turn.answers[request.engine] = answer.text;
     this.scrollToEnd();
+    return answer;
   }
 
   stop() {

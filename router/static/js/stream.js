@@ -32,6 +32,7 @@ export class Answer {
     this.reasoning = "";
     this.usage = null;
     this.chunks = 0;
+    this.pieces = []; // the answer's text, chunk by chunk (a token each, as the engines stream)
     this.finishReason = null;
     this.started = performance.now();
     this.firstToken = null;
@@ -86,6 +87,7 @@ export async function streamChat(request, answer, signal, onUpdate) {
       if (piece || thought) {
         answer.firstToken ??= performance.now();
         answer.text += piece;
+        if (piece) answer.pieces.push(piece);
         answer.reasoning += thought;
         answer.chunks += 1;
         onUpdate(answer);

@@ -155,16 +155,7 @@ async def measure(args, target: Target, router: Router | None, endpoint: Endpoin
     await phases.parallel(endpoint, target, prompts, plan, folder / records.PARALLEL_CSV, parallel_done, limit)
     if router is None or not args.depths or "error" in meta["ceiling"] and "model" not in meta["ceiling"]:
         return
-    tests = await anchored.depth_phase(args, router, target, endpoint, folder, meta, limit)
-    covered = {(r["test"], r["tokens"], r["depth"]) for a in meta.get("anchor", []) if not a["error"]
-               for r in a["results"]}  # by an earlier run of this label
-    if tests and not {(t.kind, t.tokens, t.depth) for t in tests} <= covered:
-        status = (await asyncio.to_thread(router.status)).get(target.engine, {})
-        run = await asyncio.to_thread(anchored.run_anchor, args, target, status, tests, meta["ceiling"]["threads"])
-        if run is not None:
-            if run.error:
-                print(f"anchor: {run.tool} failed: {run.error}", file=sys.stderr, flush=True)
-            meta["anchor"] = [anchored.anchor_summary(run)]
+    await anchored.depth_phase(args, router, target, endpoint, folder, meta, limit)
 
 
 def finish(args, folder: Path, meta: dict, interrupted: bool) -> dict:

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from bench import anchor, bandwidth, ceiling, depth, records
@@ -133,10 +134,55 @@ async def depth_phase(args, router: Router, target: Target, endpoint: Endpoint, 
                                              longer, args.load_timeout)
             meta["depth_plan"]["reloaded_with"] = longer
             endpoint.model = answer.get("model") or endpoint.model
-    done = records.done_keys(records.read(folder / records.DEPTH_CSV, records.DepthRow))
-    await depth.measure(endpoint, target, tests, args.depth_repeats, model.vocab_size, folder / records.DEPTH_CSV,
-                        done, args.timeout, fill_depth(limit))
+    await measure_interleaved(args, router, target, endpoint, folder, meta, limit, tests, model.vocab_size)
     return tests
+
+
+async def measure_interleaved(args, router: Router, target: Target, endpoint: Endpoint, folder: Path, meta: dict,
+                              limit: Limit | None, tests: list[DepthTest], vocab: int) -> None:
+    """Depth by depth: our tests, then the engine's tool on the same tests at once, so that both see the same
+    machine (a shared one drifts within minutes). An earlier run's tool results are kept where they cover."""
+    earlier = [a for a in meta.get("anchor", []) if not a["error"]]
+    covered = {(r["test"], r["tokens"], r["depth"]) for a in earlier for r in a["results"]}
+    merged = None
+    status = (await asyncio.to_thread(router.status)).get(target.engine, {})  # after a reload
+    for d in sorted({t.depth for t in tests}):
+        group = [t for t in tests if t.depth == d]
+        done = records.done_keys(records.read(folder / records.DEPTH_CSV, records.DepthRow))
+        await depth.measure(endpoint, target, group, args.depth_repeats, vocab, folder / records.DEPTH_CSV, done,
+                            args.timeout, fill_depth(limit))
+        if {(t.kind, t.tokens, t.depth) for t in group} <= covered:
+            continue
+        run = await asyncio.to_thread(run_anchor, args, target, status, group, meta["ceiling"]["threads"])
+        if run is None:
+            return
+        if run.error:
+            print(f"anchor: {run.tool} failed: {run.error}", file=sys.stderr, flush=True)
+        merged = merge(merged, run)
+        if run.error:
+            break
+    if merged is not None:
+        meta["anchor"] = [merge_summaries(earlier, anchor_summary(merged))]
+
+
+def merge(into: AnchorRun | None, run: AnchorRun) -> AnchorRun:
+    if into is None:
+        return run
+    into.commands += run.commands
+    into.results.update(run.results)
+    into.notes += run.notes
+    into.error = into.error or run.error
+    return into
+
+
+def merge_summaries(earlier: list[dict], new: dict) -> dict:
+    """This run's tool results over an earlier run's for the same tool."""
+    old = next((a for a in earlier if a["tool"] == new["tool"]), None)
+    if old is None:
+        return new
+    key = lambda r: (r["test"], r["tokens"], r["depth"])  # noqa: E731
+    results = {key(r): r for r in old["results"]} | {key(r): r for r in new["results"]}
+    return {**new, "commands": old["commands"] + new["commands"], "results": list(results.values())}
 
 
 def server_command(settings) -> tuple[list[str], dict]:
@@ -153,7 +199,8 @@ def server_command(settings) -> tuple[list[str], dict]:
 
 
 def run_anchor(args, target: Target, status: dict, tests: list[DepthTest], threads: int) -> AnchorRun | None:
-    """The engine's own tool on the loaded model, or None when not asked for."""
+    """The engine's own tool on the loaded model (`status`: the engine's in /v1/status), or None when not
+    asked for."""
     settings = engine_settings(target.engine)
     model_path = status.get("model_path") or target.model_path
     options = status.get("options") or {}

@@ -176,3 +176,17 @@ def test_the_anchor_mirrors_the_command_line_the_router_started(tmp_path, monkey
                                               {"LLAMA_ARG_FLASH_ATTN": "on"}))
     assert anchored.server_command(None) == (argv, {"LLAMA_ARG_FLASH_ATTN": "on"})
     assert anchor.bench_flags(argv[1:], {}) == ["--repack", "0", "-t", "4"]
+
+
+def test_a_resumed_run_keeps_the_earlier_tool_results_it_does_not_redo():
+    from bench import anchored
+    earlier = [{"tool": "llama-bench", "commands": ["a"], "error": None, "notes": [],
+                "results": [{"test": "tg", "tokens": 128, "depth": 0, "tokens_per_s": 10.0}]}]
+    new = {"tool": "llama-bench", "commands": ["b"], "error": None, "notes": [],
+           "results": [{"test": "tg", "tokens": 128, "depth": 2048, "tokens_per_s": 8.0}]}
+    merged = anchored.merge_summaries(earlier, new)
+    assert merged["commands"] == ["a", "b"] and [r["depth"] for r in merged["results"]] == [0, 2048]
+    one = anchor.AnchorRun("llama-bench", [["x"]], {DepthTest("tg", 1, 0): {"tokens_per_s": 1.0}})
+    two = anchor.AnchorRun("llama-bench", [["y"]], {DepthTest("tg", 1, 9): {"tokens_per_s": 2.0}}, "failed")
+    both = anchored.merge(anchored.merge(None, one), two)
+    assert both.commands == [["x"], ["y"]] and len(both.results) == 2 and both.error == "failed"

@@ -138,8 +138,7 @@ async def measure(args, target: Target, router: Router | None, endpoint: Endpoin
         if row.error:
             raise LoadFailed(row.error)
         if is_local(args.router):
-            settings = anchored.engine_settings(target.engine)
-            threads = anchored.threads_of(settings.extra_args if settings else [])
+            threads = anchored.engine_threads(target.engine)
             limit, meta["ceiling"] = await asyncio.to_thread(anchored.prepare_limit, args, target, meta["model_path"],
                                                              row.options, meta["machine"], threads)
         else:

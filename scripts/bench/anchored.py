@@ -54,10 +54,13 @@ def engine_settings(engine: str):
         return None
 
 
-def threads_of(extra_args: list[str]) -> int:
+def engine_threads(engine: str) -> int:
+    """The threads the engine computes with: llama-server's -t, else one per physical core (its default, and
+    what the probe and llama-bench then use)."""
+    argv = server_command(engine_settings(engine))[0] if engine == "llamacpp" else []
     for flag in ("-t", "--threads"):
-        if flag in extra_args[:-1]:
-            return int(extra_args[extra_args.index(flag) + 1])
+        if flag in argv[:-1]:
+            return int(argv[argv.index(flag) + 1])
     return bandwidth.default_threads()
 
 

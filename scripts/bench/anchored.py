@@ -147,23 +147,20 @@ async def measure_interleaved(args, router: Router, target: Target, endpoint: En
     machine (a shared one drifts within minutes). An earlier run's tool results are kept where they cover."""
     earlier = [a for a in meta.get("anchor", []) if not a["error"]]
     covered = {(r["test"], r["tokens"], r["depth"]) for a in earlier for r in a["results"]}
-    merged = None
+    merged, tool = None, wants_tool(args, target.engine)
     status = (await asyncio.to_thread(router.status)).get(target.engine, {})  # after a reload
     for d in sorted({t.depth for t in tests}):
         group = [t for t in tests if t.depth == d]
         done = records.done_keys(records.read(folder / records.DEPTH_CSV, records.DepthRow))
         await depth.measure(endpoint, target, group, args.depth_repeats, vocab, folder / records.DEPTH_CSV, done,
                             args.timeout, fill_depth(limit))
-        if {(t.kind, t.tokens, t.depth) for t in group} <= covered:
+        if not tool or {(t.kind, t.tokens, t.depth) for t in group} <= covered:
             continue
         run = await asyncio.to_thread(run_anchor, args, target, status, group, meta["ceiling"]["threads"])
-        if run is None:
-            return
         if run.error:
             print(f"anchor: {run.tool} failed: {run.error}", file=sys.stderr, flush=True)
+            tool = False  # measure the other depths, without the tool
         merged = merge(merged, run)
-        if run.error:
-            break
     if merged is not None:
         meta["anchor"] = [merge_summaries(earlier, anchor_summary(merged))]
 
@@ -199,6 +196,10 @@ def server_command(settings) -> tuple[list[str], dict]:
     if plan is not None and plan.argv:
         return plan.argv, plan.env
     return ["llama-server", *(settings.extra_args if settings else [])], dict(settings.env) if settings else {}
+
+
+def wants_tool(args, engine: str) -> bool:
+    return args.anchor if engine == "llamacpp" else engine == "vllm" and args.vllm_bench
 
 
 def run_anchor(args, target: Target, status: dict, tests: list[DepthTest], threads: int) -> AnchorRun | None:

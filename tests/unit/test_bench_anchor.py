@@ -190,3 +190,36 @@ def test_a_resumed_run_keeps_the_earlier_tool_results_it_does_not_redo():
     two = anchor.AnchorRun("llama-bench", [["y"]], {DepthTest("tg", 1, 9): {"tokens_per_s": 2.0}}, "failed")
     both = anchored.merge(anchored.merge(None, one), two)
     assert both.commands == [["x"], ["y"]] and len(both.results) == 2 and both.error == "failed"
+
+
+@pytest.mark.parametrize("engine, tool, fails", [("vllm", False, False), ("llamacpp", True, False),
+                                                 ("llamacpp", True, True)])
+def test_every_depth_is_measured_with_or_without_the_tool(tmp_path, monkeypatch, engine, tool, fails):
+    """Depth by depth: ours, then the tool on that depth's tests; no tool, or one that failed, stops nothing."""
+    import argparse
+    import asyncio
+    from bench import anchored
+    from bench.target import Target
+    measured, ran = [], []
+
+    async def fake_measure(endpoint, target, group, *rest, **kw):
+        measured.append(sorted(t.depth for t in group))
+
+    def fake_tool(args, target, status, group, threads):
+        ran.append(group[0].depth)
+        return anchor.AnchorRun("llama-bench", [["llama-bench"]], {t: {"tokens_per_s": 1.0} for t in group},
+                                "it crashed" if fails else None)
+
+    class FakeRouter:
+        def status(self):
+            return {engine: {"model_path": "/m/x", "options": {}}}
+    monkeypatch.setattr(anchored.depth, "measure", fake_measure)
+    monkeypatch.setattr(anchored, "run_anchor", fake_tool)
+    args = argparse.Namespace(anchor=tool, vllm_bench=False, depth_repeats=1, timeout=10)
+    tests = [DepthTest("pp", 8, 0), DepthTest("tg", 8, 0), DepthTest("tg", 8, 64)]
+    meta = {"ceiling": {"threads": 2}}
+    asyncio.run(anchored.measure_interleaved(args, FakeRouter(), Target("x", "x", engine), None, tmp_path, meta,
+                                             None, tests, 100))
+    assert measured == [[0, 0], [64]]
+    assert ran == ([0] if fails else [0, 64] if tool else [])
+    assert ("anchor" in meta) is tool and (not tool or (meta["anchor"][0]["error"] is not None) is fails)

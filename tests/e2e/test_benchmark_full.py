@@ -24,7 +24,7 @@ from tests.stack import PROJECT, Stack, wait_for
 from tests.unit.test_download_model import lay_out_cache
 
 sys.path.insert(0, str(PROJECT / "scripts"))
-from bench import records  # noqa: E402
+from bench import records, stats  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 PYTHON = str(PROJECT / ".venv" / "bin" / "python")
@@ -80,6 +80,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict]]:
 
 
 FOLDERS = {"llamacpp": "tiny-llama-a-Q8_0", "vllm": "tiny-llama-a", "remote": "router-as-remote"}
+LABELS = {"llamacpp": "tiny-llama-a-Q8_0", "vllm": "tiny-llama-a", "remote": "router-as-remote (remote)"}
 
 
 @pytest.mark.parametrize("which", FOLDERS)
@@ -115,7 +116,10 @@ def test_summary_and_plots(results, which):
     assert [x["max_tokens"] for x in summary["single_stream"]] == [16, 32]
     assert [x["parallel"] for x in summary["parallel"]] == [2, 4]
     assert all(x["efficiency"] > 0 for x in summary["parallel"])
-    assert summary["threshold"]["max_parallel"] == 4  # the tiny models stream far above 20 tokens/s
+    # the tiny models usually stream far above 20 tokens/s, but a loaded 2-core box can starve one round:
+    # the threshold result is checked against the rates measured, not against a speed
+    rates = {x["parallel"]: x["per_session_tokens_per_s"] for x in summary["parallel"]}
+    assert summary["threshold"]["max_parallel"] == stats.max_parallel_meeting(rates, 20)
     assert summary["plots"] == ["single_stream.png", "parallel.png"] + ([] if which == "remote" else ["depth.png"])
     for name in summary["plots"]:
         with Image.open(folder / name) as image:
@@ -161,7 +165,10 @@ def test_comparison_tables_and_plots(results):
         header, rows = read_csv(out / f"{name}.csv")
         assert header == ["model", "engine", "2 streams", "4 streams"] and len(rows) == 3
     _, rows = read_csv(out / "parallel_threshold.csv")
-    assert {r["max streams"] for r in rows} == {"4"}
+    for row in rows:  # each benchmark's own result (test_summary_and_plots checks it against its rates)
+        summary = json.loads((results["out"] / FOLDERS[next(k for k, v in LABELS.items() if v == row["model"])]
+                              / "summary.json").read_text())
+        assert row["max streams"] == str(summary["threshold"]["max_parallel"] or "")
     _, rows = read_csv(out / "engines.csv")  # the same tiny model on both engines
     assert [(r["vLLM"], r["llama.cpp"]) for r in rows] == [("tiny-llama-a", "tiny-llama-a-Q8_0")]
     text = (out / "comparison.md").read_text()

@@ -22,6 +22,7 @@ from router.handlers import metrics as metrics_routes
 from router.engine_state import State
 from router.lifecycle import EngineManager
 from engines.spec import ModelSpec
+from router.memory_guard import MemoryLedger
 from router.models import resolve_spec
 from router.proxy import engine_session
 from router.reload import reload
@@ -142,9 +143,10 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         app[HTTP] = engine_session()
+        ledger = MemoryLedger(settle_seconds=config.router.memory_settle_seconds)  # one for every engine
         engines = app[ENGINES] = {
             name: EngineManager(name, settings, config.router, app[SUPERVISOR], run_path, app[HTTP],
-                                events=app[METRICS])
+                                events=app[METRICS], ledger=ledger)
             for name, settings in config.engines.items()}
         samples = app[METRICS].processes.samples
         for manager in engines.values():

@@ -36,6 +36,8 @@ class RouterSettings(StrictModel):
     crash_window_seconds: float = Field(300, gt=0)
     # a load that would leave less available memory than this is refused (409) unless forced; null: no check
     memory_reserve_gib: float | None = Field(4.0, ge=0)
+    # after an engine stops, a memory check that fails waits at most this long for MemAvailable to stop rising
+    memory_settle_seconds: float = Field(10, ge=0)
     body_read_timeout_seconds: float = Field(60, gt=0)  # a request body not fully received by then gets 408
     # browser pages on these origins (scheme://host[:port]) may call the API: CORS answered, not refused as
     # cross-site (router/browser_guard.py)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 
 from aiohttp import web
 
@@ -12,6 +13,11 @@ ROUTER_ERROR_HEADER = "X-Unified-LLM-Error"
 # Separates an engine failure's reason from the engine's own log lines quoted after it. Log text is for those
 # who may read the logs (admins): inference clients and anonymous status readers get the reason only.
 LOG_LINES_MARK = "; last log lines:\n"
+# Statuses a retry of the same request cannot fix: they carry `x-should-retry: false`, which the `openai` SDK obeys
+# (it would otherwise retry a 409 twice). 429 and 503 carry `Retry-After` instead.
+NOT_RETRYABLE = {400, 404, 409, 413, 415, 422}
+RETRY_AFTER_DEFAULT = 5  # seconds, for a 429/503 whose wait nothing better predicts
+RETRY_AFTER_MAX = 60  # older `openai` SDKs ignore a longer Retry-After; newer ones give up past 120 s
 
 
 def without_log_lines(message: str, engine: str) -> str:
@@ -24,21 +30,36 @@ class ApiError(Exception):
     type = "server_error"
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 status: int | None = None):
+                 status: int | None = None, retry_after: float | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.retry_after = retry_after  # seconds until a retry may succeed (429/503), when known
         if status is not None:
             self.status = status
+
+    def headers(self) -> dict[str, str]:
+        """What tells clients whether and when to retry: `Retry-After` on 429/503, `x-should-retry: false` on
+        statuses a retry cannot fix."""
+        if self.status in (429, 503):
+            wait = self.retry_after if self.retry_after is not None else RETRY_AFTER_DEFAULT
+            return {"Retry-After": str(min(RETRY_AFTER_MAX, max(1, math.ceil(wait))))}
+        if self.status in NOT_RETRYABLE:
+            return {"x-should-retry": "false"}
+        return {}
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def without_log_lines(self, engine: str) -> "ApiError":
-        """The same error for someone who may not read the engine's logs."""
-        return type(self)(without_log_lines(self.message, engine), param=self.param, code=self.code,
-                          status=self.status)
+        """The same error for someone who may not read the engine's logs (a copy: subclasses may take other
+        constructor arguments, e.g. StateNotRecorded)."""
+        twin = type(self).__new__(type(self))  # not copy.copy: that calls the constructor with `args`
+        twin.__dict__.update(self.__dict__)
+        twin.message = without_log_lines(self.message, engine)
+        Exception.__init__(twin, twin.message)
+        return twin
 
 
 class InvalidRequest(ApiError):
@@ -124,7 +145,7 @@ class StateNotRecorded(ApiError):
 
 def error_response(error: ApiError, headers: dict | None = None) -> web.Response:
     return web.json_response(error.body(), status=error.status,
-                             headers={ROUTER_ERROR_HEADER: "1", **(headers or {})})
+                             headers={ROUTER_ERROR_HEADER: "1", **error.headers(), **(headers or {})})
 
 
 def sse_error_event(error: ApiError) -> bytes:

@@ -1,9 +1,17 @@
-"""One engine's model lifecycle: loads in arrival order, unloads that drain, restore at start, observation.
+"""One engine's model lifecycle: loads in arrival order, unloads that drain, restore at start.
 
 The manager is the one owner of the engine's state (`machine`, see router/engine_state.py). Loads and unloads
-run one at a time under a lock, in the order they were asked for; while one runs it owns the state, and the
-background monitor (`refresh`) only observes changes made outside the router (`supervisorctl stop`, a crash).
-Requests are let through by its admission half (router/admission.py).
+run one at a time under a lock, in the order they were asked for; while one runs it owns the state. Beside it,
+each with its own responsibility and a declared view of the manager:
+
+- the load queue (router/load_queue.py): order, joining, which loads clients may leave, expected waits,
+  remembered failed on-demand loads;
+- admission (router/admission.py): the requests waiting and in flight, behind `AdmissionHost`;
+- the monitor (router/monitor.py): what supervisord does outside the router's loads, the crash-loop guard and
+  the stuck-loading bound, behind `Observed`;
+- the memory ledger shared by every engine (router/memory_guard.py): a load's check and reservation.
+
+The rest of the router talks to the manager only (`admitted`, `load`, `unload`, `refresh`, `details`...).
 """
 
 from __future__ import annotations
@@ -11,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -25,16 +32,17 @@ from engines.spec import (LaunchPlan, ModelSpec, Resume, StateFileError, clear_p
                           unloaded_on_request, write_plan)
 from router.config import EngineSettings, RouterSettings
 from router.engine_state import State, StateMachine
-from router.errors import LOG_LINES_MARK, ApiError, LoadFailed, StateNotRecorded
-from router.admission import Admission
+from router.errors import ApiError, LoadFailed, StateNotRecorded
+from router.admission import Admission, Notify
 from router.engine_process import EngineProcess, Probe
-from router.memory_guard import InsufficientMemory, available_bytes, check_fits
+from router.load_queue import FailedLoad, LoadQueue, PendingLoad
+from router.memory_guard import InsufficientMemory, MemoryLedger, Reservation
+from router.monitor import RUNNING_STATES, EngineMonitor
 from router.metrics import sample_tree
-from router.supervisor import STARTING_STATES, ProcessInfo, Supervisor, SupervisorError
+from router.supervisor import ProcessInfo, Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
 
-RUNNING_STATES = {"RUNNING", *STARTING_STATES}
 KEEPS_COMING_SECONDS = 0.5  # a model whose last request ended this recently is still wanted (residency)
 RESIDENCY_POLL_SECONDS = 0.1
 
@@ -65,15 +73,6 @@ class EngineDetails:
         self.load_phase, self._phase_started = phase, now
 
 
-@dataclass
-class PendingLoad:
-    spec: ModelSpec
-    task: asyncio.Task | None = None
-    on_demand: bool = False  # only requests want it: when they have all gone before it starts, it is dropped
-    force: bool = False  # load even when the memory estimate says it does not fit
-    abandoned: bool = False  # every request that wanted it left while it ran: it is being cancelled
-
-
 class LifecycleEvents(Protocol):
     """What the lifecycle tells observers (the router's metrics implement it)."""
 
@@ -88,6 +87,8 @@ class LifecycleEvents(Protocol):
     def waited(self, engine: str, seconds: float) -> None: ...
 
     def waiting_changed(self, engine: str, by_model: dict[str, int]) -> None: ...
+
+    def on_demand_failed(self, engine: str, model: str, refused: bool) -> None: ...
 
 
 class NoEvents:
@@ -109,33 +110,42 @@ class NoEvents:
     def waiting_changed(self, engine: str, by_model: dict[str, int]) -> None:
         pass
 
+    def on_demand_failed(self, engine: str, model: str, refused: bool) -> None:
+        pass
 
-class EngineManager(Admission):
+
+class EngineManager:
     def __init__(self, name: str, settings: EngineSettings, router: RouterSettings, supervisor: Supervisor,
                  run_dir: Path, http: aiohttp.ClientSession | None = None, probe: Probe | None = None,
-                 events: LifecycleEvents | None = None):
+                 events: LifecycleEvents | None = None, ledger: MemoryLedger | None = None):
         self.name = name
         self.adapter = ADAPTERS[name]
         self.run_dir = run_dir
         self.proc = EngineProcess(name, supervisor, run_dir, self.adapter.READY_PATHS, http, probe)
         self.events = events or NoEvents()
+        self.monitor = EngineMonitor(self)  # follows what happens outside the router's loads and unloads
         self.configure(settings, router)
         self.machine = StateMachine(name, on_move=self._moved)
         self.details = EngineDetails()
         self._lock = asyncio.Lock()
-        self._loads: list[PendingLoad] = []  # queued or running, in arrival order
+        self.queue = LoadQueue(name)  # loads queued or running, in arrival order (router/load_queue.py)
         self._background: set[asyncio.Task] = set()
-        self._ready_pid = 0  # the engine PID that last answered its readiness URLs
-        self._known_pid = 0  # the last engine PID seen; a different one outside a load is a restart
-        self.restarts = 0  # restarts outside a load (crashes, `supervisorctl restart`) since the router started
-        self._recent_restarts: deque[float] = deque()  # their monotonic times, within the crash window
+        self.ready_pid = 0  # the engine PID that last answered its readiness URLs
         self.others_memory: Callable[[], dict[str, int]] = dict  # other engines' RSS, for refusal messages
+        # the memory ledger every engine shares (router/memory_guard.py); a private one for a lone manager
+        self.ledger = ledger or MemoryLedger(settle_seconds=router.memory_settle_seconds)
+        self._reservation: Reservation | None = None  # the running load's, until the engine is ready
         self._resident_since = time.monotonic()  # when the served model's load completed
         self.holding_until: float | None = None  # while a swap waits out the served model's residency
-        self._init_admission()
+        self.admission = Admission(self)  # its requests: waiting and in flight (router/admission.py)
 
     def configure(self, settings: EngineSettings, router: RouterSettings) -> None:
-        """Take (re)loaded settings. They shape the next launch; a running engine keeps its plan."""
+        """Take (re)loaded settings. They shape the next launch; a running engine keeps its plan. New crash-loop
+        limits start their count afresh."""
+        old = getattr(self, "router_settings", None)
+        if old is not None and (old.crash_restarts, old.crash_window_seconds) != (
+                router.crash_restarts, router.crash_window_seconds):
+            self.monitor.forget_crashes()
         self.settings, self.router_settings = settings, router
 
     @property
@@ -157,30 +167,91 @@ class EngineManager(Admission):
 
     def _moved(self, source: State, target: State) -> None:
         self.events.engine_moved(self.name, source, target)
-        self._review_waiters()
+        self.admission.review()
+
+    # ---- requests (router/admission.py) ------------------------------------------------------------------
+
+    def admitted(self, wanted: str | None, load: ModelSpec | None, timeout: float, notify: Notify | None = None):
+        """A place on the engine for one request (`Admission.admitted`)."""
+        return self.admission.admitted(wanted, load, timeout, notify)
+
+    def request_on_demand(self, spec: ModelSpec) -> None:
+        self._request_load(spec, "a request asked for it", on_demand=True)
+
+    def will_serve(self, served_name: str) -> bool:
+        return self.admission.will_serve(served_name)
+
+    def known_specs(self) -> list[ModelSpec]:
+        return self.admission.known_specs()
+
+    def not_loaded(self, requested: str | None):
+        return self.admission.not_loaded(requested)
+
+    def expected_wait(self, wanted: str | None) -> float:
+        return self.admission.expected_wait(wanted)
+
+    @property
+    def in_flight(self) -> int:
+        return self.admission.in_flight
+
+    @property
+    def waiting(self) -> int:
+        return self.admission.waiting
+
+    @property
+    def _waiters(self) -> list:
+        return self.admission.waiters
+
+    def _why_waiting(self, wanted: str | None, waited: float) -> str:
+        return self.admission.why_waiting(wanted, waited)
+
+    @property
+    def last_used(self) -> float:
+        """The last request's end, or the last load: the idle-unload clock."""
+        return self.admission.last_used
+
+    @last_used.setter
+    def last_used(self, value: float) -> None:
+        self.admission.last_used = value
+
+    @property
+    def last_request_at(self) -> float:
+        return self.admission.last_request_at
+
+    @last_request_at.setter
+    def last_request_at(self, value: float) -> None:
+        self.admission.last_request_at = value
 
     # ---- start-up --------------------------------------------------------------------------------------------
 
     async def restore(self, default: ModelSpec | None) -> None:
         """At router start: adopt the engine if it runs the plan on file, else resume what the file (or the
         configured default) asks for. An unreadable state file is reported and ignored."""
-        plan = self._read(read_plan)
+        plan, unreadable = None, False
+        try:
+            plan = read_plan(self.run_dir, self.name)
+        except StateFileError as exc:
+            log.error("%s: %s", self.name, exc)
+            self.details.last_error, unreadable = str(exc), True
         resume = self._read(read_resume) if plan is None else None
         record = self._read(read_record)
         info = self.details.process = await self.proc.info()
+        wanted_default = default if default and not unloaded_on_request(self.run_dir, self.name) else None
         if info.state in RUNNING_STATES and plan and record and (record.pid, record.plan_id) == (info.pid, plan.id):
-            self.details.spec, self.details.plan, self._known_pid = plan.spec, plan, info.pid
+            self.details.spec, self.details.plan, self.monitor.known_pid = plan.spec, plan, info.pid
             self.details.loading_since = time.time()
             self.machine.move(State.LOADING, f"adopted the running engine (pid {info.pid}) at router start")
         elif plan:
             self._request_load(plan.spec, "resuming the model the run folder asks for")
-        elif info.state in RUNNING_STATES:
-            self._spawn(self.unload(reason="no model is wanted at router start"))
+        elif unreadable and wanted_default:  # the plan on file cannot be read: the default replaces what runs
+            self._request_load(wanted_default, "the configured default model (the run folder's plan is unreadable)")
+        elif info.state in RUNNING_STATES:  # not an unload on request: the default may come back later
+            self.spawn(self.unload(reason="no model is wanted at router start", on_request=False))
         elif resume:
             self.details.resume_spec, self.details.unload_reason = resume.spec, resume.reason
             self.details.unloaded_at = resume.unloaded_at
-        elif default and not unloaded_on_request(self.run_dir, self.name):
-            self._request_load(default, "the configured default model")
+        elif wanted_default:
+            self._request_load(wanted_default, "the configured default model")
 
     def _read(self, reader):
         try:
@@ -190,7 +261,7 @@ class EngineManager(Admission):
             self.details.last_error = str(exc)
             return None
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -199,7 +270,7 @@ class EngineManager(Admission):
     async def close(self) -> None:
         """Router shutdown: interrupt loads and unloads. The run folder keeps what they were for, so the next
         router start resumes them."""
-        tasks = [p.task for p in self._loads if p.task] + list(self._background)
+        tasks = [p.task for p in self.queue if p.task] + list(self._background)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -209,17 +280,18 @@ class EngineManager(Admission):
     async def load(self, spec: ModelSpec, cause: str = "load requested", force: bool = False) -> float:
         """Make `spec` the served model after the loads queued before it; join a queued load of the same model;
         return at once (0 s) when it is already served with the same launch and nothing is queued. `force`
-        loads it even when its memory estimate does not fit."""
+        loads it even when its memory estimate does not fit. An admin's load also forgets that an on-demand load
+        of `spec` failed."""
+        self.queue.forget_failure(spec.served_name)
         return await asyncio.shield(self._request_load(spec, cause, force=force))
 
     def _request_load(self, spec: ModelSpec, cause: str, on_demand: bool = False, force: bool = False
                       ) -> asyncio.Future:
-        for pending in self._loads:
-            if pending.spec == spec:
-                pending.on_demand = pending.on_demand and on_demand  # an explicit load keeps it
-                pending.force = pending.force or force
-                return pending.task
-        if (not self._loads and self.state is State.LOADED and self._process_ready()
+        if pending := self.queue.find(spec):  # join it
+            pending.on_demand = pending.on_demand and on_demand  # an explicit load keeps it
+            pending.force = pending.force or force
+            return pending.task
+        if (not self.queue and self.state is State.LOADED and self._process_ready()
                 and self.plan_for(spec).same_launch(self.details.plan)):
             done = asyncio.get_running_loop().create_future()
             done.set_result(0.0)
@@ -227,54 +299,54 @@ class EngineManager(Admission):
         pending = PendingLoad(spec, on_demand=on_demand, force=force)
         pending.task = asyncio.ensure_future(self._run_load(pending, cause))
         pending.task.add_done_callback(_retrieve)  # an on-demand load may have no one awaiting it
-        self._loads.append(pending)
+        self.queue.add(pending)
         return pending.task
 
-    def _drop_abandoned_loads(self) -> None:
-        """Cancel on-demand loads that no waiting request wants any more: queued ones before they start, and the
-        running one, which puts the engine back to what it served (or to idle) instead of finishing for nobody."""
-        wanted = {waiter.wanted for waiter in self._waiters}
-        if None in wanted:
-            return
-        for index, pending in enumerate(list(self._loads)):
-            if not pending.on_demand or pending.spec.served_name in wanted:
-                continue
-            running = index == 0 and self._lock.locked()
-            log.info("%s: cancelling the %s load of %s: every request that wanted it has gone", self.name,
-                     "running" if running else "queued", pending.spec.served_name)
-            pending.abandoned = True
-            self._loads.remove(pending)  # at once: no new request may join it
+    @property
+    def _loads(self) -> list[PendingLoad]:
+        return self.queue.loads
+
+    def _keep_loads_for(self, wanted: str | None) -> None:
+        self.queue.keep_for(wanted)
+
+    def drop_abandoned_loads(self) -> None:
+        """Every client waiting for some on-demand loads hung up: cancel those the queue's rule lets go
+        (router/load_queue.py)."""
+        for pending in self.queue.abandoned_by(self.admission.wanted()):
             pending.task.cancel()
 
     def _saw(self, info: ProcessInfo) -> None:
         self.details.process = info
+        if self._reservation is not None and info.pid:  # what the loading process takes counts against it
+            self._reservation.pid = info.pid
 
     def _process_ready(self) -> bool:
         proc = self.details.process
-        return bool(proc and proc.pid and proc.pid == self._ready_pid)
+        return bool(proc and proc.pid and proc.pid == self.ready_pid)
 
     async def _run_load(self, pending: PendingLoad, cause: str) -> float:
         failure: ApiError | None = None
         try:
             async with self._lock:
+                pending.started_at = time.monotonic()
                 return await self._load_locked(pending, cause)
         except ApiError as exc:
             failure = exc
             raise
         finally:  # still in arrival order: whoever waited for this model hears how it went before the next load
-            if pending in self._loads:  # (a dropped load has left already)
-                self._loads.remove(pending)
-            self._review_waiters(pending.spec if failure else None, failure)
+            self.queue.remove(pending)  # (a dropped load has left already)
+            self.admission.review(pending.spec if failure else None, failure)
 
     async def _load_locked(self, pending: PendingLoad, cause: str) -> float:
         spec = pending.spec
         if pending.on_demand:
             await self._residency(spec)
         plan, previous, previous_estimate = self.plan_for(spec), self.details.plan, self.details.memory_estimate
-        estimate = await self._check_memory(plan, pending.force)
+        estimate = await self._check_memory(plan, pending.force)  # reserves it in the shared ledger
         try:  # the intent first, durably: a router restart from here on resumes this load
             write_plan(self.run_dir, plan)
         except OSError as exc:
+            self._release_memory()
             raise StateNotRecorded(f"load of {spec.served_name}", self.run_dir, exc) from exc
         d = self.details
         d.spec, d.loading_since, started = spec, time.time(), time.monotonic()
@@ -286,18 +358,20 @@ class EngineManager(Admission):
             d.load_phases = {}
             d.enter_phase("draining the requests in flight")
             await self._drain()
-            old_stopping = True
+            old_stopping = pending.old_stopped = True
             d.enter_phase("stopping the engine's previous process")
             d.process = await self.proc.stop_tree()
+            self.ledger.stopped(self.name)
             d.plan = plan
             d.enter_phase("starting the engine")
             await self.proc.start()
             d.enter_phase("waiting until the engine answers (loading the model)")
             pid = await self.proc.wait_ready(self.base_url, self.router_settings.load_timeout_seconds, self._saw)
-            self._ready_pid = pid
+            self.ready_pid = pid
             d.enter_phase(None)
         except asyncio.CancelledError:
             d.load_phase = None
+            self._release_memory()
             if pending.abandoned:
                 await self._abandon(spec, previous, previous_estimate, old_stopping)
             else:
@@ -306,18 +380,26 @@ class EngineManager(Admission):
             raise
         except Exception as exc:
             d.load_phase = None
+            self._release_memory()
             self.events.observe_load(self.name, spec.served_name, time.monotonic() - started, ok=False)
             message = exc.message if isinstance(exc, ApiError) else f"load failed: {exc!r}"
-            await self._give_up(message)
+            await self.give_up(message)
+            if pending.on_demand:
+                self._remember_failure(spec, message, previous)
             if isinstance(exc, LoadFailed):
                 raise
             raise LoadFailed(message) from exc
         d.load_seconds, d.loaded_at, d.loading_since = time.monotonic() - started, time.time(), None
+        self.queue.history[spec.served_name] = d.load_seconds
+        self.queue.forget_failure(spec.served_name)
+        if self._reservation is not None:  # the real memory replaces the estimate in the ledger
+            self._reservation = None
+            await self.ledger.measured(self.name, pid)
         self.events.observe_load(self.name, spec.served_name, d.load_seconds, ok=True)
         d.last_error = d.unload_reason = d.unloaded_at = d.resume_spec = None
-        self.last_used, self._known_pid = time.monotonic(), pid
+        self.last_used = time.monotonic()
+        self.monitor.new_launch(pid)  # earlier crashes do not count against it
         self._resident_since, self.last_request_at = time.monotonic(), float("-inf")  # no request of it yet
-        self._recent_restarts.clear()  # a new launch: earlier crashes do not count against it
         log.info("%s: load of %s, where the time went: %s", self.name, spec.served_name,
                  ", ".join(f"{phase} {seconds:.3f} s" for phase, seconds in d.load_phases.items()))
         self.machine.move(State.LOADED, f"{spec.served_name} ready after {d.load_seconds:.2f} s")
@@ -326,7 +408,7 @@ class EngineManager(Admission):
     def _keeps_coming(self) -> bool:
         """Requests for the served model are in flight, waiting, or came within the last moments."""
         served = self.details.spec.served_name if self.details.spec else None
-        return bool(self.in_flight or any(w.wanted == served for w in self._waiters)
+        return bool(self.in_flight or served in self.admission.wanted()
                     or time.monotonic() - self.last_request_at < KEEPS_COMING_SECONDS)
 
     async def _residency(self, spec: ModelSpec) -> None:
@@ -342,17 +424,38 @@ class EngineManager(Admission):
         log.info("%s: %s stays for up to %.1f s more while its requests keep coming, then %s is swapped in",
                  self.name, current.served_name, until - time.monotonic(), spec.served_name)
         self.holding_until = until
-        self._review_waiters()  # requests for the served model that queued behind the swap go ahead now
+        self.admission.review()  # requests for the served model that queued behind the swap go ahead now
         try:
             while time.monotonic() < until and self._keeps_coming():
                 await asyncio.sleep(RESIDENCY_POLL_SECONDS)
         finally:
             self.holding_until = None
 
+    def _remember_failure(self, spec: ModelSpec, message: str, previous: LaunchPlan | None) -> None:
+        """A failed on-demand load: remembered (requests do not start it again until its file or entry changes or
+        an admin loads it), counted, and the model that was served comes back (when no other load is queued)."""
+        self.queue.remember_failure(spec, message)
+        self.events.on_demand_failed(self.name, spec.served_name, refused=False)
+        others = self.queue.others_than(spec)
+        if previous is not None and previous.spec != spec and not others:
+            log.warning("%s: the on-demand load of %s failed; bringing back %s", self.name, spec.served_name,
+                        previous.spec.served_name)
+            self._request_load(previous.spec, f"bringing back the model served before the failed load of "
+                                              f"{spec.served_name}")
+
+    def known_failure(self, spec: ModelSpec) -> FailedLoad | None:
+        """The remembered failed on-demand load of `spec`, unless its entry or file changed since."""
+        return self.queue.known_failure(spec)
+
+    def _release_memory(self) -> None:
+        if self._reservation is not None:
+            self._reservation = None
+            self.ledger.release(self.name)
+
     async def _abandon(self, spec: ModelSpec, previous: LaunchPlan | None,
                        previous_estimate: memory.MemoryEstimate | None, old_stopping: bool) -> None:
-        """A load every client has left: back to the model that was served if it still runs, else idle (the
-        next request for that model brings it back)."""
+        """A load every client hung up on before it stopped the served model: that model keeps serving (an
+        abandoned load never gets past that point; without a served model the engine goes idle)."""
         d, reason = self.details, f"the load of {spec.served_name} was abandoned: every request for it left"
         if previous is not None and not old_stopping:
             write_plan(self.run_dir, previous)
@@ -360,6 +463,7 @@ class EngineManager(Admission):
             self.machine.move(State.LOADED, f"{reason}; {previous.spec.served_name} kept serving")
             return
         d.process = await self.proc.stop_tree()
+        self.ledger.stopped(self.name)
         now = time.time()
         remembered = Resume(previous.spec, reason, now) if previous else None
         clear_plan(self.run_dir, self.name, resume=remembered)
@@ -378,10 +482,11 @@ class EngineManager(Admission):
             return None
         running = self.details.process.pid if self.details.process and self.state is not State.IDLE else None
         freed = int((await asyncio.to_thread(sample_tree, running)).rss_bytes) if running else 0
+        settings = self.router_settings
         try:
-            if not force:
-                check_fits(self.name, plan.spec.served_name, estimate, self.router_settings.memory_reserve_gib,
-                           available_bytes(), freed, self.others_memory())
+            self._reservation = await self.ledger.reserve(
+                self.name, plan.spec.served_name, estimate, settings.memory_reserve_gib, freed, self.others_memory(),
+                force=force, wait_seconds=settings.load_timeout_seconds)
         except InsufficientMemory as exc:
             log.warning("%s: %s", self.name, exc.message)
             if self.state is State.IDLE:
@@ -389,17 +494,19 @@ class EngineManager(Admission):
             raise
         return estimate
 
-    async def unload(self, reason: str = "unloaded on request", resume: bool = False) -> None:
+    async def unload(self, reason: str = "unloaded on request", resume: bool = False, on_request: bool = True
+                     ) -> None:
         """Stop the engine's model once the requests in flight finish. `resume` (an idle unload) lets the next
-        request bring the model back, also after a router restart; otherwise the unload outlives restarts."""
-        await asyncio.shield(self._spawn(self._run_unload(reason, resume)))
+        request bring the model back, also after a router restart; otherwise an unload `on_request` outlives
+        restarts (the configured default does not come back)."""
+        await asyncio.shield(self.spawn(self._run_unload(reason, resume, on_request and not resume)))
 
-    async def _run_unload(self, reason: str, resume: bool) -> None:
+    async def _run_unload(self, reason: str, resume: bool, on_request: bool) -> None:
         async with self._lock:
             d, now = self.details, time.time()
             remembered = Resume(d.spec, reason, now) if resume and d.spec else None
             try:  # the intent first
-                clear_plan(self.run_dir, self.name, on_request=not resume, resume=remembered)
+                clear_plan(self.run_dir, self.name, on_request=on_request, resume=remembered)
             except OSError as exc:
                 raise StateNotRecorded(f"unload of {self.name}", self.run_dir, exc) from exc
             d.resume_spec = remembered.spec if remembered else None
@@ -409,6 +516,7 @@ class EngineManager(Admission):
             try:
                 await self._drain()
                 d.process = await self.proc.stop_tree()
+                self.ledger.stopped(self.name)
             except SupervisorError as exc:
                 d.last_error = f"could not stop the engine: {exc}"
                 self.machine.move(State.ERROR, d.last_error)
@@ -416,13 +524,13 @@ class EngineManager(Admission):
             forget_group(self.run_dir, self.name)
             d.spec = d.plan = d.load_seconds = d.loaded_at = d.last_error = d.memory_estimate = None
             if not self.machine.move(State.IDLE, "the process tree is gone"):
-                self._review_waiters()
+                self.admission.review()
 
     def unload_if_idle(self) -> None:
         idle_after = self.settings.idle_unload_seconds
-        if (idle_after and self.state is State.LOADED and not self.in_flight and not self._waiters
-                and not self._loads and not self._lock.locked() and time.monotonic() - self.last_used >= idle_after):
-            self._spawn(self.unload(reason=f"idle for {idle_after:g} s", resume=True))
+        if (idle_after and self.state is State.LOADED and not self.in_flight and not self.waiting
+                and not self.queue and not self._lock.locked() and time.monotonic() - self.last_used >= idle_after):
+            self.spawn(self.unload(reason=f"idle for {idle_after:g} s", resume=True))
 
     async def _drain(self) -> None:
         """Let requests in flight finish, for at most router.drain_seconds; streams still running after that
@@ -435,12 +543,13 @@ class EngineManager(Admission):
         if self.in_flight:
             log.warning("%s: stopping with %d request(s) still in flight", self.name, self.in_flight)
 
-    async def _give_up(self, message: str, cause: str = "the load failed") -> None:
+    async def give_up(self, message: str, cause: str = "the load failed") -> None:
         """After a failed load or a crash loop: stop retries, forget the model so a restart does not repeat
         the failure."""
         log.error("%s: %s", self.name, message)
         try:
             self.details.process = await self.proc.stop_tree()
+            self.ledger.stopped(self.name)
         except SupervisorError as exc:
             log.error("%s: could not stop after failed load: %s", self.name, exc)
         clear_plan(self.run_dir, self.name)
@@ -449,78 +558,31 @@ class EngineManager(Admission):
         d.last_error = message
         self.machine.move(State.ERROR, cause)
 
-    # ---- observation -----------------------------------------------------------------------------------------
+    # ---- what the monitor (router/monitor.py) uses ------------------------------------------------------
 
-    def _owned(self) -> bool:
+    def owned(self) -> bool:
         """True while a load or unload owns the state (the monitor only observes outside them)."""
-        return self._lock.locked() or bool(self._loads)
+        return self._lock.locked() or bool(self.queue)
+
+    def owned_by_queue(self) -> bool:
+        """A load is queued or running (inside `exclusive`, where the lock itself says nothing)."""
+        return bool(self.queue)
+
+    @property
+    def exclusive(self) -> asyncio.Lock:
+        """Held by every load and unload; the monitor takes it to stop a crash loop or a stuck start."""
+        return self._lock
 
     async def refresh(self) -> None:
-        """Follow changes made outside the router: `supervisorctl stop/start/restart`, crashes, supervisord
-        giving up. Only while no load or unload owns the state."""
-        if self._owned():
-            return
-        info = await self.proc.info()
-        if self._owned():
-            return
-        self.details.process = info
-        restarted = bool(info.pid and self._known_pid and info.pid != self._known_pid)
-        if restarted:
-            log.warning("%s: engine restarted outside a load (pid %s -> %s)", self.name, self._known_pid, info.pid)
-            self.events.engine_restarted(self.name)
-            self._count_restart()
-        if info.pid or info.state == "STOPPED":  # a deliberate stop: the next start is not a restart
-            self._known_pid = info.pid
-        if self.details.plan is None:
-            return  # no model wanted: nothing outside the router can make one run
-        if info.state == "RUNNING" or (info.state == "STARTING" and info.pid and info.pid == self._ready_pid):
-            if info.pid != self._ready_pid and await self.proc.is_ready(self.base_url):
-                if self._owned():
-                    return
-                self._ready_pid = info.pid
-            if info.pid == self._ready_pid:
-                self._observe(State.LOADED, f"the engine answers (pid {info.pid})")
-            else:
-                self._observe(State.LOADING, "supervisord restarted the engine" if restarted
-                              else f"the engine process started (pid {info.pid})")
-        elif info.state in STARTING_STATES or info.state == "EXITED":
-            self._observe(State.LOADING, f"supervisord is restarting the engine ({info.state}, "
-                                         f"exit status {info.exit_status})")
-        elif info.state == "STOPPED":
-            self._observe(State.IDLE, "stopped outside the router (supervisorctl stop)")
-        elif info.state == "STOPPING" and self.state is State.LOADED:
-            # `supervisorctl restart` or `stop` under way: new requests wait to see which (a restart lets them
-            # through once the engine answers again; a stop refuses them) instead of failing against a dying engine
-            self._observe(State.LOADING, "supervisord is stopping the engine (supervisorctl restart or stop)")
-        elif info.state == "FATAL" and self.state is not State.ERROR:  # it kept dying and supervisord gave up
-            self.details.last_error = await self.proc.failure_message(info)
-            if not self._owned():
-                self._observe(State.ERROR, "supervisord gave up on the engine")
-        # UNKNOWN is passing: the next poll sees where it leads
+        """Follow changes made outside the router (router/monitor.py)."""
+        await self.monitor.refresh()
 
-    def _count_restart(self) -> None:
-        """One more restart; past router.crash_restarts within the window, stop the crash loop."""
-        now, settings = time.monotonic(), self.router_settings
-        self.restarts += 1
-        self._recent_restarts.append(now)
-        while self._recent_restarts[0] < now - settings.crash_window_seconds:
-            self._recent_restarts.popleft()
-        if len(self._recent_restarts) > settings.crash_restarts:
-            self._spawn(self._stop_crash_loop(self.details.plan, len(self._recent_restarts)))
+    @property
+    def restarts(self) -> int:
+        return self.monitor.restarts
 
-    async def _stop_crash_loop(self, plan: LaunchPlan | None, restarts: int) -> None:
-        async with self._lock:
-            if self._loads or plan is None or self.details.plan is not plan:
-                return  # a load has replaced the crashing launch meanwhile
-            self._recent_restarts.clear()
-            window = self.router_settings.crash_window_seconds
-            message = (f"engine {self.name} crashed and was restarted {restarts} times within {window:g} s "
-                       f"serving {plan.spec.served_name}; stopped it (router.crash_restarts is "
-                       f"{self.router_settings.crash_restarts}); load a model to try again"
-                       f"{LOG_LINES_MARK}{await self.proc.log_tail()}")
-            await self._give_up(message, "a crash loop")
-
-    def _observe(self, target: State, cause: str) -> None:
+    def observe(self, target: State, cause: str) -> None:
+        """A change the monitor saw outside the router's loads and unloads."""
         d = self.details
         if target is State.LOADED and self.state not in (State.LOADING, State.LOADED):
             self.machine.move(State.LOADING, "the engine process started")

@@ -128,8 +128,8 @@ class RouterMetrics:
                                          registry=r)
         self.restarts = Counter("unified_engine_restarts", "Engine processes replaced outside a load "
                                 "(crash restarts, supervisorctl restart)", ["engine"], registry=r)
-        self.resends = Counter("unified_upstream_resends", "Requests sent to the engine again because it had "
-                               "closed the pooled connection before reading them", ["engine"], registry=r)
+        self.resends = Counter("unified_upstream_resends", "Requests sent to the engine again because their "
+                               "connection failed before any of them was written", ["engine"], registry=r)
         self.in_flight = Gauge("unified_requests_in_flight", "Requests being answered by the engine",
                                ["engine"], registry=r)
         self.queued = Gauge("unified_requests_queued", "Requests waiting for the engine to finish loading",
@@ -146,6 +146,10 @@ class RouterMetrics:
         self.waiting_by_model = Gauge("unified_requests_waiting", "Requests waiting for a load, by the model "
                                       "they wait for", ["engine", "model"], registry=r)
         self._waited_for: set[tuple[str, str]] = set()  # (engine, model) label pairs of waiting_by_model
+        self.on_demand_failures = Counter("unified_on_demand_failures", "On-demand loads that failed (outcome "
+                                          "failed; the model served before comes back) and requests refused "
+                                          "because that failure is remembered (outcome refused)",
+                                          ["engine", "model", "outcome"], registry=r)
         self.processes = EngineProcessCollector()
         r.register(self.processes)
         r.register(RouterProcessCollector())
@@ -173,6 +177,9 @@ class RouterMetrics:
 
     def waited(self, engine: str, seconds: float) -> None:
         self.swap_wait.labels(engine).observe(seconds)
+
+    def on_demand_failed(self, engine: str, model: str, refused: bool) -> None:
+        self.on_demand_failures.labels(engine, model, "refused" if refused else "failed").inc()
 
     def waiting_changed(self, engine: str, by_model: dict[str, int]) -> None:
         """Set each model's waiting count; models nobody waits for any more go back to 0."""

@@ -17,8 +17,9 @@ from router.usage import UsageTap, usage_from_json
 
 log = logging.getLogger(__name__)
 
-# Failures where the engine closed a pooled keep-alive connection before reading our request: nothing was
-# generated, so sending again is safe (llama-server's cpp-httplib does this under load; see docs).
+# Connection-level failures. The request is sent again only when it provably never reached the engine: the
+# failure came before aiohttp handed any of it to the connection (`_Request.written`). Once any byte of it may have gone out, the engine
+# may have begun generating, so the failure is the client's answer (502), never a second generation.
 RETRYABLE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 SEND_ATTEMPTS = 3
 # Hop-by-hop headers, and the length aiohttp sets itself. Content-Encoding is passed through: the body is
@@ -31,6 +32,21 @@ HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"
 ENGINE_CONNECTIONS = 1024
 
 
+class _Request(aiohttp.BytesPayload):
+    """The request body, knowing whether aiohttp handed any of it to the connection: its headers go out with
+    the first body write, and a write to a connection already closing fails before anything is sent."""
+
+    written = False
+
+    async def write(self, writer) -> None:
+        await super().write(writer)
+        self.written = True
+
+    async def write_with_length(self, writer, content_length: int | None) -> None:
+        await super().write_with_length(writer, content_length)
+        self.written = True
+
+
 def engine_session() -> aiohttp.ClientSession:
     """The one client session to the engines: pooled, closed before llama-server's 5 s idle timeout, and bodies
     left as the engine sent them (relayed byte for byte, never decoded)."""
@@ -41,15 +57,16 @@ def engine_session() -> aiohttp.ClientSession:
 async def _send(http: aiohttp.ClientSession, url: str, payload: bytes, timeout: aiohttp.ClientTimeout,
                 record: RequestRecord, headers: dict[str, str]) -> aiohttp.ClientResponse:
     for attempt in range(1, SEND_ATTEMPTS + 1):
+        body = _Request(payload, content_type=headers.get("Content-Type", "application/json"))
         try:
-            return await http.post(url, data=payload, timeout=timeout, headers=headers)
+            return await http.post(url, data=body, timeout=timeout, headers=headers)
         except aiohttp.ClientConnectorError:
             raise  # nothing listens there: retrying will not help
         except RETRYABLE as exc:
-            if attempt == SEND_ATTEMPTS:
-                raise
+            if body.written or attempt == SEND_ATTEMPTS:
+                raise  # it may have reached the engine (which may be generating): never sent twice
             record.resends += 1
-            log.debug("retrying %s after %r (no response byte received)", url, exc)
+            log.debug("sending %s again after %r: none of the request had been written", url, exc)
     raise AssertionError("unreachable")
 
 
@@ -113,7 +130,13 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
         record.status = upstream.status
         headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
         if started_stream is not None and upstream.content_type != "text/event-stream":  # the engine refused
-            data = await upstream.read()
+            try:
+                data = await upstream.read()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (the stream has begun: its last event says it)
+                await _end_stream(started_stream, record, exc)
+                return started_stream
             await started_stream.write(b"data: " + data.strip() + b"\n\n" if _is_error(data) else sse_error_event(
                 UpstreamError(f"engine answered {upstream.status} with no error body", code="engine_failed")))
             await started_stream.write_eof()
@@ -133,9 +156,27 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
         if started_stream is None:
             await response.prepare(request)
         tap = tap or UsageTap(strip=False)
-        await relay_stream(upstream, response, read_timeout, tap, record, started)
+        try:
+            await relay_stream(upstream, response, read_timeout, tap, record, started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (the stream has begun: nothing may reach the middleware)
+            await _end_stream(response, record, exc)
         record_usage(record, tap.usage)
         return response
+
+
+async def _end_stream(response: web.StreamResponse, record: RequestRecord, exc: Exception) -> None:
+    """A failure after the event stream began: its last event, never a second response written into it."""
+    log.warning("stream relay failed after it began: %r", exc)
+    error = exc if isinstance(exc, ApiError) else UpstreamError(f"relaying the stream failed: {exc!r}",
+                                                                 code="engine_failed")
+    record.status = error.status
+    try:
+        await response.write(sse_error_event(error))
+        await response.write_eof()
+    except (ConnectionResetError, RuntimeError):  # the client is gone, or the stream already ended
+        record.status = 499 if isinstance(exc, ConnectionResetError) else record.status
 
 
 def _is_error(data: bytes) -> bool:
@@ -162,7 +203,7 @@ async def relay_stream(upstream: aiohttp.ClientResponse, response: web.StreamRes
             chunk = await upstream.content.readany()
         except asyncio.TimeoutError:
             error = GatewayTimeout(f"engine stopped streaming for {read_timeout:.0f} s", code="timeout")
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:  # any read failure: OSError, HTTP parse errors
             error = UpstreamError(f"engine failed mid-stream: {exc!r}", code="engine_failed")
         if chunk and record.first_byte_after is None:
             record.first_byte_after = time.monotonic() - started

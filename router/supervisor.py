@@ -1,20 +1,32 @@
 """Async wrapper over supervisord's own XML-RPC interface, reached through its Unix control socket.
 
 xmlrpc.client is blocking, so each call runs in a worker thread with a fresh proxy (proxies are not
-thread-safe, and a fresh one costs a socket connect on a local Unix socket: microseconds).
+thread-safe, and a fresh one costs a socket connect on a local Unix socket: microseconds). The threads are the
+Supervisor's own (not the event loop's default pool, which status, the monitor, loads, psutil sampling and file
+reads share), and every call has a socket timeout: a slow or hung supervisord fails its calls with a
+SupervisorError instead of wedging the router.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import http.client
 import re
+import socket
 import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.parsers.expat import ExpatError
 
-from supervisor.xmlrpc import SupervisorTransport
+from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
+
+RPC_THREADS = 4
+RPC_TIMEOUT_SECONDS = 10.0  # any call; supervisord answers a local call in milliseconds
+# stopProcess(wait=True) returns once the process is reaped: up to the program's stopwaitsecs (30 s for vLLM in
+# supervisord.conf) before supervisord's SIGKILL, and a little after
+STOP_TIMEOUT_SECONDS = 60.0
 
 # supervisord process states that mean "not running and not trying to" vs "trying to start".
 STOPPED_STATES = {"STOPPED", "EXITED", "FATAL", "UNKNOWN"}
@@ -47,7 +59,23 @@ class _XmlSafeParser:
         self._parser.close()
 
 
+class _TimedConnection(UnixStreamHTTPConnection):
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)  # connect, send and every read
+        self.sock.connect(self.socketfile)
+
+
 class _Transport(SupervisorTransport):
+    def __init__(self, serverurl: str, timeout: float):
+        super().__init__(None, None, serverurl)
+
+        def connection() -> _TimedConnection:
+            conn = _TimedConnection("localhost", timeout=timeout)
+            conn.socketfile = serverurl[len("unix://"):]
+            return conn
+        self._get_connection = connection
+
     def getparser(self) -> tuple[Any, Any]:
         parser, unmarshaller = super().getparser()
         return _XmlSafeParser(parser), unmarshaller
@@ -71,11 +99,14 @@ class ProcessInfo:
 
 
 class Supervisor:
-    def __init__(self, socket_path: Path):
-        self.socket_path = socket_path
+    def __init__(self, socket_path: Path, timeout: float = RPC_TIMEOUT_SECONDS,
+                 stop_timeout: float = STOP_TIMEOUT_SECONDS):
+        self.socket_path, self.timeout, self.stop_timeout = socket_path, timeout, stop_timeout
+        self._executor = concurrent.futures.ThreadPoolExecutor(RPC_THREADS, thread_name_prefix="supervisor-rpc")
 
     def _call(self, method: str, *args: Any) -> Any:
-        transport = _Transport(None, None, f"unix://{self.socket_path}")
+        timeout = self.stop_timeout if method == "stopProcess" else self.timeout
+        transport = _Transport(f"unix://{self.socket_path}", timeout)
         proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
         try:
             return getattr(proxy.supervisor, method)(*args)
@@ -86,13 +117,18 @@ class Supervisor:
             raise error(f"supervisord {method}{args}: HTTP {exc.errcode} {exc.errmsg}") from exc
         except ExpatError as exc:
             raise SupervisorError(f"supervisord {method}{args}: unreadable answer: {exc}") from exc
-        except OSError as exc:
-            raise SupervisorError(f"cannot reach supervisord at {self.socket_path}: {exc}") from exc
+        except TimeoutError as exc:  # socket.timeout
+            raise SupervisorError(f"supervisord {method}{args}: no answer within {timeout:g} s") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise SupervisorError(f"cannot reach supervisord at {self.socket_path}: {exc!r}") from exc
         finally:
             transport.close()
 
     async def call(self, method: str, *args: Any) -> Any:
-        return await asyncio.to_thread(self._call, method, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, method, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def info(self, name: str) -> ProcessInfo:
         return ProcessInfo.from_rpc(await self.call("getProcessInfo", name))

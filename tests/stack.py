@@ -87,6 +87,11 @@ class Stack:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
+    def crashes_on_purpose(self):
+        """For a test that kills engines on purpose: the crash-loop guard looks away for the block (new crash
+        limits start their count afresh, and so do the shipped ones it puts back)."""
+        return self.router_settings(crash_restarts=100)
+
     @contextlib.contextmanager
     def router_settings(self, **settings):
         """models.yaml's router section changed and reloaded for the block, then put back."""
@@ -193,10 +198,10 @@ def make_stack(home: Path, edit: Callable[[dict], None] | None = None, plumbing:
         (home / name).symlink_to(PROJECT / name)
     config = yaml.safe_load((PROJECT / "config" / "models.yaml").read_text())
     router_port, ports = free_port(), {"vllm": free_port(), "llamacpp": free_port()}
-    # request_wait covers two vLLM loads on a busy 2-core box (a request for the outgoing model during a swap)
-    # crash_restarts: the suite kills engines on purpose many times; tests/e2e/test_faults.py sets its own
-    config["router"].update(host="127.0.0.1", port=router_port, load_timeout_seconds=240, request_wait_seconds=600,
-                            model_roots=["models", "scratch"], crash_restarts=100,
+    # request_wait_seconds, load_timeout_seconds and the crash limits stay as shipped (120 s: shorter than a real
+    # model's vLLM load; 600 s; 3 restarts in 300 s): tests that kill engines on purpose set their own
+    # (`Stack.router_settings`), tests that need a wait longer than a load say so the same way
+    config["router"].update(host="127.0.0.1", port=router_port, model_roots=["models", "scratch"],
                             body_read_timeout_seconds=5)  # the trickled-body tests wait 5 s, not 60
     for engine, port in ports.items():
         config["engines"][engine]["port"] = port

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from router.state import CONFIG, ENGINES, HTTP, KEYS, METRICS
 SAMPLING_DEFAULTS = {"max_tokens": 128, "temperature": 0.7, "top_p": 0.95}
 ENDPOINT_LABELS = {"/v1/completions": "completions", "/v1/chat/completions": "chat_completions"}
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
@@ -49,6 +51,16 @@ async def relay(request: web.Request, endpoint: str) -> web.StreamResponse:
         raise
     except asyncio.CancelledError:  # the client hung up: the engine request was closed with the handler
         record.status = 499  # nginx's "client closed request"
+        raise
+    except web.HTTPException as exc:  # aiohttp's own (413 past max_body_bytes): counted with its real status
+        record.status = exc.status
+        raise
+    except Exception as exc:
+        if notes and notes.response:  # a bug after the stream began: never a second response written into it
+            log.exception("relaying %s failed after the event stream began", endpoint)
+            error = ApiError(f"internal router error: {exc!r}", code="internal_error")
+            record.status = error.status
+            return await notes.fail(error)
         raise
     finally:
         record.status = record.status or 500

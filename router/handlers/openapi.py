@@ -97,7 +97,7 @@ def _inference(summary: str, operation_id: str, prompt_field: dict) -> dict:
     return {"post": {"summary": summary, "operationId": operation_id, "requestBody": _json_body(schema),
                      "responses": _protected(_answers(
                          "the engine's answer (a JSON object, or server-sent events when `stream` is true)",
-                         400, 404, 408, 409, 413, 415, 422, 500, 502, 503, 504, 507, stream=True,
+                         400, 404, 408, 409, 413, 415, 422, 429, 500, 502, 503, 504, 507, stream=True,
                          error_schema=ENGINE_ERROR))}}
 
 

@@ -44,27 +44,29 @@ def wait_back(stack, engine: str, old_pid: int, timeout: float) -> dict:
 
 
 def test_supervisorctl_restart_vllm_keeps_the_model(stack):
-    before = stack.wait_loaded("vllm")
-    started = time.monotonic()
-    stack.ctl("restart", "vllm")
-    after = wait_back(stack, "vllm", before["pid"], 300)
-    print(f"\nvllm back after supervisorctl restart in {time.monotonic() - started:.1f}s")
-    assert after["model"] == before["model"] == "tiny-llama-a"
-    generate_direct(stack, "vllm", "tiny-llama-a")
+    with stack.crashes_on_purpose():  # killed on purpose: not a crash loop
+        before = stack.wait_loaded("vllm")
+        started = time.monotonic()
+        stack.ctl("restart", "vllm")
+        after = wait_back(stack, "vllm", before["pid"], 300)
+        print(f"\nvllm back after supervisorctl restart in {time.monotonic() - started:.1f}s")
+        assert after["model"] == before["model"] == "tiny-llama-a"
+        generate_direct(stack, "vllm", "tiny-llama-a")
 
 
 def test_killed_llama_server_is_restarted_with_the_same_model(stack):
-    before = stack.wait_loaded("llamacpp")
-    exits = stack.router_metric("unified_supervisor_events_total", engine="llamacpp", event="PROCESS_STATE_EXITED")
-    started = time.monotonic()
-    os.kill(before["pid"], signal.SIGKILL)
-    after = wait_back(stack, "llamacpp", before["pid"], 60)
-    print(f"\nllama-server back after SIGKILL in {time.monotonic() - started:.1f}s")
-    assert after["model"] == before["model"] == "tiny-llama-a-gguf"
-    generate_direct(stack, "llamacpp", "tiny-llama-a-gguf")
-    # supervisord told the router of the crash itself (its event listener), not only the router's polling
-    assert stack.router_metric("unified_supervisor_events_total", engine="llamacpp",
-                               event="PROCESS_STATE_EXITED") == exits + 1
+    with stack.crashes_on_purpose():  # killed on purpose: not a crash loop
+        before = stack.wait_loaded("llamacpp")
+        exits = stack.router_metric("unified_supervisor_events_total", engine="llamacpp", event="PROCESS_STATE_EXITED")
+        started = time.monotonic()
+        os.kill(before["pid"], signal.SIGKILL)
+        after = wait_back(stack, "llamacpp", before["pid"], 60)
+        print(f"\nllama-server back after SIGKILL in {time.monotonic() - started:.1f}s")
+        assert after["model"] == before["model"] == "tiny-llama-a-gguf"
+        generate_direct(stack, "llamacpp", "tiny-llama-a-gguf")
+        # supervisord told the router of the crash itself (its event listener), not only the router's polling
+        assert stack.router_metric("unified_supervisor_events_total", engine="llamacpp",
+                                   event="PROCESS_STATE_EXITED") == exits + 1
 
 
 def test_corrupt_gguf_fails_with_llama_server_log_lines(stack, restore_llamacpp):

@@ -58,29 +58,30 @@ def cmdline(pid: int) -> list[str]:
 
 
 def test_a_crash_restart_runs_what_the_router_decided_not_an_unreloaded_models_yaml(stack):
-    before = stack.wait_loaded("llamacpp")
-    original = stack.config_path.read_text()
-    config = yaml.safe_load(original)
-    config["engines"]["llamacpp"]["extra_args"] = ["--threads", "1"]
-    config["models"]["tiny-llama-a-gguf"]["options"]["ctx_size"] = 1024
-    try:
-        stack.config_path.write_text(yaml.safe_dump(config))  # edited, not reloaded
-        os.kill(before["pid"], signal.SIGKILL)
-        edited = wait_for(lambda: (s := stack.status()["llamacpp"])["status"] == "loaded"
-                          and s["pid"] != before["pid"] and s, 60, "llama-server to come back")
-        argv = cmdline(edited["pid"])
-        assert "--threads" not in argv and argv[argv.index("-c") + 1] == "2048", argv
-        assert edited["port"] == before["port"] and edited["options"]["ctx_size"] == 2048
+    with stack.crashes_on_purpose():  # killed on purpose: not a crash loop
+        before = stack.wait_loaded("llamacpp")
+        original = stack.config_path.read_text()
+        config = yaml.safe_load(original)
+        config["engines"]["llamacpp"]["extra_args"] = ["--threads", "1"]
+        config["models"]["tiny-llama-a-gguf"]["options"]["ctx_size"] = 1024
+        try:
+            stack.config_path.write_text(yaml.safe_dump(config))  # edited, not reloaded
+            os.kill(before["pid"], signal.SIGKILL)
+            edited = wait_for(lambda: (s := stack.status()["llamacpp"])["status"] == "loaded"
+                              and s["pid"] != before["pid"] and s, 60, "llama-server to come back")
+            argv = cmdline(edited["pid"])
+            assert "--threads" not in argv and argv[argv.index("-c") + 1] == "2048", argv
+            assert edited["port"] == before["port"] and edited["options"]["ctx_size"] == 2048
 
-        stack.config_path.write_text(original[: len(original) // 2])  # half-written: not even valid YAML
-        os.kill(edited["pid"], signal.SIGKILL)
-        again = wait_for(lambda: (s := stack.status()["llamacpp"])["status"] == "loaded"
-                         and s["pid"] != edited["pid"] and s, 60, "llama-server to come back again")
-        assert cmdline(again["pid"]) == argv
-    finally:
-        stack.config_path.write_text(original)
-    status, body = stack.api("POST", "/v1/completions", {"engine": "llamacpp", "prompt": "Hi", "max_tokens": 2})
-    assert status == 200, body
+            stack.config_path.write_text(original[: len(original) // 2])  # half-written: not even valid YAML
+            os.kill(edited["pid"], signal.SIGKILL)
+            again = wait_for(lambda: (s := stack.status()["llamacpp"])["status"] == "loaded"
+                             and s["pid"] != edited["pid"] and s, 60, "llama-server to come back again")
+            assert cmdline(again["pid"]) == argv
+        finally:
+            stack.config_path.write_text(original)
+        status, body = stack.api("POST", "/v1/completions", {"engine": "llamacpp", "prompt": "Hi", "max_tokens": 2})
+        assert status == 200, body
 
 
 def test_a_reload_that_moves_a_port_restarts_the_engine_there(stack):
@@ -106,34 +107,37 @@ def test_a_reload_that_moves_a_port_restarts_the_engine_there(stack):
 
 def test_a_request_for_the_outgoing_model_during_a_swap_is_answered(stack):
     """...and streaming requests that wait hear why, in SSE comments that the openai SDK skips."""
-    stack.wait_loaded("vllm")
-    sdk = openai.OpenAI(base_url=stack.base_url + "/v1", api_key="unused", timeout=600, max_retries=0)
-    swap = load_in_background(stack, "vllm", "tiny-llama-b")
-    try:
-        wait_for(lambda: stack.status()["vllm"]["state"] == "loading", 30, "the swap to begin", 0.05)
-        with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            for_b = pool.submit(stream, stack, {"model": "tiny-llama-b", "prompt": "Hi", "max_tokens": 3,
-                                                "stream": True})
-            refused = pool.submit(stream, stack, {"model": "tiny-llama-b", "prompt": "Hi", "max_tokens": 100000,
-                                                  "stream": True})
-            for_a = pool.submit(lambda: list(sdk.completions.create(model="tiny-llama-a", prompt="Hi", max_tokens=3,
-                                                                    stream=True)))
-            status, body = stack.api("POST", "/v1/completions", {"model": "tiny-llama-a", "prompt": "Hi",
-                                                                 "max_tokens": 3})
-            assert status == 200 and body["model"] == "tiny-llama-a", body  # waited for B, then the swap back
-            (status_b, raw_b), (status_refused, raw_refused), chunks = for_b.result(), refused.result(), for_a.result()
-        assert status_b == 200 and raw_b.startswith(b": waiting for vllm to load tiny-llama-b"), raw_b[:300]
-        assert raw_b.rstrip().endswith(b"data: [DONE]") and b'"model": "tiny-llama-b"' in raw_b.replace(b'":"', b'": "')
-        # the engine refused after the stream had begun: its error comes as the stream's last event
-        assert status_refused == 200 and raw_refused.startswith(b": waiting for vllm"), raw_refused[:300]
-        assert json.loads(raw_refused.rstrip().rsplit(b"\n", 1)[-1][len(b"data: "):])["error"]["message"]
-        assert chunks and {chunk.model for chunk in chunks} == {"tiny-llama-a"}  # the SDK parsed it cleanly
-        swap.join(60)
-        after = stack.status()["vllm"]
-        assert after["model"] == "tiny-llama-a" and after["status"] == "loaded"
-    finally:
-        swap.join(300)
-        stack.api("POST", "/v1/models/load", {"engine": "vllm", "model_path": "tiny-llama-a"})
+    # the request for the outgoing model waits for two vLLM loads (the swap and the swap back): longer than the
+    # shipped request_wait_seconds on this box
+    with stack.router_settings(request_wait_seconds=600):
+        stack.wait_loaded("vllm")
+        sdk = openai.OpenAI(base_url=stack.base_url + "/v1", api_key="unused", timeout=600, max_retries=0)
+        swap = load_in_background(stack, "vllm", "tiny-llama-b")
+        try:
+            wait_for(lambda: stack.status()["vllm"]["state"] == "loading", 30, "the swap to begin", 0.05)
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                for_b = pool.submit(stream, stack, {"model": "tiny-llama-b", "prompt": "Hi", "max_tokens": 3,
+                                                    "stream": True})
+                refused = pool.submit(stream, stack, {"model": "tiny-llama-b", "prompt": "Hi", "max_tokens": 100000,
+                                                      "stream": True})
+                for_a = pool.submit(lambda: list(sdk.completions.create(model="tiny-llama-a", prompt="Hi", max_tokens=3,
+                                                                        stream=True)))
+                status, body = stack.api("POST", "/v1/completions", {"model": "tiny-llama-a", "prompt": "Hi",
+                                                                     "max_tokens": 3})
+                assert status == 200 and body["model"] == "tiny-llama-a", body  # waited for B, then the swap back
+                (status_b, raw_b), (status_refused, raw_refused), chunks = for_b.result(), refused.result(), for_a.result()
+            assert status_b == 200 and raw_b.startswith(b": waiting for vllm to load tiny-llama-b"), raw_b[:300]
+            assert raw_b.rstrip().endswith(b"data: [DONE]") and b'"model": "tiny-llama-b"' in raw_b.replace(b'":"', b'": "')
+            # the engine refused after the stream had begun: its error comes as the stream's last event
+            assert status_refused == 200 and raw_refused.startswith(b": waiting for vllm"), raw_refused[:300]
+            assert json.loads(raw_refused.rstrip().rsplit(b"\n", 1)[-1][len(b"data: "):])["error"]["message"]
+            assert chunks and {chunk.model for chunk in chunks} == {"tiny-llama-a"}  # the SDK parsed it cleanly
+            swap.join(60)
+            after = stack.status()["vllm"]
+            assert after["model"] == "tiny-llama-a" and after["status"] == "loaded"
+        finally:
+            swap.join(300)
+            stack.api("POST", "/v1/models/load", {"engine": "vllm", "model_path": "tiny-llama-a"})
 
 
 def stream(stack, body: dict) -> tuple[int, bytes]:

@@ -10,9 +10,13 @@ import json
 import time
 
 import aiohttp
+import aiohttp.http_exceptions
+import pytest
 from aiohttp import web
 
-from router.proxy import engine_session, forward
+from router.app import openai_errors
+from router.metrics import RequestRecord
+from router.proxy import _send, engine_session, forward
 
 CHUNK = b'data: {"choices": [{"text": "tok"}]}\n\n'
 
@@ -102,7 +106,7 @@ async def through_router(path: str, read_timeout: float = 30, seen: dict | None 
         async def relay(request: web.Request) -> web.StreamResponse:
             return await forward(request, upstream, engine_url + path, {"prompt": "x"}, read_timeout)
 
-        router = web.Application()
+        router = web.Application(middlewares=[openai_errors])  # errors rendered as the router renders them
         router.router.add_post("/v1/completions", relay)
         router_runner, router_url = await start(router)
         try:
@@ -140,37 +144,154 @@ def last_event(body: bytes) -> dict:
     return json.loads(events[-1][len(b"data: "):])
 
 
+# Deadlines with room for a loaded 2-core box; each test prints what it measured.
 def test_engine_dying_mid_stream_ends_the_stream_with_an_error_event():
     status, body, elapsed = asyncio.run(through_router("/dies"))
+    print(f"\nengine died mid-stream: the stream ended {elapsed:.3f} s after the request")
     assert status == 200
     assert body.count(CHUNK) == 3  # everything the engine sent reached the client, unchanged
     error = last_event(body)["error"]
     assert error["type"] == "upstream_error" and "mid-stream" in error["message"]
-    assert elapsed < 5
+    assert elapsed < 10
 
 
 def test_stalled_stream_ends_with_a_timeout_event():
     status, body, elapsed = asyncio.run(through_router("/stalls", read_timeout=1))
+    print(f"\nstalled stream, read timeout 1 s: ended after {elapsed:.3f} s")
     assert status == 200 and body.startswith(CHUNK)
     assert last_event(body)["error"]["type"] == "upstream_timeout"
-    assert elapsed < 10
+    assert 1 <= elapsed < 15
 
 
-def test_connection_dropped_before_any_byte_is_retried():
-    status, body, _ = asyncio.run(through_router("/drops"))
-    assert status == 200 and json.loads(body)["attempt"] == 2
+def test_a_connection_dropped_after_the_request_was_sent_is_not_sent_again():
+    """The engine read the request and closed the connection: it may have begun generating, so the router does
+    not send it a second time (the client hears why)."""
+    seen: dict = {}
+    status, body, _ = asyncio.run(through_router("/drops", seen=seen))
+    assert seen["drop"] == 1, "the request reached the engine twice"
+    assert status == 502 and json.loads(body)["error"]["code"] == "engine_disconnected"
+
+
+class _FailingSession:
+    """A client session whose first sends fail with `exc`, having handed the request to the connection (or not)."""
+
+    def __init__(self, exc: Exception, written: bool, failures: int = 1):
+        self.exc, self.written, self.failures, self.posts = exc, written, failures, 0
+
+    async def post(self, url, *, data, **_):
+        self.posts += 1
+        if self.posts <= self.failures:
+            data.written = self.written
+            raise self.exc
+        return "answer"
+
+
+@pytest.mark.parametrize("exc", [aiohttp.ServerDisconnectedError(), aiohttp.ClientOSError(32, "Broken pipe")])
+def test_a_request_is_sent_again_only_when_none_of_it_was_written(exc):
+    async def scenario():
+        record = RequestRecord()
+        unwritten = _FailingSession(exc, written=False)
+        timeout = aiohttp.ClientTimeout(total=1)
+        assert await _send(unwritten, "http://engine", b"{}", timeout, record, {}) == "answer"
+        assert unwritten.posts == 2 and record.resends == 1
+        written = _FailingSession(exc, written=True)
+        with pytest.raises(type(exc)):
+            await _send(written, "http://engine", b"{}", timeout, record, {})
+        assert written.posts == 1 and record.resends == 1
+    asyncio.run(scenario())
+
+
+def test_a_connection_closing_before_the_write_is_sent_again_and_a_written_request_is_marked():
+    """Against the real session: a pooled connection the engine closed before the request (what cpp-httplib
+    does after a stream) fails the write before anything is sent, so the request goes again."""
+    async def scenario():
+        seen: dict = {}
+        runner, url = await start(fake_engine(seen))
+        try:
+            async with engine_session() as http:
+                record = RequestRecord()
+                timeout = aiohttp.ClientTimeout(total=10)
+                first = await _send(http, url + "/drops", b"{}", timeout, record, {})  # reaches it: dropped
+                raise AssertionError(f"the dropped request was answered: {first.status}")
+        except aiohttp.ServerDisconnectedError:
+            assert seen["drop"] == 1 and record.resends == 0  # it was written: not sent again
+        finally:
+            await runner.cleanup()
+    asyncio.run(scenario())
+
+
+def test_a_write_to_a_closing_connection_is_not_marked_written(monkeypatch):
+    async def scenario():
+        from aiohttp.http_writer import StreamWriter
+
+        async def closing(self, chunk, **_):
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+        monkeypatch.setattr(StreamWriter, "write", closing)
+        seen: dict = {}
+        runner, url = await start(fake_engine(seen))
+        try:
+            async with engine_session() as http:
+                record = RequestRecord()
+                with pytest.raises(aiohttp.ClientOSError):
+                    await _send(http, url + "/drops", b"{}", aiohttp.ClientTimeout(total=10), record, {})
+                assert record.resends == 2 and seen["drop"] == 0  # tried 3 times, never reached the engine
+        finally:
+            monkeypatch.undo()
+            await runner.cleanup()
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("reader broke"), ValueError("bad chunk"),
+                                     aiohttp.http_exceptions.TransferEncodingError("bad chunk size")])
+def test_a_read_error_after_the_stream_began_ends_it_with_an_event_not_a_second_response(failure, monkeypatch):
+    """The router's middleware must never see it: it would write a whole second HTTP response into the stream."""
+    reads = {"n": 0}
+    real_readany = aiohttp.StreamReader.readany
+
+    async def readany(self):
+        if asyncio.current_task() is not reads.get("client"):  # the router reading the engine's stream
+            reads["n"] += 1
+            if reads["n"] == 3:  # after two chunks have been relayed
+                raise failure
+        return await real_readany(self)
+
+    async def scenario():
+        engine_runner, engine_url = await start(fake_engine())
+        async with engine_session() as upstream:
+            async def relay(request: web.Request) -> web.StreamResponse:
+                return await forward(request, upstream, engine_url + "/slow", {"prompt": "x"}, 30)
+            router = web.Application(middlewares=[openai_errors])
+            router.router.add_post("/v1/completions", relay)
+            router_runner, router_url = await start(router)
+            try:
+                reads["client"] = asyncio.current_task()
+                monkeypatch.setattr(aiohttp.StreamReader, "readany", readany)
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as client:
+                    async with client.post(router_url + "/v1/completions", json={}) as resp:
+                        return resp.status, await resp.read()  # a stream left without its end hangs here
+            finally:
+                monkeypatch.undo()
+                await router_runner.cleanup()
+                await engine_runner.cleanup()
+    status, body = asyncio.run(scenario())
+    assert status == 200 and body.startswith(CHUNK)
+    assert b"HTTP/1.1" not in body and b"internal router error" not in body, body[-400:]
+    error = last_event(body)["error"]
+    assert error["type"] == "upstream_error" and error["code"] == "engine_failed", error
 
 
 def test_client_leaving_mid_stream_aborts_the_engine_request():
     seen: dict = {}
     _, _, abort_delay = asyncio.run(through_router("/slow", seen=seen, read_chunks=2))
-    assert abort_delay < 1.5, "the engine kept generating for a client that had left"
+    print(f"\nclient left mid-stream: the engine's request was closed {abort_delay:.3f} s later")
+    assert abort_delay < 4, "the engine kept generating for a client that had left"
 
 
 def test_client_leaving_a_non_streamed_request_aborts_the_engine_request():
     seen: dict = {}
     _, _, abort_delay = asyncio.run(through_router("/slow-json", seen=seen, give_up_after=0.5))
-    assert abort_delay < 1.5, "the engine kept generating for a client that had left"
+    print(f"\nclient left a non-streamed request: the engine's request was closed {abort_delay:.3f} s later")
+    assert abort_delay < 4, "the engine kept generating for a client that had left"
 
 
 def test_the_router_asks_engines_for_plain_bytes():

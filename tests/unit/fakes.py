@@ -9,12 +9,16 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from engines.spec import LaunchPlan, ModelSpec, read_plan
 from router.config import EngineSettings, RouterSettings
 from router.lifecycle import EngineManager
+
+if TYPE_CHECKING:
+    from router.memory_guard import MemoryLedger
 from router.supervisor import ProcessInfo
 
 FIRST_FAKE_PID = 100_000_000
@@ -35,6 +39,7 @@ class FakeSupervisor:
         self.probed_ports: list[int] = []
         self.auto_ready = True  # a started process answers its readiness URLs at once
         self.start_fails = False  # a started process exits at once (a broken model)
+        self.broken: set[str] = set()  # served names whose process exits at once
         self.start_state = "RUNNING"  # "STARTING": supervisord's startsecs have not passed yet
         self.gates: dict[str, asyncio.Event] = {}  # "start"/"stop"/"info": block that call until set
         self.blocked: set[str] = set()  # gated calls waiting now
@@ -62,7 +67,7 @@ class FakeSupervisor:
         await self._pass("start")
         plan = read_plan(self.run_dir, name)  # what the launcher does
         assert plan is not None and plan.argv, "the launcher would refuse to start without a plan"
-        if self.start_fails:
+        if self.start_fails or plan.spec.served_name in self.broken:
             self.state, self.pid, self.exit_status = "FATAL", 0, 1
             return
         self.run(plan)
@@ -104,6 +109,7 @@ class RecordingEvents:
         self.swapped_in: list[str] = []
         self.waits: list[float] = []
         self.waiting: dict[str, int] = {}
+        self.on_demand_failures: list[tuple[str, str]] = []
 
     def engine_moved(self, engine, source, target) -> None:
         self.moves.append((source.value, target.value))
@@ -123,15 +129,20 @@ class RecordingEvents:
     def waiting_changed(self, engine, by_model) -> None:
         self.waiting = dict(by_model)
 
+    def on_demand_failed(self, engine, model, refused) -> None:
+        self.on_demand_failures.append((model, "refused" if refused else "failed"))
+
 
 def make_manager(run_dir: Path, supervisor: FakeSupervisor | None = None, port: int = 18002,
+                 engine: str = "llamacpp", ledger: MemoryLedger | None = None,
                  **router: float) -> tuple[EngineManager, FakeSupervisor, RecordingEvents]:
     supervisor = supervisor or FakeSupervisor(run_dir)
     events = RecordingEvents()
     settings = RouterSettings(**{"load_timeout_seconds": 5, "request_wait_seconds": 5, "drain_seconds": 5,
                                  **router})
-    manager = EngineManager("llamacpp", EngineSettings(port=port), settings, supervisor, run_dir,
-                            probe=supervisor.probe, events=events)
+    shared = {"ledger": ledger} if ledger is not None else {}
+    manager = EngineManager(engine, EngineSettings(port=port), settings, supervisor, run_dir,
+                            probe=supervisor.probe, events=events, **shared)
     return manager, supervisor, events
 
 
@@ -151,3 +162,39 @@ def no_illegal_transitions(caplog):
     yield
     illegal = [r.getMessage() for r in caplog.records if "illegal transition" in r.getMessage()]
     assert not illegal, illegal
+
+
+class Held:
+    """One request through the real `admitted` context manager, kept inside it until `release()`: what the
+    tests used to do with a bare `__aenter__` (and a hand-made `in_flight -= 1`), with the real exit."""
+
+    def __init__(self, manager: EngineManager, wanted: str | None, load: ModelSpec | None = None,
+                 timeout: float = 5, notify=None):
+        self._released = asyncio.Event()
+        self._served: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.task = asyncio.ensure_future(self._run(manager, wanted, load, timeout, notify))
+
+    async def _run(self, manager, wanted, load, timeout, notify) -> ModelSpec:
+        async with manager.admitted(wanted, load, timeout, notify) as spec:
+            self._served.set_result(spec)
+            await self._released.wait()
+            return spec
+
+    def done(self) -> bool:
+        return self._served.done() or self.task.done()
+
+    async def served(self) -> ModelSpec:
+        """The model the request was let through to (inside the block); its error when it was refused."""
+        await asyncio.wait({self._served, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._served.done():
+            return self._served.result()
+        return self.task.result()  # raises the refusal
+
+    def cancel(self) -> None:
+        """The client hangs up."""
+        self.task.cancel()
+
+    async def release(self) -> ModelSpec:
+        """The request ends: out of the block through the real exit."""
+        self._released.set()
+        return await self.task

@@ -9,8 +9,8 @@ import pytest
 
 from router import admission
 from router.engine_state import State
-from router.errors import EngineUnavailable, InvalidRequest, LoadFailed
-from tests.unit.fakes import make_manager, no_illegal_transitions, spec, until  # noqa: F401 (an autouse fixture)
+from router.errors import EngineUnavailable, InvalidRequest, LoadFailed, TooManyRequests
+from tests.unit.fakes import Held, make_manager, no_illegal_transitions, spec, until  # noqa: F401 (an autouse fixture)
 
 A, B, C = spec("a"), spec("b"), spec("c")
 
@@ -50,13 +50,14 @@ def test_new_requests_for_the_current_model_queue_behind_a_pending_swap(tmp_path
             swap = asyncio.ensure_future(manager.load(B))
             await until(lambda: manager.state is State.LOADING, what="the swap to begin")
             assert not manager.will_serve("a")
-            late = asyncio.ensure_future(manager.admitted("a", A, timeout=5).__aenter__())
+            late = Held(manager, "a", A, timeout=5)
             await asyncio.sleep(0.1)
             assert not late.done() and sup.calls.count("start") == 1  # still draining for us
         await swap
-        served = await late
+        served = await late.served()
         assert served == A and [p.spec.served_name for p in sup.started_plans] == ["a", "b", "a"]
-        manager.in_flight -= 1
+        await late.release()
+        assert manager.in_flight == 0
     asyncio.run(scenario())
 
 
@@ -103,14 +104,14 @@ def test_a_client_that_leaves_while_waiting_leaves_no_trace(tmp_path):
         sup.auto_ready = False
         loading = asyncio.ensure_future(manager.load(A))
         await until(lambda: manager.state is State.LOADING, what="loading")
-        leaves = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
+        leaves = Held(manager, None)
         await until(lambda: manager.waiting == 1, what="the waiter")
         leaves.cancel()  # gone while waiting
         with pytest.raises(asyncio.CancelledError):
-            await leaves
+            await leaves.task
         assert manager.waiting == 0 and manager.in_flight == 0
 
-        raced = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
+        raced = Held(manager, None)
         await until(lambda: manager.waiting == 1, what="the second waiter")
         waiter = manager._waiters[0]
         sup.ready_pids.add(sup.pid)
@@ -119,26 +120,29 @@ def test_a_client_that_leaves_while_waiting_leaves_no_trace(tmp_path):
         assert manager.in_flight == 1 and not raced.done()
         raced.cancel()  # let through and gone in the same moment: its place is given back
         with pytest.raises(asyncio.CancelledError):
-            await raced
+            await raced.task
         assert manager.waiting == 0 and manager.in_flight == 0
         await loading
     asyncio.run(scenario())
 
 
-def test_a_full_queue_answers_503(tmp_path):
+def test_a_full_queue_answers_429_with_retry_after(tmp_path):
     async def scenario():
         manager, sup, _ = make_manager(tmp_path, max_queued_requests=1)
         sup.auto_ready = False
         loading = asyncio.ensure_future(manager.load(A))
         await until(lambda: manager.state is State.LOADING, what="loading")
-        first = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
+        first = Held(manager, None)
         await until(lambda: manager.waiting == 1, what="the first waiter")
-        with pytest.raises(EngineUnavailable) as err:
+        with pytest.raises(TooManyRequests) as err:
             async with manager.admitted(None, None, timeout=5):
                 pass
-        assert err.value.code == "queue_full"
+        assert err.value.status == 429 and err.value.code == "queue_full"
+        assert "Retry-After" in err.value.headers() and "x-should-retry" not in err.value.headers()
         sup.ready_pids.add(sup.pid)
-        await asyncio.gather(loading, first)
+        await loading
+        assert await first.served() == A
+        await first.release()
     asyncio.run(scenario())
 
 
@@ -176,16 +180,18 @@ def test_a_waiting_request_hears_what_it_waits_for(tmp_path, monkeypatch):
     asyncio.run(scenario())
 
 
-def test_a_queued_load_whose_requests_all_left_is_dropped(tmp_path):
+def test_a_queued_load_whose_requests_all_hung_up_is_dropped(tmp_path):
     async def scenario():
         manager, sup, _ = make_manager(tmp_path)
         await manager.load(A)
         started = sup.gate("start")
         swap = asyncio.ensure_future(manager.load(B))  # explicit: it goes on whoever waits
         await until(lambda: "start" in sup.blocked, what="the swap to start B")
-        with pytest.raises(EngineUnavailable):  # the only request for C gives up while C is still queued
-            async with manager.admitted("c", C, timeout=0.2):
-                pass
+        for_c = Held(manager, "c", C)  # the only request for C hangs up while C is still queued
+        await until(lambda: manager.waiting == 1, what="the request for C to wait")
+        for_c.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await for_c.task
         assert [p.spec for p in manager._loads] == [B]
         started.set()
         await swap

@@ -3,6 +3,7 @@ checks by accident when SmolLM2-135M-Instruct was first evaluated: a repetition 
 "Japanese only", a loop of polite endings passed "ends politely", a garbled line containing "AI" passed "keeps
 its AI identity"."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -76,3 +77,16 @@ def test_an_unknown_script_in_the_checks_file_is_refused():
              "rule_text": "t", "blind_spots": "b", "script": "cyrillic"}
     with pytest.raises(ValueError, match="script must be one of japanese, any"):
         suite.parse([entry], "test")
+
+
+REAL = json.loads((Path(__file__).parent / "fixtures" / "smollm2_broken_answers.json").read_text())
+
+
+@pytest.mark.parametrize("check_id", sorted(REAL["answers"]))
+def test_real_broken_answers_fail_as_degenerate(check_id):
+    """Answers SmolLM2-135M-Instruct really gave (the fixture says how): each fails with a degenerate reason,
+    including the two its check's rule alone would have passed."""
+    case, check = REAL["answers"][check_id], CHECKS[check_id]
+    assert checks.apply_rule(check.rule, case["answer"].strip()).passed is case["passes_the_rule_alone"]
+    verdict, _ = checks.decide(check.rule, case["answer"], case["finish_reason"], check.script)
+    assert not verdict.passed and verdict.reason.startswith("degenerate"), verdict.reason

@@ -14,7 +14,7 @@ from engines.spec import StateFileError, plan_file, read_plan, read_resume, unlo
 from router import lifecycle
 from router.engine_state import LEGACY_STATUS, TRANSITIONS, IllegalTransition, State, StateMachine
 from router.errors import EngineUnavailable, LoadFailed, StateNotRecorded
-from tests.unit.fakes import make_manager, no_illegal_transitions, spec, until  # noqa: F401 (an autouse fixture)
+from tests.unit.fakes import Held, make_manager, no_illegal_transitions, spec, until  # noqa: F401 (an autouse fixture)
 
 A, B, C = spec("a"), spec("b"), spec("c")
 
@@ -363,13 +363,13 @@ def test_a_stop_under_way_outside_the_router_holds_new_requests_and_is_not_an_er
         sup.state = "STOPPING"  # supervisorctl stop, caught half way
         await manager.refresh()
         assert manager.state is State.LOADING and manager.details.last_error is None
-        held = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
+        held = Held(manager, None)
         await until(lambda: manager.waiting == 1, what="a request to wait instead of failing")
         sup.state, sup.pid = "STOPPED", 0
         await manager.refresh()
         assert manager.state is State.IDLE and manager.details.last_error is None
         with pytest.raises(EngineUnavailable, match="no model loaded"):  # a stop: the held request is refused
-            await held
+            await held.served()
     asyncio.run(scenario())
 
 
@@ -379,12 +379,13 @@ def test_a_restart_outside_the_router_holds_new_requests_until_the_engine_answer
         await manager.load(A)
         sup.state = "STOPPING"  # supervisorctl restart: first the stop
         await manager.refresh()
-        held = asyncio.ensure_future(manager.admitted(None, None, timeout=5).__aenter__())
+        held = Held(manager, None)
         await until(lambda: manager.waiting == 1, what="a request to wait")
         sup.crash_and_restart()  # then the start, under a new PID
         await manager.refresh()
         sup.ready_pids.add(sup.pid)
         await manager.refresh()
-        assert manager.state is State.LOADED and await held == A
-        manager.in_flight -= 1
+        assert manager.state is State.LOADED and await held.served() == A
+        await held.release()
+        assert manager.in_flight == 0
     asyncio.run(scenario())

@@ -4,6 +4,7 @@ leave less than the reserve free."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from engines.memory import GiB, MemoryEstimate, VLLM_CPU_RUNTIME, gguf_kv_shape,
 from engines.spec import LaunchPlan, ModelSpec
 from router.engine_state import State
 from router.memory_guard import InsufficientMemory, check_fits
-from tests.unit.fakes import make_manager, no_illegal_transitions  # noqa: F401 (an autouse fixture)
+from tests.unit.fakes import make_manager, no_illegal_transitions, until  # noqa: F401 (an autouse fixture)
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 TINY_GGUF = MODELS / "tiny-llama-a.gguf"
@@ -106,3 +107,118 @@ def test_a_refused_load_changes_nothing_and_force_overrides(tmp_path):
         await manager.load(b, force=True)
         assert manager.state is State.LOADED and manager.details.spec == b
     asyncio.run(scenario())
+
+
+# ---- one ledger for both engines (issue 22, defect 1) -------------------------------------------------------
+
+class Box:
+    """A machine whose available memory is what the fake engines running on it leave."""
+
+    def __init__(self, total_gib: float, per_engine_gib: float):
+        self.total, self.per_engine, self.sups = total_gib * GiB, per_engine_gib * GiB, []
+
+    def available(self) -> int:
+        return int(self.total - self.per_engine * sum(1 for sup in self.sups if sup.state in ("RUNNING", "STARTING")
+                                                       and sup.pid in sup.ready_pids))
+
+
+def two_engines(tmp_path, monkeypatch, box: Box, estimate_gib: float):
+    from router import lifecycle, memory_guard
+    monkeypatch.setattr(lifecycle.memory, "estimate", lambda plan: estimate_of(estimate_gib))
+    monkeypatch.setattr(memory_guard, "available_bytes", box.available)  # the code before the ledger read these
+    monkeypatch.setattr(lifecycle, "available_bytes", box.available, raising=False)
+    ledger_class = getattr(memory_guard, "MemoryLedger", None)
+
+    async def no_rss(pid: int) -> int:
+        return 0  # a fake engine takes nothing until it is ready
+    ledger = ledger_class(available=box.available, measure=no_rss, settle_seconds=0) if ledger_class else None
+    (tmp_path / "v").mkdir()
+    (tmp_path / "l").mkdir()
+    vllm, vsup, _ = make_manager(tmp_path / "v", engine="vllm", port=18001, ledger=ledger, memory_reserve_gib=4)
+    llama, lsup, _ = make_manager(tmp_path / "l", ledger=ledger, memory_reserve_gib=4)
+    box.sups += [vsup, lsup]
+    return (vllm, vsup), (llama, lsup)
+
+
+def test_two_loads_that_do_not_fit_together_are_never_both_started(tmp_path, monkeypatch):
+    """At start-up both default models load at once: each check alone sees the memory before the other engine
+    took its share. 10 GiB, a 4 GiB reserve, two 4 GiB models: one fits, both do not."""
+    box = Box(total_gib=10, per_engine_gib=4)
+    (vllm, vsup), (llama, lsup) = two_engines(tmp_path, monkeypatch, box, estimate_gib=4)
+    vspec = ModelSpec("vllm", str(tmp_path / "m"), "m", {"max_model_len": 2048})
+    lspec = ModelSpec("llamacpp", str(tmp_path / "g.gguf"), "g", {"ctx_size": 2048})
+
+    async def scenario():
+        vsup.auto_ready = False  # vLLM takes its time to load
+        first = asyncio.ensure_future(vllm.load(vspec))
+        await until(lambda: vsup.calls.count("start") == 1, what="vLLM to start")
+        second = asyncio.ensure_future(llama.load(lspec))  # llama.cpp's check while vLLM loads
+        await asyncio.sleep(0.2)
+        vsup.ready_pids.add(vsup.pid)  # vLLM is ready and takes its 4 GiB
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        return results
+    results = asyncio.run(scenario())
+    started = [name for name, sup in (("vllm", vsup), ("llamacpp", lsup)) if sup.started_plans]
+    assert started == ["vllm"], f"both loads started: {results}"
+    assert isinstance(results[1], InsufficientMemory) and "needs about 4.00 GiB" in results[1].message
+    assert llama.state is State.IDLE and vllm.state is State.LOADED
+
+
+def test_a_load_that_fits_once_the_other_load_shows_its_real_size_waits_for_it(tmp_path, monkeypatch):
+    """Serialised, not refused: the estimate (4 GiB) is more than the loading engine really takes (1 GiB)."""
+    box = Box(total_gib=10, per_engine_gib=1)
+    (vllm, vsup), (llama, lsup) = two_engines(tmp_path, monkeypatch, box, estimate_gib=4)
+    vspec = ModelSpec("vllm", str(tmp_path / "m"), "m", {"max_model_len": 2048})
+    lspec = ModelSpec("llamacpp", str(tmp_path / "g.gguf"), "g", {"ctx_size": 2048})
+
+    async def scenario():
+        vsup.auto_ready = False
+        first = asyncio.ensure_future(vllm.load(vspec))
+        await until(lambda: vsup.calls.count("start") == 1, what="vLLM to start")
+        second = asyncio.ensure_future(llama.load(lspec))
+        await asyncio.sleep(0.2)
+        assert not lsup.started_plans and llama.state is State.IDLE  # waiting for vLLM's real size
+        vsup.ready_pids.add(vsup.pid)
+        await asyncio.gather(first, second)
+        assert vllm.ledger.reservations == {} and vllm.ledger.held == {"vllm": 0, "llamacpp": 0}
+    asyncio.run(scenario())
+    assert vsup.started_plans and lsup.started_plans
+
+
+def test_the_next_check_after_a_stop_waits_until_available_memory_stops_rising(monkeypatch):
+    from router.memory_guard import MemoryLedger
+    monkeypatch.setattr("router.memory_guard.SETTLE_POLL_SECONDS", 0.02)
+    readings = iter([2, 4, 6, 8, 8])  # GiB: the freed memory comes back over a few polls, then settles
+
+    def available() -> int:
+        return int(next(readings, 8) * GiB)
+
+    async def scenario():
+        ledger = MemoryLedger(available=available, settle_seconds=5)
+        ledger.stopped("vllm")
+        await ledger.reserve("llamacpp", "g", estimate_of(3), 4, 0, {})  # 8 - 3 >= 4: fits once settled
+        return ledger
+    ledger = asyncio.run(scenario())
+    assert ledger.reservations["llamacpp"].bytes == 3 * GiB
+
+
+def test_the_settle_wait_is_bounded_and_a_passing_check_never_waits(monkeypatch):
+    from router.memory_guard import MemoryLedger
+    monkeypatch.setattr("router.memory_guard.SETTLE_POLL_SECONDS", 0.02)
+    rising = iter(range(1, 10**6))
+
+    async def scenario():
+        ledger = MemoryLedger(available=lambda: next(rising) * GiB, settle_seconds=0.2)
+        ledger.stopped("vllm")
+        started = time.monotonic()
+        with pytest.raises(InsufficientMemory):  # memory rising for ever, never enough: bounded, then refused
+            await ledger.reserve("llamacpp", "g", estimate_of(1), 10**6, 0, {})
+        waited = time.monotonic() - started
+        ledger.stopped("vllm")
+        started = time.monotonic()
+        await ledger.reserve("llamacpp", "g", estimate_of(1), 0, 0, {})  # fits at once: no settle wait
+        return waited, time.monotonic() - started
+    waited, passing = asyncio.run(scenario())
+    print(f"\nsettle wait with memory rising for ever: {waited:.2f} s (bound 0.2 s); a passing check: "
+          f"{passing:.3f} s")
+    assert 0.2 <= waited < 2 and passing < 0.1

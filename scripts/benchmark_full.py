@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""The model benchmark: load a model through the router, then measure single-stream speed at several lengths
-and total and per-session speed at several parallel levels; write CSVs, summary.json, summary.md and plots to
+"""The model benchmark: load a model through the router, then measure single-stream speed at several lengths,
+total and per-session speed at several parallel levels, and prefill and decode by context depth; put every
+decode figure beside its memory-bandwidth ceiling and the depth tests beside the engine's own tool
+(llama-bench; vllm bench latency with --vllm-bench); write CSVs, summary.json, summary.md and plots to
 benchmarks/<label>/. Needs a running router (./scripts/up.sh), or --base-url for any OpenAI-compatible API.
 
   .venv/bin/python scripts/benchmark_full.py tiny-llama-a-gguf                       # a catalog name
@@ -24,7 +26,7 @@ from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(SCRIPTS), str(SCRIPTS.parent)]
-from bench import phases, plots, records, report  # noqa: E402
+from bench import anchored, phases, plots, records, report  # noqa: E402
 from bench.admin import Router, RouterError  # noqa: E402
 from bench.client import Endpoint  # noqa: E402
 from bench.machine import describe  # noqa: E402
@@ -32,8 +34,8 @@ from bench.prompts import DEFAULT as DEFAULT_PROMPTS, Prompts  # noqa: E402
 from bench.target import Target, add_where_arguments, api_headers, folder_name, parse_options, resolve  # noqa: E402
 from download_model import DownloadError  # noqa: E402
 
-OUTPUTS = [records.SINGLE_CSV, records.PARALLEL_CSV, records.LOAD_CSV, "summary.json", "summary.md",
-           "single_stream.png", "parallel.png"]
+OUTPUTS = [records.SINGLE_CSV, records.PARALLEL_CSV, records.LOAD_CSV, records.DEPTH_CSV, records.ANCHOR_CSV,
+           "summary.json", "summary.md", "single_stream.png", "parallel.png", "depth.png"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what.add_argument("--extra-body", type=json.loads, default={}, metavar="JSON", help="added to every request")
     what.add_argument("--timeout", type=float, default=600, help="seconds per request (default 600)")
     what.add_argument("--load-timeout", type=float, default=1800, help="seconds for the load (default 1800)")
+    anchored.add_arguments(p)
     out = add_where_arguments(p, "measure", "remote", SCRIPTS.parent / "benchmarks")
     out.add_argument("--fresh", action="store_true", help="discard earlier results of this label instead of resuming")
     args = p.parse_args(argv)
@@ -82,7 +85,8 @@ def settings_of(args: argparse.Namespace, target: Target, prompts: Prompts) -> d
             "endpoint": args.base_url or args.router, "api": args.api, "prompts": str(args.prompts),
             "prompts_sha256": prompts.sha256, "prompt_count": len(prompts), "temperature": args.temperature,
             "top_p": args.top_p, "ignore_eos": args.ignore_eos, "parallel_tokens": args.parallel_tokens,
-            "options": parse_options(args.option), "keep_options": args.keep_options, "extra_body": args.extra_body}
+            "options": parse_options(args.option), "keep_options": args.keep_options, "extra_body": args.extra_body,
+            "kv_bytes_per_element": anchored.ceiling.KV_BYTES}
 
 
 def prepare(folder: Path, settings: dict, fresh: bool) -> dict:
@@ -124,6 +128,7 @@ async def measure(args, target: Target, router: Router | None, endpoint: Endpoin
                   meta: dict) -> None:
     plan = phases.Plan(args.lengths, args.repeats, args.parallel, args.parallel_repeats, args.parallel_tokens,
                        args.timeout)
+    limit = None
     if router is not None:
         row, status = await phases.measure_load(router, target, endpoint, prompts, args.cold_load, args.load_timeout)
         records.append(folder / records.LOAD_CSV, row)
@@ -132,14 +137,24 @@ async def measure(args, target: Target, router: Router | None, endpoint: Endpoin
                                                               "memory_rss_bytes", "load_seconds")})
         if row.error:
             raise LoadFailed(row.error)
+        if is_local(args.router):
+            threads = anchored.engine_threads(target.engine)
+            limit, meta["ceiling"] = await asyncio.to_thread(anchored.prepare_limit, args, target, meta["model_path"],
+                                                             row.options, meta["machine"], threads)
+        else:
+            meta["ceiling"] = {"error": "the router is on another machine: its model files and memory are not here"}
     else:
+        meta["ceiling"] = {"error": "a remote API: its model and machine are unknown"}
         first = await phases.warm_up(endpoint, prompts, args.timeout)
         if first.error:
             raise LoadFailed(f"the first request to {endpoint.url} failed: {first.error}")
     single_done = records.done_keys(records.read(folder / records.SINGLE_CSV, records.SingleRow))
-    await phases.single_stream(endpoint, target, prompts, plan, folder / records.SINGLE_CSV, single_done)
+    await phases.single_stream(endpoint, target, prompts, plan, folder / records.SINGLE_CSV, single_done, limit)
     parallel_done = records.done_keys(records.read(folder / records.PARALLEL_CSV, records.ParallelRow))
-    await phases.parallel(endpoint, target, prompts, plan, folder / records.PARALLEL_CSV, parallel_done)
+    await phases.parallel(endpoint, target, prompts, plan, folder / records.PARALLEL_CSV, parallel_done, limit)
+    if router is None or not args.depths or "error" in meta["ceiling"] and "model" not in meta["ceiling"]:
+        return
+    await anchored.depth_phase(args, router, target, endpoint, folder, meta, limit)
 
 
 def finish(args, folder: Path, meta: dict, interrupted: bool) -> dict:
@@ -147,13 +162,17 @@ def finish(args, folder: Path, meta: dict, interrupted: bool) -> dict:
     single = records.read(folder / records.SINGLE_CSV, records.SingleRow)
     parallel = records.read(folder / records.PARALLEL_CSV, records.ParallelRow)
     loads = records.read(folder / records.LOAD_CSV, records.LoadRow)
+    depth = records.read(folder / records.DEPTH_CSV, records.DepthRow)
     planned = ({(n, r) for n in args.lengths for r in range(1, args.repeats + 1)} <= records.done_keys(single)
                and {(n, r) for n in args.parallel for r in range(1, args.parallel_repeats + 1)}
-               <= records.done_keys(parallel))
+               <= records.done_keys(parallel)
+               and {(t["test"], t["tokens"], t["depth"], r) for t in meta.get("depth_plan", {}).get("tests", [])
+                    for r in range(1, args.depth_repeats + 1)} <= records.done_keys(depth))
     meta.update(updated_at=phases.now(), interrupted=interrupted, complete=planned and not interrupted)
-    summary = report.summarize(meta, single, parallel, loads, args.threshold, args.parallel_tokens)
+    summary = report.summarize(meta, single, parallel, loads, args.threshold, args.parallel_tokens, depth)
     summary["plots"] = [p.name for p in (plots.single_stream(summary, folder / "single_stream.png"),
-                                         plots.parallel(summary, folder / "parallel.png")) if p]
+                                         plots.parallel(summary, folder / "parallel.png"),
+                                         plots.depth(summary, folder / "depth.png")) if p]
     report.write(folder, summary)
     return summary
 
@@ -178,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"schema": 1, "label": target.label, "model": target.model, "engine": target.engine,
             "remote": target.remote, "endpoint": settings["endpoint"], "model_path": target.model_path,
             "options": target.options, "machine": describe(local_router=router is not None and is_local(args.router)),
-            "settings": settings, "started_at": earlier.get("started_at") or phases.now()}
+            "settings": settings, "started_at": earlier.get("started_at") or phases.now(),
+            "anchor": earlier.get("anchor", [])}
     endpoint = endpoint_for(args, target, headers)
     interrupted, failed = False, None
     try:

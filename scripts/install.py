@@ -194,6 +194,23 @@ def step_llama_server(tree: Path, cuda: bool) -> None:
     build.build_llama_server(tree, build_dir, cuda, lambda step, argv: run_logged(argv, logs[step], step, fix))
 
 
+def step_llama_bench(cuda: bool) -> None:
+    """llama-bench, the benchmark's anchor (docs/benchmarks.md): one more target of llama-server's build folder,
+    so only its own sources compile (about a minute on 2 cores). Skipped when the cached one runs."""
+    binary = build.find_llama_bench(os.environ.get("LLAMA_SERVER_BIN"))
+    if runs(binary):
+        say(f"llama-bench cached at {binary}")
+        return
+    build_dir = build.default_build_dir(cuda)
+    if not (build_dir / "build.ninja").exists():
+        say(f"llama-bench skipped: no llama.cpp build folder at {build_dir} (LLAMA_SERVER_BIN is set); "
+            "set LLAMA_BENCH_BIN for the benchmark's anchor")
+        return
+    say(f"building llama-bench into {build_dir / 'bin'} (once)")
+    build.build_llama_bench(build_dir, lambda step, argv: run_logged(
+        argv, "setup-llama-bench.log", step, "read the log; the build needs cmake, ninja and g++"))
+
+
 def runs(binary: Path) -> bool:
     """True when the binary starts (finds its libraries) and answers --version."""
     if not os.access(binary, os.X_OK):
@@ -256,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         step_venv(cuda, args.for_tests)
         tree = fetch_llama_cpp_source()
         step_llama_server(tree, cuda)
+        step_llama_bench(cuda)
         if args.for_tests:
             step_grafana_schema()
         step_tiny_models(tree)

@@ -31,7 +31,7 @@ class Endpoint:
     def url(self) -> str:
         return f"{self.base_url.rstrip('/')}/{'chat/completions' if self.api == 'chat' else 'completions'}"
 
-    def body(self, prompt: str, max_tokens: int) -> dict:
+    def body(self, prompt: str | list[int], max_tokens: int) -> dict:
         body = {"model": self.model, "max_tokens": max_tokens, "temperature": self.temperature,
                 "top_p": self.top_p, "stream": True, "stream_options": {"include_usage": True}}
         if self.api == "chat":
@@ -49,6 +49,7 @@ class StreamResult:
     ended: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None  # prompt tokens the engine took from its prefix cache, when it says
     finish_reason: str | None = None
     error: str | None = None
 
@@ -140,6 +141,7 @@ async def _read_events(response: aiohttp.ClientResponse, result: StreamResult) -
         if usage:
             result.completion_tokens = usage.get("completion_tokens")
             result.prompt_tokens = usage.get("prompt_tokens")
+            result.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
 
 
 def _message(text: str) -> str:

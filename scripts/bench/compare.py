@@ -1,6 +1,8 @@
 """The original write-up's ranking tables across benchmarks, from their summary.json files: single-stream
 ranking, parallel total and per-session tokens/s, efficiency, the largest parallelism that keeps the
-threshold, load times, and llama.cpp against vLLM for the same model."""
+threshold, load times, llama.cpp against vLLM for the same model, and the rankings by percent of the
+memory-bandwidth ceiling (single stream and by context depth, beside the engine's own tool), which judge a
+quantized GGUF and a bf16 folder, or two machines, on the same footing."""
 
 from __future__ import annotations
 
@@ -62,6 +64,39 @@ def single_ranking(summaries: list[dict], length: int | None) -> Table:
             for i, s in enumerate(ranked)]
     return Table("single_stream_ranking", f"Single stream: tokens/s (ranked at {length} tokens)",
                  ["rank", "model", "engine", *[f"{n} tok" for n in lengths], f"TTFT ms @ {length}"], rows)
+
+
+def ceiling_ranking(summaries: list[dict], length: int | None) -> Table:
+    """Single stream at `length` ranked by the decode rate's percent of the ceiling."""
+    rows = []
+    for s in summaries:
+        x = by(s["single_stream"], "max_tokens").get(length, {})
+        bw = (s.get("ceiling") or {}).get("bandwidth") or {}
+        if x.get("ceiling_tokens_per_s"):
+            rows.append([name(s), s["engine"], x["percent_of_ceiling"], x["decode_tokens_per_s"],
+                         x["ceiling_tokens_per_s"], x["tokens_per_s"], bw.get("gbs"),
+                         (s["ceiling"]["model"]["read_bytes"]) / 1e6])
+    rows.sort(key=lambda r: -(r[2] or -1))
+    rows = [[i + 1, *r] for i, r in enumerate(rows)]
+    return Table("ceiling_ranking", f"Single stream: percent of the memory-bandwidth ceiling ({length} tokens)",
+                 ["rank", "model", "engine", "% of ceiling", "decode tok/s", "ceiling tok/s", "tok/s",
+                  "bandwidth GB/s", "MB read per token"], rows,
+                 "Ceiling: bandwidth ÷ (weights read per token + KV cache at the mean context); the bandwidth is "
+                 "each benchmark's own (see its summary for where it came from).", digits=[0, 1, 1, 1, 1, 1, 1, 1, 1])
+
+
+def depth_table(summaries: list[dict]) -> Table:
+    """Every depth test of every benchmark, tg ranked by percent of ceiling, with ours ÷ the engine's tool."""
+    rows = []
+    for s in summaries:
+        for d in s.get("depth", []):
+            tool, a = next(iter(d["anchors"].items()), (None, {}))
+            rows.append([name(s), s["engine"], d["name"], d["tokens_per_s"], d["ceiling_tokens_per_s"],
+                         d["percent_of_ceiling"], tool, a.get("tokens_per_s"), a.get("ratio")])
+    rows.sort(key=lambda r: (r[2].split(" @ d")[0], int(r[2].split(" @ d")[1]), -(r[5] or -1), -(r[3] or -1)))
+    return Table("depth", "Prefill and decode by context depth (ranked by % of ceiling, then tokens/s)",
+                 ["model", "engine", "test", "tok/s", "ceiling tok/s", "% of ceiling", "tool", "tool tok/s",
+                  "ours ÷ tool"], rows, digits=[1, 1, 1, 1, 1, 1, 1, 1, 2])
 
 
 def parallel_table(summaries: list[dict], key: str, stem: str, title: str) -> Table:
@@ -126,7 +161,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def build(summaries: list[dict], length: int | None = None, pairs: dict[str, str] | None = None) -> list[Table]:
     length = rank_length(summaries, length)
-    return [single_ranking(summaries, length),
+    return [single_ranking(summaries, length), ceiling_ranking(summaries, length), depth_table(summaries),
             parallel_table(summaries, "total_tokens_per_s", "parallel_total", "Parallel: total tokens/s"),
             parallel_table(summaries, "per_session_tokens_per_s", "parallel_per_session",
                            "Parallel: per-session tokens/s"),

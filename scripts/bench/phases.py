@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench import client, records, stats
+from bench.ceiling import Limit, percent
 from bench.admin import Router, RouterError
 from bench.client import Endpoint, StreamResult
 from bench.prompts import Prompts
@@ -89,8 +90,21 @@ def single_row(target: Target, n: int, repeat: int, r: StreamResult, started: st
         error=r.error, started_at=started)
 
 
+def with_ceiling(row, limit: Limit | None, context: float | None, streams: int = 1, measured: float | None = None):
+    """The row with its ceiling at `context` tokens of context and the percent `measured` reaches."""
+    if limit is not None and context is not None:
+        row.ceiling_tokens_per_s = limit.tokens_per_s(context, streams)
+        row.percent_of_ceiling = percent(measured, row.ceiling_tokens_per_s)
+    return row
+
+
+def mean_context(prompt_tokens: float | None, generated: float | None) -> float | None:
+    """The context a decoded token sees on average: the prompt and half the answer."""
+    return None if prompt_tokens is None or generated is None else prompt_tokens + generated / 2
+
+
 async def single_stream(endpoint: Endpoint, target: Target, prompts: Prompts, plan: Plan, csv: Path,
-                        done: set[tuple]) -> None:
+                        done: set[tuple], limit: Limit | None = None) -> None:
     """Each length, `repeats` times, one request at a time (repeat by repeat, so drift hits every length)."""
     todo = [(r, i, n) for r in range(1, plan.repeats + 1) for i, n in enumerate(plan.lengths) if (n, r) not in done]
     if not todo:
@@ -100,7 +114,9 @@ async def single_stream(endpoint: Endpoint, target: Target, prompts: Prompts, pl
             for repeat, index, n in todo:
                 started = now()
                 result = await client.stream(session, endpoint, prompts[(repeat - 1) * len(plan.lengths) + index], n)
-                records.append(csv, single_row(target, n, repeat, result, started))
+                row = single_row(target, n, repeat, result, started)
+                records.append(csv, with_ceiling(row, limit, mean_context(row.prompt_tokens, row.completion_tokens),
+                                                 measured=row.decode_tokens_per_s))
                 progress.set_postfix_str(f"{n} tok: {result.tokens_per_s or 0:.1f} tok/s"
                                          + (" ENDED EARLY" if result.ended_early else "")
                                          + (f" error: {result.error[:60]}" if result.error else ""))
@@ -124,7 +140,7 @@ def parallel_row(target: Target, n: int, repeat: int, tokens: int, results: list
 
 
 async def parallel(endpoint: Endpoint, target: Target, prompts: Prompts, plan: Plan, csv: Path,
-                   done: set[tuple]) -> None:
+                   done: set[tuple], limit: Limit | None = None) -> None:
     """Rounds of N streams sent at once; a round is a row (an interrupted round is not kept)."""
     todo = [(r, n) for r in range(1, plan.parallel_repeats + 1) for n in plan.levels if (n, r) not in done]
     if not todo:
@@ -143,7 +159,9 @@ async def parallel(endpoint: Endpoint, target: Target, prompts: Prompts, plan: P
                 results = await asyncio.gather(*(one(j) for j in range(n)))
                 wall = max(r.ended for r in results) - t0
                 row = parallel_row(target, n, repeat, plan.parallel_tokens, results, wall, started)
-                records.append(csv, row)
+                prompt = stats.median(r.prompt_tokens for r in results if r.ok)
+                records.append(csv, with_ceiling(row, limit, mean_context(prompt, plan.parallel_tokens), n,
+                                                 row.total_tokens_per_s))
                 progress.set_postfix_str(f"{n} streams: {row.total_tokens_per_s or 0:.0f} tok/s total, "
                                          f"{row.per_session_tokens_per_s or 0:.1f} per session"
                                          + (f", {row.errors} errors" if row.errors else ""))

@@ -1,5 +1,6 @@
-"""PNG plots with matplotlib's Agg backend (no display needed): one benchmark's speed against length and
-parallelism, and the same curves of several benchmarks side by side."""
+"""PNG plots with matplotlib's Agg backend (no display needed): one benchmark's speed against length,
+parallelism and context depth (with the memory-bandwidth ceiling and the engine's own tool), and the same
+curves of several benchmarks side by side."""
 
 from __future__ import annotations
 
@@ -41,7 +42,17 @@ def single_stream(summary: dict, path: Path) -> Path | None:
     rate = [x["tokens_per_s"] for x in points]
     low = [r - x["tokens_per_s_min"] for r, x in zip(rate, points, strict=True)]
     high = [x["tokens_per_s_max"] - r for r, x in zip(rate, points, strict=True)]
-    speed.errorbar(n, rate, yerr=[low, high], marker="o", capsize=3)
+    speed.errorbar(n, rate, yerr=[low, high], marker="o", capsize=3, label="tokens/s (prefill included)")
+    decode = [x["decode_tokens_per_s"] for x in points]
+    ceilings = [x.get("ceiling_tokens_per_s") for x in points]
+    if all(ceilings):
+        speed.plot(n, decode, marker="s", color="tab:green", label="decode tokens/s")
+        speed.plot(n, ceilings, linestyle="--", color="tab:red", label="memory-bandwidth ceiling")
+        for x, y, pct in zip(n, decode, (x.get("percent_of_ceiling") for x in points), strict=True):
+            if y is not None and pct is not None:
+                speed.annotate(f"{pct:.0f}%", (x, y), textcoords="offset points", xytext=(0, 5), fontsize=7,
+                               ha="center")
+        speed.legend(fontsize=7)
     speed.set_ylabel("tokens/s (median, min–max)")
     speed.set_ylim(bottom=0)
     _log2_axis(speed, n, "generated tokens")
@@ -72,6 +83,38 @@ def parallel(summary: dict, path: Path) -> Path | None:
     session.legend(fontsize=8)
     _log2_axis(session, n, "parallel streams")
     fig.suptitle(f"Parallel, {summary['parallel_tokens']} tokens per stream: {_title(summary)}")
+    return _save(fig, path)
+
+
+def depth(summary: dict, path: Path) -> Path | None:
+    """pp and tg tokens/s against the context depth: ours, each engine tool's, and (tg) the ceiling."""
+    points = [d for d in summary.get("depth", []) if d["tokens_per_s"] is not None]
+    if not points:
+        return None
+    kinds = [k for k in ("pp", "tg") if any(d["test"] == k for d in points)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.8 * len(kinds), 3.8), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for size in sorted({d["tokens"] for d in points if d["test"] == kind}):
+            series = sorted((d for d in points if d["test"] == kind and d["tokens"] == size), key=lambda d: d["depth"])
+            depths = [d["depth"] for d in series]
+            line = ax.plot(depths, [d["tokens_per_s"] for d in series], marker="o", label=f"{kind}{size}: ours")[0]
+            for tool in sorted({t for d in series for t in d["anchors"]}):
+                ax.plot(depths, [d["anchors"].get(tool, {}).get("tokens_per_s") for d in series], marker="x",
+                        linestyle=":", color=line.get_color(), label=f"{kind}{size}: {tool}")
+            if kind == "tg" and all(d["ceiling_tokens_per_s"] for d in series):
+                ax.plot(depths, [d["ceiling_tokens_per_s"] for d in series], linestyle="--", color="tab:red",
+                        label=f"tg{size}: ceiling")
+                for d in series:
+                    if d["percent_of_ceiling"] is not None:
+                        ax.annotate(f"{d['percent_of_ceiling']:.0f}%", (d["depth"], d["tokens_per_s"]),
+                                    textcoords="offset points", xytext=(0, 5), fontsize=7, ha="center")
+        ax.set_title("prefill (pp)" if kind == "pp" else "decode (tg)")
+        ax.set_xlabel("context depth (tokens in the KV cache)")
+        ax.set_ylabel("tokens/s")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"By context depth: {_title(summary)}")
     return _save(fig, path)
 
 

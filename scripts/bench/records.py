@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 SINGLE_CSV, PARALLEL_CSV, LOAD_CSV = "single_stream.csv", "parallel.csv", "load.csv"
+DEPTH_CSV, ANCHOR_CSV = "depth.csv", "anchor.csv"
 
 
 @dataclass
@@ -31,6 +32,8 @@ class SingleRow:
     elapsed_s: float | None = None  # request sent → stream ended
     tokens_per_s: float | None = None  # completion_tokens / elapsed_s
     decode_tokens_per_s: float | None = None  # (completion_tokens - 1) / (stream end - first token)
+    ceiling_tokens_per_s: float | None = None  # bandwidth ÷ bytes per token at this row's mean context
+    percent_of_ceiling: float | None = None  # decode_tokens_per_s ÷ ceiling, in percent
     error: str | None = None
     started_at: str = ""
 
@@ -57,10 +60,36 @@ class ParallelRow:
     ttft_p50_ms: float | None = None
     ttft_p95_ms: float | None = None
     ttft_max_ms: float | None = None
+    ceiling_tokens_per_s: float | None = None  # N streams sharing one read of the weights per step
+    percent_of_ceiling: float | None = None  # total_tokens_per_s ÷ ceiling, in percent
     error: str | None = None  # the first error seen, if any
     started_at: str = ""
 
     KEY = ("parallel", "repeat")
+
+
+@dataclass
+class DepthRow:
+    """One timed request of the depth phase (bench/depth.py): pp (prefill) or tg (decode) at a KV depth."""
+    label: str
+    engine: str
+    model: str
+    test: str  # pp or tg
+    tokens: int  # prompt tokens processed (pp) or generated (tg) after the depth
+    depth: int  # tokens already in the KV cache
+    repeat: int
+    prompt_tokens: int | None = None  # the engine's count: depth + the new tokens
+    cached_tokens: int | None = None  # of those, taken from the prefix cache (when the engine says)
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+    elapsed_s: float | None = None
+    tokens_per_s: float | None = None  # pp: tokens ÷ TTFT; tg: (completion_tokens - 1) ÷ time after the first
+    ceiling_tokens_per_s: float | None = None  # tg only: bandwidth ÷ bytes per token at depth + tokens/2
+    percent_of_ceiling: float | None = None
+    error: str | None = None
+    started_at: str = ""
+
+    KEY = ("test", "tokens", "depth", "repeat")
 
 
 @dataclass
@@ -80,7 +109,7 @@ class LoadRow:
     started_at: str = ""
 
 
-Row = SingleRow | ParallelRow | LoadRow
+Row = SingleRow | ParallelRow | LoadRow | DepthRow
 
 
 def columns(cls: type) -> list[str]:

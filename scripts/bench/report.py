@@ -1,14 +1,16 @@
 """From the measured rows to summary.json and summary.md: medians per length and per parallelism, parallel
-efficiency, the largest parallelism that keeps the per-session threshold, and the load."""
+efficiency, the largest parallelism that keeps the per-session threshold, the load, each figure beside its
+memory-bandwidth ceiling, and the depth tests beside the engine's own benchmark tool (anchor.csv)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from bench import stats, tables
+from bench import records, stats, tables
+from bench.ceiling import percent
 from bench.machine import one_line
-from bench.records import LoadRow, ParallelRow, SingleRow
+from bench.records import DepthRow, LoadRow, ParallelRow, SingleRow
 
 
 def summarize_single(rows: list[SingleRow]) -> list[dict]:
@@ -21,8 +23,17 @@ def summarize_single(rows: list[SingleRow]) -> list[dict]:
                     "ttft_ms": stats.median(r.ttft_ms for r in ok),
                     "decode_tokens_per_s": stats.median(r.decode_tokens_per_s for r in ok),
                     "ended_early": sum(r.ended_early for r in ok),
-                    "errors": sum(1 for r in rows if r.max_tokens == n and r.error)})
+                    "errors": sum(1 for r in rows if r.max_tokens == n and r.error), **_against_ceiling(ok, "decode")})
     return out
+
+
+def _against_ceiling(ok: list, measured: str) -> dict:
+    """The median ceiling of the rows and the percent their median `measured` rate reaches (decode: the
+    decode rate; total: total tokens/s)."""
+    limit = stats.median(r.ceiling_tokens_per_s for r in ok)
+    rate = stats.median(getattr(r, "decode_tokens_per_s" if measured == "decode" else "total_tokens_per_s")
+                        for r in ok)
+    return {"ceiling_tokens_per_s": limit, "percent_of_ceiling": percent(rate, limit)}
 
 
 def summarize_parallel(rows: list[ParallelRow], single_rate: float | None) -> list[dict]:
@@ -39,8 +50,44 @@ def summarize_parallel(rows: list[ParallelRow], single_rate: float | None) -> li
                     "ttft_p50_ms": stats.median(r.ttft_p50_ms for r in ok),
                     "ttft_p95_ms": stats.median(r.ttft_p95_ms for r in ok),
                     "ended_early": sum(r.ended_early for r in ok),
-                    "errors": sum(r.errors for r in rows if r.parallel == n)})
+                    "errors": sum(r.errors for r in rows if r.parallel == n), **_against_ceiling(ok, "total")})
     return out
+
+
+def summarize_depth(rows: list[DepthRow], anchors: list[dict]) -> list[dict]:
+    """Per test and depth: medians, the ceiling (tg), and each tool's figure with ours ÷ theirs."""
+    tools = {(a["tool"], r["test"], r["tokens"], r["depth"]): r["tokens_per_s"] for a in anchors
+             for r in a.get("results", [])}
+    out = []
+    for key in sorted({(r.test, r.tokens, r.depth) for r in rows}, key=lambda k: (k[2], k[0], k[1])):
+        ok = [r for r in rows if (r.test, r.tokens, r.depth) == key and not r.error]
+        rate = stats.median(r.tokens_per_s for r in ok)
+        limit = stats.median(r.ceiling_tokens_per_s for r in ok)
+        entry = {"test": key[0], "tokens": key[1], "depth": key[2], "name": f"{key[0]}{key[1]} @ d{key[2]}",
+                 "runs": len(ok), "tokens_per_s": rate, "ttft_ms": stats.median(r.ttft_ms for r in ok),
+                 "cached_tokens": stats.median(r.cached_tokens for r in ok), "ceiling_tokens_per_s": limit,
+                 "percent_of_ceiling": percent(rate, limit),
+                 "errors": sum(1 for r in rows if (r.test, r.tokens, r.depth) == key and r.error), "anchors": {}}
+        for a in anchors:
+            theirs = tools.get((a["tool"], *key))
+            entry["anchors"][a["tool"]] = {"tokens_per_s": theirs, "ratio": ratio(rate, theirs),
+                                           "percent_of_ceiling": percent(theirs, limit) if key[0] == "tg" else None}
+        out.append(entry)
+    return out
+
+
+def ratio(ours: float | None, theirs: float | None) -> float | None:
+    return ours / theirs if ours is not None and theirs else None
+
+
+def anchor_rows(summary: dict) -> tuple[list[str], list[list]]:
+    """anchor.csv: each depth test beside each tool's figure."""
+    header = ["label", "engine", "tool", "test", "tokens", "depth", "tokens_per_s", "tool_tokens_per_s",
+              "ours_over_tool", "ceiling_tokens_per_s", "percent_of_ceiling", "tool_percent_of_ceiling"]
+    rows = [[summary["label"], summary["engine"], tool, d["test"], d["tokens"], d["depth"], d["tokens_per_s"],
+             a["tokens_per_s"], a["ratio"], d["ceiling_tokens_per_s"], d["percent_of_ceiling"], a["percent_of_ceiling"]]
+            for d in summary.get("depth", []) for tool, a in d["anchors"].items()]
+    return header, rows
 
 
 def chosen_load(rows: list[LoadRow]) -> dict | None:
@@ -51,7 +98,7 @@ def chosen_load(rows: list[LoadRow]) -> dict | None:
 
 
 def summarize(meta: dict, single: list[SingleRow], parallel: list[ParallelRow], loads: list[LoadRow],
-              threshold: float, parallel_tokens: int) -> dict:
+              threshold: float, parallel_tokens: int, depth: list[DepthRow] | None = None) -> dict:
     single_summary = summarize_single(single)
     measured = [s["max_tokens"] for s in single_summary if s["tokens_per_s"] is not None]
     ref_len = stats.reference_length(measured, parallel_tokens)
@@ -63,6 +110,7 @@ def summarize(meta: dict, single: list[SingleRow], parallel: list[ParallelRow], 
     return {**meta, "load": chosen_load(loads), "single_stream": single_summary,
             "efficiency_reference": {"max_tokens": ref_len, "tokens_per_s": ref_rate},
             "parallel_tokens": parallel_tokens, "parallel": parallel_summary,
+            "depth": summarize_depth(depth or [], meta.get("anchor", [])),
             "threshold": {"tokens_per_s": threshold, "max_parallel": best,
                           "per_session_tokens_per_s": at_best and at_best["per_session_tokens_per_s"],
                           "total_tokens_per_s": at_best and at_best["total_tokens_per_s"]}}
@@ -100,6 +148,7 @@ def markdown(s: dict) -> str:
               f"({settings.get('prompt_count')} prompts), temperature {settings.get('temperature')}, "
               f"top_p {settings.get('top_p')}, ignore_eos {'on' if settings.get('ignore_eos') else 'off'}; "
               "token counts from the engine's `usage`",
+              *ceiling_lines(s.get("ceiling") or {}),
               f"- Measured {s.get('started_at')} to {s.get('updated_at')} (UTC)", ""]
     load = s.get("load")
     if load:
@@ -108,17 +157,23 @@ def markdown(s: dict) -> str:
             [[load["model"], load["previous_model"], load["load_seconds"], load["load_request_s"],
               load["first_token_s"], load_note(load)]], digits=2)]
     lines += ["## Single stream", "", tables.markdown(
-        ["tokens", "runs", "tokens/s (median)", "min", "max", "TTFT ms", "decode tokens/s", "ended early", "errors"],
+        ["tokens", "runs", "tokens/s (median)", "min", "max", "TTFT ms", "decode tokens/s", "ceiling tokens/s",
+         "% of ceiling", "ended early", "errors"],
         [[x["max_tokens"], x["runs"], x["tokens_per_s"], x["tokens_per_s_min"], x["tokens_per_s_max"],
-          x["ttft_ms"], x["decode_tokens_per_s"], x["ended_early"], x["errors"]] for x in s["single_stream"]])]
+          x["ttft_ms"], x["decode_tokens_per_s"], x.get("ceiling_tokens_per_s"), x.get("percent_of_ceiling"),
+          x["ended_early"], x["errors"]] for x in s["single_stream"]])]
+    if any(x.get("ceiling_tokens_per_s") for x in s["single_stream"]):
+        lines += ["Ceiling: memory bandwidth ÷ bytes read per decoded token at the request's mean context (prompt "
+                  "+ half the answer); % of ceiling: the decode rate's share of it.", ""]
     if s["parallel"]:
         ref = s["efficiency_reference"]
         lines += [f"## Parallel ({s['parallel_tokens']} tokens per stream)", "", tables.markdown(
             ["streams", "runs", "total tokens/s", "per-session tokens/s", "slowest session", "efficiency",
-             "TTFT p50 ms", "TTFT p95 ms", "ended early", "errors"],
+             "TTFT p50 ms", "TTFT p95 ms", "ceiling total tokens/s", "% of ceiling", "ended early", "errors"],
             [[x["parallel"], x["runs"], x["total_tokens_per_s"], x["per_session_tokens_per_s"],
               x["per_session_min_tokens_per_s"], x["efficiency"], x["ttft_p50_ms"], x["ttft_p95_ms"],
-              x["ended_early"], x["errors"]] for x in s["parallel"]], digits=[0, 0, 1, 1, 1, 2, 1, 1, 0, 0]),
+              x.get("ceiling_tokens_per_s"), x.get("percent_of_ceiling"), x["ended_early"], x["errors"]]
+             for x in s["parallel"]], digits=[0, 0, 1, 1, 1, 2, 1, 1, 1, 1, 0, 0]),
             f"Efficiency: per-session tokens/s ÷ single-stream tokens/s at {ref['max_tokens']} tokens "
             f"({tables.fmt(ref['tokens_per_s'])} tokens/s).", ""]
         t = s["threshold"]
@@ -127,10 +182,51 @@ def markdown(s: dict) -> str:
                 "**none** of the measured levels")
         lines += [f"Largest parallelism that keeps ≥ {t['tokens_per_s']:g} tokens/s per session: {best}.",
                   ""]
+    lines += depth_lines(s)
     lines += [f"![{Path(p).stem.replace('_', ' ')}]({p})\n" for p in s.get("plots", [])]
     return "\n".join(lines)
+
+
+def ceiling_lines(c: dict) -> list[str]:
+    if "bandwidth" not in c:
+        return [f"- Ceiling: none ({c['error']})"] if c.get("error") else []
+    bw, model = c["bandwidth"], c["model"]
+    measured = (f"; measured here {bw['measured_gbs']:g} GB/s ({bw['probe']})"
+                if bw.get("measured_gbs") and not bw["source"].startswith("measured") else "")
+    experts = (f", experts {model['experts_used']} of {model['expert_count']}" if model.get("expert_count") else "")
+    return [f"- Ceiling: {model['read_bytes'] / 1e6:,.1f} MB of weights read per token{experts} + "
+            f"{model['kv_bytes_per_context_token'] / 1e3:,.1f} kB of KV cache per token of context; "
+            f"{bw['gbs']:g} GB/s memory bandwidth ({bw['source']}{measured}) → "
+            f"{tables.fmt(c['tokens_per_s_at_context_0'])} tokens/s at context 0"]
+
+
+def depth_lines(s: dict) -> list[str]:
+    if not s.get("depth"):
+        return []
+    tools = sorted({tool for d in s["depth"] for tool in d["anchors"]})
+    header = ["test", "runs", "tokens/s", "TTFT ms", "cached tokens", "ceiling tokens/s", "% of ceiling"]
+    for tool in tools:
+        header += [f"{tool} tokens/s", f"ours ÷ {tool}"]
+    rows = [[d["name"], d["runs"], d["tokens_per_s"], d["ttft_ms"], d["cached_tokens"], d["ceiling_tokens_per_s"],
+             d["percent_of_ceiling"], *[v for tool in tools for v in (d["anchors"].get(tool, {}).get("tokens_per_s"),
+                                                                      d["anchors"].get(tool, {}).get("ratio"))]]
+            for d in s["depth"]]
+    lines = ["## Prefill and decode by context depth", "", tables.markdown(
+        header, rows, digits=[0, 0, 1, 1, 0, 1, 1, *[1, 2] * len(tools)]),
+        "pp N @ dD: N new prompt tokens after D cached ones (tokens ÷ TTFT); tg N @ dD: N generated tokens after D "
+        "(the rate after the first token)."]
+    for a in s.get("anchor", []):
+        lines.append(f"{a['tool']}: " + (f"**failed**: {a['error']}" if a["error"] else
+                                         "`" + "`; `".join(a["commands"]) + "`"))
+    skipped = (s.get("depth_plan") or {}).get("skipped") or []
+    if skipped:
+        lines.append("Not run: " + "; ".join(skipped) + ".")
+    return lines + [""]
 
 
 def write(folder: Path, summary: dict) -> None:
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     (folder / "summary.md").write_text(markdown(summary))
+    header, rows = anchor_rows(summary)
+    if rows:
+        tables.write_csv(folder / records.ANCHOR_CSV, header, rows)

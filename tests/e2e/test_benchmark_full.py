@@ -1,7 +1,9 @@
 """benchmark_full.py and compare_benchmarks.py run as a user runs them, against the real stack with the tiny
 models at reduced sizes: llama.cpp with a model "downloaded" from a Hugging Face cache laid out offline, vLLM
 with its catalog model, the router measured as a remote API through --base-url, then the comparison; and a
-Ctrl-C that keeps its rows, then a resume. Both engines are left with their default models."""
+Ctrl-C that keeps its rows, then a resume. Both local runs measure the bandwidth, put every figure beside its
+ceiling and run the depth tests; llama.cpp's also runs the real llama-bench on the same GGUF (speeds and
+ratios are printed, never asserted). Both engines are left with their default models."""
 
 from __future__ import annotations
 
@@ -22,11 +24,14 @@ from tests.stack import PROJECT, Stack, wait_for
 from tests.unit.test_download_model import lay_out_cache
 
 sys.path.insert(0, str(PROJECT / "scripts"))
-from bench import records  # noqa: E402
+from bench import records, stats  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 PYTHON = str(PROJECT / ".venv" / "bin" / "python")
-SMALL = ["--lengths", "16", "32", "--repeats", "1", "--parallel", "2", "4", "--parallel-tokens", "32"]
+SMALL = ["--lengths", "16", "32", "--repeats", "1", "--parallel", "2", "4", "--parallel-tokens", "32",
+         # depth 512 needs a longer llama.cpp slot than the 4 × (32 + 512) tokens loaded: the reload is tested
+         "--depths", "0", "512", "--prefill", "32", "--decode", "16", "--depth-repeats", "1"]
+DEPTH_TESTS = ["pp32 @ d0", "tg16 @ d0", "pp32 @ d512", "tg16 @ d512"]
 
 
 def command(script: str, *args: str) -> list[str]:
@@ -75,6 +80,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict]]:
 
 
 FOLDERS = {"llamacpp": "tiny-llama-a-Q8_0", "vllm": "tiny-llama-a", "remote": "router-as-remote"}
+LABELS = {"llamacpp": "tiny-llama-a-Q8_0", "vllm": "tiny-llama-a", "remote": "router-as-remote (remote)"}
 
 
 @pytest.mark.parametrize("which", FOLDERS)
@@ -110,8 +116,11 @@ def test_summary_and_plots(results, which):
     assert [x["max_tokens"] for x in summary["single_stream"]] == [16, 32]
     assert [x["parallel"] for x in summary["parallel"]] == [2, 4]
     assert all(x["efficiency"] > 0 for x in summary["parallel"])
-    assert summary["threshold"]["max_parallel"] == 4  # the tiny models stream far above 20 tokens/s
-    assert summary["plots"] == ["single_stream.png", "parallel.png"]
+    # the tiny models usually stream far above 20 tokens/s, but a loaded 2-core box can starve one round:
+    # the threshold result is checked against the rates measured, not against a speed
+    rates = {x["parallel"]: x["per_session_tokens_per_s"] for x in summary["parallel"]}
+    assert summary["threshold"]["max_parallel"] == stats.max_parallel_meeting(rates, 20)
+    assert summary["plots"] == ["single_stream.png", "parallel.png"] + ([] if which == "remote" else ["depth.png"])
     for name in summary["plots"]:
         with Image.open(folder / name) as image:
             assert image.format == "PNG" and image.size[0] > 500
@@ -156,7 +165,10 @@ def test_comparison_tables_and_plots(results):
         header, rows = read_csv(out / f"{name}.csv")
         assert header == ["model", "engine", "2 streams", "4 streams"] and len(rows) == 3
     _, rows = read_csv(out / "parallel_threshold.csv")
-    assert {r["max streams"] for r in rows} == {"4"}
+    for row in rows:  # each benchmark's own result (test_summary_and_plots checks it against its rates)
+        summary = json.loads((results["out"] / FOLDERS[next(k for k, v in LABELS.items() if v == row["model"])]
+                              / "summary.json").read_text())
+        assert row["max streams"] == str(summary["threshold"]["max_parallel"] or "")
     _, rows = read_csv(out / "engines.csv")  # the same tiny model on both engines
     assert [(r["vLLM"], r["llama.cpp"]) for r in rows] == [("tiny-llama-a", "tiny-llama-a-Q8_0")]
     text = (out / "comparison.md").read_text()
@@ -171,7 +183,8 @@ def test_ctrl_c_keeps_the_rows_and_a_rerun_resumes(results, stack):
     """Ctrl-C in the middle of the single-stream phase, then the same command again."""
     folder = results["out"] / "interrupted"
     args = ["tiny-llama-a-gguf", "--router", stack.base_url, "--output-dir", str(results["out"]), "--label",
-            "interrupted", "--keep-options", "--lengths", "256", "--repeats", "40", "--parallel"]
+            "interrupted", "--keep-options", "--lengths", "256", "--repeats", "40", "--parallel", "--depths",
+            "--no-bandwidth-probe", "--bandwidth-gbs", "10"]
     # started as from a terminal: SIGINT raises KeyboardInterrupt (a shell's background job would ignore it)
     proc = subprocess.Popen(command("benchmark_full.py", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=results["env"],
@@ -208,3 +221,83 @@ def test_ctrl_c_keeps_the_rows_and_a_rerun_resumes(results, stack):
     assert time.monotonic() - started < 120
     assert stack.status()["llamacpp"]["model"] == "tiny-llama-a-gguf"
     assert stack.status()["vllm"]["model"] == "tiny-llama-a"
+
+
+@pytest.mark.parametrize("which", ["llamacpp", "vllm"])
+def test_every_figure_beside_its_ceiling(results, which):
+    folder = results["out"] / FOLDERS[which]
+    summary = json.loads((folder / "summary.json").read_text())
+    c = summary["ceiling"]
+    bw = c["bandwidth"]
+    print(f"{which}: {bw['gbs']} GB/s ({bw['source']}), {c['model']['read_bytes']:,} bytes per token, "
+          f"{c['tokens_per_s_at_context_0']:,.0f} tokens/s at context 0")
+    assert bw["gbs"] > 0 and bw["measured_gbs"] > 0 and bw["source"].startswith("measured here: torch triad")
+    assert c["model"]["source"] == ("gguf" if which == "llamacpp" else "safetensors")
+    assert c["model"]["read_bytes"] > 0 and c["model"]["kv_bytes_per_context_token"] == 512  # 2 × 1 × 128 × 2
+    for x in summary["single_stream"] + summary["parallel"]:
+        assert x["ceiling_tokens_per_s"] > 0 and x["percent_of_ceiling"] > 0, x
+    for row in read_csv(folder / "single_stream.csv")[1] + read_csv(folder / "parallel.csv")[1]:
+        assert float(row["ceiling_tokens_per_s"]) > 0 and float(row["percent_of_ceiling"]) > 0
+    text = (folder / "summary.md").read_text()
+    assert "- Ceiling: " in text and "GB/s memory bandwidth (measured here" in text and "% of ceiling" in text
+
+
+def test_a_remote_api_has_no_ceiling(results):
+    summary = json.loads((results["out"] / FOLDERS["remote"] / "summary.json").read_text())
+    assert "unknown" in summary["ceiling"]["error"] and summary["depth"] == [] and summary["anchor"] == []
+    assert all(x["ceiling_tokens_per_s"] is None for x in summary["single_stream"])
+
+
+@pytest.mark.parametrize("which", ["llamacpp", "vllm"])
+def test_prefill_and_decode_by_depth(results, which):
+    folder = results["out"] / FOLDERS[which]
+    header, rows = read_csv(folder / "depth.csv")
+    assert header == records.columns(records.DepthRow)
+    assert sorted((r["test"], int(r["tokens"]), int(r["depth"])) for r in rows) == \
+        [("pp", 32, 0), ("pp", 32, 512), ("tg", 16, 0), ("tg", 16, 512)]
+    for row in rows:
+        assert row["error"] == "" and float(row["tokens_per_s"]) > 0, row
+        assert int(row["prompt_tokens"]) >= int(row["depth"]) + (32 if row["test"] == "pp" else 1)
+        assert int(row["completion_tokens"]) == (1 if row["test"] == "pp" else 16)
+        assert (row["ceiling_tokens_per_s"] != "") is (row["test"] == "tg")  # prefill: bound by compute
+        assert row["test"] == "pp" or float(row["ceiling_tokens_per_s"]) > 0
+        if which == "llamacpp" and row["depth"] == "512":
+            assert int(row["cached_tokens"]) >= 512  # the depth came from the prefix cache, as llama-bench's
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [d["name"] for d in summary["depth"]] == DEPTH_TESTS
+    if which == "llamacpp":  # one slot long enough for depth 512, instead of 4 of 544 tokens
+        assert summary["depth_plan"]["reloaded_with"]["parallel"] == 1
+        assert summary["depth_plan"]["reloaded_with"]["ctx_size"] >= 512 + 32 + 1
+    with Image.open(folder / "depth.png") as image:
+        assert image.format == "PNG"
+        image.load()
+
+
+def test_llama_bench_on_the_same_gguf_in_the_same_run(results):
+    folder = results["out"] / FOLDERS["llamacpp"]
+    summary = json.loads((folder / "summary.json").read_text())
+    (run,) = summary["anchor"]
+    assert run["tool"] == "llama-bench" and run["error"] is None, run
+    assert all(" -m " + summary["model_path"] in c and " -t " in c and " -o json" in c for c in run["commands"])
+    assert {(r["test"], r["tokens"], r["depth"]) for r in run["results"]} == \
+        {("pp", 32, 0), ("tg", 16, 0), ("pp", 32, 512), ("tg", 16, 512)}
+    header, rows = read_csv(folder / "anchor.csv")
+    assert header[:3] == ["label", "engine", "tool"] and len(rows) == 4
+    for row in rows:
+        print(f"{row['test']}{row['tokens']} @ d{row['depth']}: ours {float(row['tokens_per_s']):,.0f}, "
+              f"llama-bench {float(row['tool_tokens_per_s']):,.0f} tokens/s, ours ÷ llama-bench "
+              f"{float(row['ours_over_tool']):.2f}")
+        assert float(row["tool_tokens_per_s"]) > 0 and float(row["ours_over_tool"]) > 0
+    assert "ours ÷ llama-bench" in (folder / "summary.md").read_text()
+    vllm = json.loads((results["out"] / FOLDERS["vllm"] / "summary.json").read_text())
+    assert vllm["anchor"] == []  # vllm bench latency runs only with --vllm-bench (minutes per engine start)
+
+
+def test_comparison_ranks_by_percent_of_ceiling(results):
+    out = results["out"] / "_comparison"
+    header, rows = read_csv(out / "ceiling_ranking.csv")
+    assert header[:4] == ["rank", "model", "engine", "% of ceiling"]
+    assert sorted(r["engine"] for r in rows) == ["llamacpp", "vllm"]  # not the remote one: no ceiling
+    assert [float(r["% of ceiling"]) for r in rows] == sorted((float(r["% of ceiling"]) for r in rows), reverse=True)
+    _, rows = read_csv(out / "depth.csv")
+    assert len(rows) == 8 and {r["tool"] for r in rows if r["engine"] == "llamacpp"} == {"llama-bench"}

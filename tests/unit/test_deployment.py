@@ -244,10 +244,15 @@ def test_the_image_builds_llama_server_with_the_installers_code(monkeypatch, tmp
     finally:
         build.has_cuda_gpu.cache_clear()
     built = PurePosixPath(parse_build_dir(args)) / "bin" / "llama-server"
-    assert recorded == build.build_commands(tmp_path, Path(parse_build_dir(args)), True, "121a-real")
+    bench = built.parent / "llama-bench"
+    build_dir = Path(parse_build_dir(args))
+    assert recorded == [*build.build_commands(tmp_path, build_dir, True, "121a-real"),
+                        (build.BENCH_COMPILE, build.bench_command(build_dir))]
     assert "-DGGML_CUDA=ON" in recorded[0][1] and "-DCMAKE_CUDA_ARCHITECTURES=121a-real" in recorded[0][1]
     # the final image takes that binary and tells the launcher where it is
-    assert f"--from=llama-server {built} {built}" in [rest for word, rest in FINAL if word == "COPY"]
+    copies = [rest for word, rest in FINAL if word == "COPY"]
+    assert f"--from=llama-server {built} {built}" in copies
+    assert f"--from=llama-server {bench} {bench}" in copies  # found beside LLAMA_SERVER_BIN (find_llama_bench)
     assert env_in(FINAL)["LLAMA_SERVER_BIN"] == str(built)
 
 

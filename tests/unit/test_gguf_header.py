@@ -90,3 +90,18 @@ def test_the_tiny_model_reads_the_same():
     header = gguf_header.read(path, tensors=True)
     metadata, tensors = reference(path)
     assert header.metadata == metadata and header.tensors == tensors
+
+
+def test_tensor_sizes_from_the_offsets_match_the_package(tmp_path):
+    """Each tensor's bytes in the file (any quantization type), padded to the alignment at most."""
+    path = tmp_path / "m.gguf"
+    write(path, gguf.GGUFEndian.LITTLE)
+    paths = [path] + [PROJECT / "models" / name for name in ("tiny-llama-a.gguf", "smollm2-135m-instruct-q4_1.gguf")
+                      if (PROJECT / "models" / name).exists()]
+    for model in paths:
+        sizes = gguf_header.read(model, want=lambda key: False, tensors=True).tensor_bytes()
+        reference = {t.name: int(t.n_bytes) for t in gguf.GGUFReader(model).tensors}
+        assert sizes.keys() == reference.keys()
+        assert all(0 <= sizes[name] - reference[name] < 32 for name in sizes), model.name
+    assert gguf_header.read(path, tensors=True).tensor_bytes() == {"tok_embd.weight": 256,
+                                                                  "blk.0.attn_q.weight": 1024}

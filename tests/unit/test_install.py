@@ -2,6 +2,7 @@
 keeps a RUNPATH that points nowhere: the file exists and is executable, but cannot start)."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,53 @@ def test_the_installer_builds_llama_server_with_the_shared_build_code(install, t
     cli = []
     monkeypatch.setattr(build, "fetch_source", lambda say: tmp_path / "src")
     assert build.main(["--device", "cpu"], run=lambda step, cmd: cli.append((step, cmd))) == 0
+    bench = (build.BENCH_COMPILE, build.bench_command(build.default_build_dir(False)))
+    assert cli == [*expected, bench]  # the image builds llama-bench too, in the same folder
+    cli.clear()
+    assert build.main(["--device", "cpu", "--no-llama-bench"], run=lambda step, cmd: cli.append((step, cmd))) == 0
     assert cli == expected
+
+
+def test_llama_bench_is_one_more_target_of_the_same_build_folder(install, tmp_path, monkeypatch):
+    """No configure step (its flags are llama-server's, unchanged); skipped when the cached binary runs."""
+    from engines import build
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("LLAMA_SERVER_BIN", raising=False)
+    monkeypatch.delenv("LLAMA_BENCH_BIN", raising=False)
+    monkeypatch.setenv("ULLM_DEVICE", "cpu")
+    build.has_cuda_gpu.cache_clear()
+    ran = []
+    monkeypatch.setattr(install, "run_logged", lambda cmd, log, what, fix, env=None: ran.append((what, cmd, log)))
+    try:
+        build_dir = build.default_build_dir(False)
+        install.step_llama_bench(cuda=False)
+        assert ran == []  # no configured build folder: nothing to add a target to
+        build_dir.mkdir(parents=True)
+        (build_dir / "build.ninja").write_text("")
+        install.step_llama_bench(cuda=False)
+        assert ran == [(build.BENCH_COMPILE, ["cmake", "--build", str(build_dir), "--target", "llama-bench",
+                                              f"-j{os.cpu_count()}"], "setup-llama-bench.log")]
+        assert build.default_llama_bench() == build_dir / "bin" / "llama-bench"
+        build.default_llama_bench().parent.mkdir()
+        make_program(build.default_llama_bench(), 'test "$1" = --version && exit 0; exit 9')
+        ran.clear()
+        install.step_llama_bench(cuda=False)
+        assert ran == []  # cached and runs
+    finally:
+        build.has_cuda_gpu.cache_clear()
+
+
+def test_llama_bench_is_found_by_variable_then_beside_llama_server_then_in_the_cache(tmp_path, monkeypatch):
+    from engines import build
+    monkeypatch.delenv("LLAMA_BENCH_BIN", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    server = tmp_path / "opt" / "llama-server"
+    assert build.find_llama_bench(server) == build.default_llama_bench()
+    server.parent.mkdir()
+    (server.parent / "llama-bench").write_text("")
+    assert build.find_llama_bench(server) == server.parent / "llama-bench"
+    monkeypatch.setenv("LLAMA_BENCH_BIN", "/somewhere/llama-bench")
+    assert build.find_llama_bench(server) == Path("/somewhere/llama-bench")
 
 
 def test_a_cuda_build_takes_the_architecture_only_when_asked(tmp_path):

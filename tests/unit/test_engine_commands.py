@@ -110,15 +110,10 @@ def test_llamacpp_repacks_unless_the_cpu_has_amx(tmp_path, monkeypatch, amx, rep
     assert ("--no-repack" in argv) is expected
 
 
-def test_vllm_is_eager_on_the_cpu_and_compiled_on_a_gpu_unless_told(tmp_path, monkeypatch):
-    from engines.device import has_cuda_gpu
-
+def test_vllm_is_compiled_unless_a_model_asks_for_eager(tmp_path):
     def eager(**options) -> bool:
         return "--enforce-eager" in vllm.build_command(ModelSpec("vllm", str(hf_dir(tmp_path)), "m", options), 1, [])
-    assert eager() and eager(enforce_eager=True) and not eager(enforce_eager=False)
-    monkeypatch.setenv("ULLM_DEVICE", "cuda")
-    has_cuda_gpu.cache_clear()
-    assert not eager() and eager(enforce_eager=True)
+    assert not eager() and eager(enforce_eager=True) and not eager(enforce_eager=False)
 
 
 def test_every_llamacpp_flag_is_one_the_pinned_llama_server_knows(tmp_path, monkeypatch):

@@ -63,7 +63,7 @@ def engine_report(manager: EngineManager, memory: ProcessSample | None, log_foll
         "log_followers": log_followers,  # open `logs?follow=1` streams
         "restarts": manager.restarts,  # crashes and restarts outside a load since the router started
         # failed on-demand loads, not tried on demand again until their file or entry changes or an admin loads them
-        "failed_on_demand": {name: {**failed.as_dict(), "error": failed.error if show_logs else
+        "failed_on_demand": {name: {**failed.as_dict(), "error": failed.error if for_admin else
                                     without_log_lines(failed.error, manager.name)}
                              for name, failed in manager.queue.failed.items()},
         "warnings": warnings,  # about the router's exposure (router/exposure.py): the same for every engine

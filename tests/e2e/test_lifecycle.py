@@ -146,11 +146,18 @@ def stream(stack, body: dict) -> tuple[int, bytes]:
 
 def test_unload_under_16_streams_drains_them_and_answers_new_requests_with_503(stack):
     stack.wait_loaded("vllm")
-    body = {"engine": "vllm", "prompt": "Hi", "max_tokens": 1500, "ignore_eos": True, "stream": True}  # seconds each
+    body = {"engine": "vllm", "prompt": "Hi", "max_tokens": 2000, "ignore_eos": True, "stream": True}  # seconds each
     try:
         with concurrent.futures.ThreadPoolExecutor(17) as pool:
             streams = [pool.submit(stream, stack, body) for _ in range(16)]
-            wait_for(lambda: stack.status()["vllm"]["in_flight"] == 16, 60, "16 streams in flight", 0.05)
+
+            def under_load():  # every stream has reached the engine (or already ended), and most still run
+                in_flight = stack.status()["vllm"]["in_flight"]
+                return in_flight >= 8 and in_flight + sum(s.done() for s in streams) >= 16 and in_flight
+            # a quiet box streams 16 x 2,000 tiny-model tokens in a few seconds: the first may end before the last
+            # is admitted, so "all 16 in flight at once" is not a condition the test can wait for
+            in_flight = wait_for(under_load, 60, "the 16 streams to reach the engine", 0.05)
+            print(f"\nunloading with {in_flight} of 16 streams in flight")
             unloading = pool.submit(stack.api, "POST", "/v1/models/unload", {"engine": "vllm"})
             state = wait_for(lambda: (s := stack.status()["vllm"])["state"] != "loaded" and s, 10,
                              "the state to leave loaded", 0.02)

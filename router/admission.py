@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -23,11 +24,15 @@ from router.errors import ApiError, EngineUnavailable, InvalidRequest, LoadFaile
 
 if TYPE_CHECKING:
     from router.config import EngineSettings, RouterSettings
-    from router.lifecycle import EngineDetails, LifecycleEvents
+    from router.engine_details import EngineDetails
+    from router.lifecycle_events import LifecycleEvents
     from router.load_queue import FailedLoad
+
+log = logging.getLogger(__name__)
 
 NOTE_SECONDS = 1.0  # how often a waiting request hears why it waits (see proxy.WaitNotes)
 UNAVAILABLE_RETRY_SECONDS = 5.0  # Retry-After of an idle or failed engine (a load may come; the SDK retries twice)
+DRAIN_POLL_SECONDS = 0.05
 Notify = Callable[[str], Awaitable[None]]
 
 
@@ -113,6 +118,17 @@ class Admission:
         finally:
             self.in_flight -= 1
             self.last_used = self.last_request_at = time.monotonic()
+
+    async def drain(self, seconds: float) -> None:
+        """Let the requests in flight finish, for at most `seconds`; streams still running after that end with an
+        error event when the engine stops."""
+        deadline = time.monotonic() + seconds
+        if self.in_flight:
+            log.info("%s: waiting for %d in-flight request(s) to finish", self.engine.name, self.in_flight)
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        if self.in_flight:
+            log.warning("%s: stopping with %d request(s) still in flight", self.engine.name, self.in_flight)
 
     def _servable(self, wanted: str | None) -> bool:
         spec = self.engine.details.spec

@@ -165,7 +165,7 @@ class RouterMetrics:
         self.resends.labels(name)
         self.swap_wait.labels(name)
 
-    # the lifecycle's events (router.lifecycle.LifecycleEvents)
+    # the lifecycle's events (router.lifecycle_events.LifecycleEvents)
     def engine_moved(self, engine: str, source: State, target: State) -> None:
         self.transitions.labels(engine, source.value, target.value).inc()
 

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from engines.spec import LaunchPlan
     from router.config import RouterSettings
     from router.engine_process import EngineProcess
-    from router.lifecycle import EngineDetails, LifecycleEvents
+    from router.engine_details import EngineDetails
+    from router.lifecycle_events import LifecycleEvents
 
 log = logging.getLogger(__name__)
 

@@ -113,7 +113,7 @@ def test_a_client_that_leaves_while_waiting_leaves_no_trace(tmp_path):
 
         raced = Held(manager, None)
         await until(lambda: manager.waiting == 1, what="the second waiter")
-        waiter = manager._waiters[0]
+        waiter = manager.admission.waiters[0]
         sup.ready_pids.add(sup.pid)
         while not waiter.future.done():  # one loop turn at a time: stop right when it is let through
             await asyncio.sleep(0)
@@ -192,9 +192,9 @@ def test_a_queued_load_whose_requests_all_hung_up_is_dropped(tmp_path):
         for_c.cancel()
         with pytest.raises(asyncio.CancelledError):
             await for_c.task
-        assert [p.spec for p in manager._loads] == [B]
+        assert [p.spec for p in manager.queue.loads] == [B]
         started.set()
         await swap
-        await until(lambda: not manager._loads, what="the queue to empty")
+        await until(lambda: not manager.queue.loads, what="the queue to empty")
         assert [p.spec.served_name for p in sup.started_plans] == ["a", "b"] and manager.details.spec == B
     asyncio.run(scenario())

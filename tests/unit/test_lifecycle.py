@@ -11,7 +11,7 @@ import re
 import pytest
 
 from engines.spec import StateFileError, plan_file, read_plan, read_resume, unloaded_on_request
-from router import lifecycle
+from router import load_runner
 from router.engine_state import LEGACY_STATUS, TRANSITIONS, IllegalTransition, State, StateMachine
 from router.errors import EngineUnavailable, LoadFailed, StateNotRecorded
 from tests.unit.fakes import Held, make_manager, no_illegal_transitions, spec, until  # noqa: F401 (an autouse fixture)
@@ -124,7 +124,7 @@ def test_a_plan_that_cannot_be_written_changes_nothing(tmp_path, monkeypatch):
 
         def disk_full(*_):
             raise OSError(28, "No space left on device")
-        monkeypatch.setattr(lifecycle, "write_plan", disk_full)
+        monkeypatch.setattr(load_runner, "write_plan", disk_full)
         with pytest.raises(StateNotRecorded, match="No space left on device.*nothing was changed") as err:
             await manager.load(B)
         assert err.value.status == 507 and err.value.code == "run_folder_full"
@@ -160,7 +160,7 @@ def test_an_interrupted_load_keeps_the_wanted_model_and_resumes_after_a_restart(
 
         restarted, _, _ = make_manager(tmp_path, sup)  # the router comes back
         await restarted.restore(default=A)
-        await until(lambda: not restarted._loads, what="the resumed load")
+        await until(lambda: not restarted.queue.loads, what="the resumed load")
         await restarted.refresh()
         assert restarted.state is State.LOADED and restarted.details.spec == B
         assert sup.started_plans[-1].spec == B

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from engines.spec import ModelSpec, plan_file, read_plan, unloaded_on_request
-from router import lifecycle
+from router import load_runner
 from router.engine_state import State
 from router.errors import LoadFailed, StateNotRecorded
 from router.load_queue import FailedLoad, fingerprint
@@ -40,7 +40,7 @@ def test_a_full_run_folder_during_an_on_demand_load_answers_its_waiter_507(tmp_p
 
         def disk_full(*_):
             raise OSError(28, "No space left on device")
-        monkeypatch.setattr(lifecycle, "write_plan", disk_full)
+        monkeypatch.setattr(load_runner, "write_plan", disk_full)
         asked = time.monotonic()
         with pytest.raises(StateNotRecorded) as err:  # not a TypeError, not a wait that runs out
             async with manager.admitted("b", B, timeout=3):
@@ -167,7 +167,7 @@ def test_an_unreadable_plan_at_restore_does_not_stop_the_default_for_good(tmp_pa
         plan_file(tmp_path, "llamacpp").write_text("{not json")  # a torn or corrupt state file
         again, _, _ = make_manager(tmp_path, sup)
         await again.restore(default=B)
-        await until(lambda: not again._loads and not again._background, what="restore's work")
+        await until(lambda: not again.queue.loads and not again._background, what="restore's work")
         assert not unloaded_on_request(tmp_path, "llamacpp"), "restore wrote the unloaded-on-request marker"
         assert again.state is State.LOADED and again.details.spec == B  # the configured default replaces it
     asyncio.run(scenario())

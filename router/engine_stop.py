@@ -82,7 +82,7 @@ class EngineStop:
                 engine.machine.move(State.ERROR, d.last_error)
                 raise
             forget_group(engine.run_dir, engine.name)
-            d.forget_model()
+            d.went_idle()
             d.last_error = None
             if not engine.machine.move(State.IDLE, "the process tree is gone"):
                 engine.admission.review()
@@ -95,7 +95,7 @@ class EngineStop:
         remembered = Resume(previous, reason, now) if previous else None
         clear_plan(engine.run_dir, engine.name, resume=remembered)
         forget_group(engine.run_dir, engine.name)
-        d.forget_model()
+        d.went_idle()
         d.resume_spec, d.unload_reason, d.unloaded_at = previous, reason, now
         engine.machine.move(State.IDLE, reason)
 

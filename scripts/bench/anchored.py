@@ -57,7 +57,7 @@ def engine_settings(engine: str):
 def engine_threads(engine: str) -> int:
     """The threads the engine computes with: llama-server's -t, else one per physical core (its default, and
     what the probe and llama-bench then use)."""
-    argv = server_command(engine_settings(engine))[0] if engine == "llamacpp" else []
+    argv = server_command(engine, engine_settings(engine))[0] if engine == "llamacpp" else []
     for flag in ("-t", "--threads"):
         if flag in argv[:-1]:
             return int(argv[argv.index(flag) + 1])
@@ -185,7 +185,7 @@ def merge_summaries(earlier: list[dict], new: dict) -> dict:
     return {**new, "commands": old["commands"] + new["commands"], "results": list(results.values())}
 
 
-def server_command(engine: str, settings, options: dict) -> tuple[list[str], dict]:
+def server_command(engine: str, settings, options: dict | None = None) -> tuple[list[str], dict]:
     """The engine's command line and environment as the router started it (its launch plan in run/engines/),
     else what the loaded options and the config's extra_args and env would give."""
     from engines import spec
@@ -196,6 +196,7 @@ def server_command(engine: str, settings, options: dict) -> tuple[list[str], dic
     if plan is not None and plan.argv:
         return plan.argv, plan.env
     extra, env = (list(settings.extra_args), dict(settings.env)) if settings else ([], {})
+    options = options or {}
     if engine == "llamacpp":
         return ["llama-server", *extra], env
     flags = ["--dtype", options.get("dtype", "bfloat16"), "--max-model-len", str(options.get("max_model_len", 8192))]

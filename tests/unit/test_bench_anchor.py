@@ -178,6 +178,7 @@ def test_the_anchor_mirrors_the_command_line_the_router_started(tmp_path, monkey
                                               {"LLAMA_ARG_FLASH_ATTN": "on"}))
     assert anchored.server_command("llamacpp", None, {}) == (argv, {"LLAMA_ARG_FLASH_ATTN": "on"})
     assert anchor.bench_flags(argv[1:], {}) == ["--repack", "0", "-t", "4"]
+    assert anchored.engine_threads("llamacpp") == 4  # the probe and llama-bench compute with the server's -t
 
 
 def test_a_resumed_run_keeps_the_earlier_tool_results_it_does_not_redo():

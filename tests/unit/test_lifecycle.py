@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,16 @@ def test_every_transition_is_in_the_table_or_refused(source, target, caplog):
             assert machine.state is source
             caplog.clear()  # refused as it should be: not a finding for the no_illegal_transitions check
     asyncio.run(scenario())
+
+
+def test_the_state_diagram_in_the_architecture_doc_is_the_transition_table():
+    """docs/ARCHITECTURE.md draws the table as a Mermaid diagram: every arrow is an allowed move, and every
+    allowed move is drawn."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md").read_text()
+    diagram = doc.split("stateDiagram-v2", 1)[1].split("```", 1)[0]
+    drawn = set(re.findall(r"^\s*([a-z]+) --> ([a-z]+)", diagram, re.M))
+    allowed = {(source.value, target.value) for source, targets in TRANSITIONS.items() for target in targets}
+    assert drawn == allowed, f"drawn, not allowed: {drawn - allowed}; allowed, not drawn: {allowed - drawn}"
 
 
 def test_status_keeps_the_original_four_values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from engines.registry import ADAPTERS, ENGINE_NAMES
+from router.auth import audience
 from router.engine_state import LEGACY_STATUS, State
 from router.state import ENGINES
 
@@ -165,6 +166,7 @@ def build_spec(load_examples: list[dict] | None = None) -> dict:
 
 
 @routes.get("/openapi.json")
+@audience("open")
 async def openapi(request: web.Request) -> web.Response:
     loaded = [{"engine": name, "model_path": m.details.spec.catalog_name or m.details.spec.path}
               for name, m in request.app[ENGINES].items() if m.state is State.LOADED and m.details.spec]

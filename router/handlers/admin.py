@@ -9,6 +9,7 @@ from aiohttp import web
 
 from engines.memory import memory_pool
 from engines.registry import ADAPTERS
+from router.auth import audience
 from router.errors import InvalidRequest, without_log_lines
 from router.lifecycle import EngineManager
 from router.models import resolve_spec
@@ -79,6 +80,7 @@ def engine_named(request: web.Request, value: object) -> EngineManager:
 
 
 @routes.get("/health")
+@audience("open")
 async def health(request: web.Request) -> web.Response:
     engines = request.app[ENGINES]
     return web.json_response({"status": "ok",
@@ -88,6 +90,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/status")
+@audience("open")
 async def status(request: web.Request) -> web.Response:
     """The engines are the only top-level keys, as the original API documented."""
     engines, followers = request.app[ENGINES], request.app[LOG_FOLLOWERS]
@@ -100,6 +103,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/models/load")
+@audience("admin")
 async def load(request: web.Request) -> web.Response:
     body = await json_object(request)
     unknown = set(body) - LOAD_KEYS - OPTION_KEYS
@@ -128,6 +132,7 @@ async def load(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/models/unload")
+@audience("admin")
 async def unload(request: web.Request) -> web.Response:
     body = await json_object(request)
     manager = engine_named(request, body.get("engine"))
@@ -136,6 +141,7 @@ async def unload(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/config/reload")
+@audience("admin")
 async def reload_config(request: web.Request) -> web.Response:
     """Re-read models.yaml (SIGHUP does the same); restart only engines whose model's arguments changed."""
     # shielded: a client that hangs up must not leave a reload half applied

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from router.auth import audience
 from router.errors import ApiError, InvalidRequest, NotFound, TooManyRequests
 from router.state import ENGINES, LOG_FOLLOWERS, SUPERVISOR
 from router.supervisor import Supervisor, SupervisorError
@@ -191,6 +192,7 @@ def wants_text(request: web.Request) -> bool:
 
 
 @routes.get("/v1/engines/{engine}/logs")
+@audience("admin")
 async def engine_logs(request: web.Request) -> web.StreamResponse:
     name = request.match_info["engine"]
     engines = request.app[ENGINES]

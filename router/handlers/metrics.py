@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from router.auth import audience
 from router.engine_state import State
 from router.errors import NotFound, UpstreamError
 from router.state import ENGINES, HTTP, METRICS
@@ -37,11 +38,13 @@ def add_labels(text: bytes, labels: dict[str, str]) -> bytes:
 
 
 @routes.get("/metrics")
+@audience("open")
 async def router_metrics(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @routes.get("/metrics/engines/{engine}")
+@audience("open")
 async def engine_metrics(request: web.Request) -> web.Response:
     engines = request.app[ENGINES]
     manager = engines.get(request.match_info["engine"])

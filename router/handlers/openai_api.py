@@ -8,6 +8,7 @@ import time
 
 from aiohttp import web
 
+from router.auth import audience
 from router.errors import ApiError
 from router.metrics import RequestRecord
 from router.models import infer_engine, route_request
@@ -68,16 +69,19 @@ async def relay(request: web.Request, endpoint: str) -> web.StreamResponse:
 
 
 @routes.post("/v1/completions")
+@audience("inference")
 async def completions(request: web.Request) -> web.StreamResponse:
     return await relay(request, "/v1/completions")
 
 
 @routes.post("/v1/chat/completions")
+@audience("inference")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await relay(request, "/v1/chat/completions")
 
 
 @routes.get("/v1/models")
+@audience("inference")
 async def list_models(request: web.Request) -> web.Response:
     """With keys set, `path` (where the model lies on the box) is shown to admins only; others get null."""
     engines, config = request.app[ENGINES], request.app[CONFIG].current

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from engines.registry import ADAPTERS, ENGINE_NAMES
+from router.auth import Audience, audience, route_audiences
 from router.engine_state import LEGACY_STATUS, State
 from router.state import ENGINES
 
@@ -95,77 +96,80 @@ def _inference(summary: str, operation_id: str, prompt_field: dict) -> dict:
         **prompt_field}}
     # 4xx and 500 may be the engine's own answer, passed through; 502-504 are always the router's
     return {"post": {"summary": summary, "operationId": operation_id, "requestBody": _json_body(schema),
-                     "responses": _protected(_answers(
+                     "responses": _answers(
                          "the engine's answer (a JSON object, or server-sent events when `stream` is true)",
                          400, 404, 408, 409, 413, 415, 422, 429, 500, 502, 503, 504, 507, stream=True,
-                         error_schema=ENGINE_ERROR))}}
+                         error_schema=ENGINE_ERROR)}}
 
 
-def build_spec(load_examples: list[dict] | None = None) -> dict:
-    """`load_examples`: load bodies that work on this router now (clients and fuzzers start from them)."""
+def build_spec(audiences: dict[tuple[str, str], Audience], load_examples: list[dict] | None = None) -> dict:
+    """`audiences`: who may call each route (router.auth.route_audiences), which decides what needs a key here.
+    `load_examples`: load bodies that work on this router now (clients and fuzzers start from them)."""
     load_schema = {"type": "object", "required": ["model_path"], "additionalProperties": False,
                    "properties": {"model_path": {"type": "string"}, "model": {"type": "string"},
                                   "engine": ENGINE, "force": {"type": "boolean"}, **_option_schema()}}
     if load_examples:
         load_schema["examples"] = load_examples
-    loaded = _protected(_answers("loaded", 400, 404, 408, 409, 413, 415, 500, 507, schema=LOADED))
+    loaded = _answers("loaded", 400, 404, 408, 409, 413, 415, 500, 507, schema=LOADED)
     loaded["200"]["links"] = LOADED_LINKS
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "unified-llm router", "version": "0.1.0"},
-        "paths": {
-            "/health": {"get": {"summary": "router liveness and engine readiness",
-                                "responses": _answers("router is up")}},
-            "/v1/status": {"get": {"summary": "per-engine status", "responses": _answers("status", schema=STATUS)}},
-            "/v1/models": {"get": {"summary": "catalog and loaded models",
-                                   "responses": _protected(_answers("model list"))}},
-            "/v1/models/load": {"post": {"summary": "load a model into an engine",
-                                         "requestBody": _json_body(load_schema),
-                                         "operationId": "load", "responses": loaded}},
-            "/v1/models/unload": {"post": {
-                "summary": "stop an engine's model", "operationId": "unload",
-                "requestBody": _json_body({"type": "object", "required": ["engine"],
-                                           "properties": {"engine": ENGINE}}),
-                "responses": _protected(_answers("unloaded", 400, 408, 413, 415, 500, 507))}},
-            "/v1/completions": _inference("OpenAI text completion", "complete", {"prompt": {"type": "string"}}),
-            "/v1/chat/completions": _inference("OpenAI chat completion", "chat", {"messages": {"type": "array"}}),
-            "/v1/config/reload": {"post": {"summary": "re-read models.yaml; restart only engines that changed",
-                                           "responses": _protected(_answers("what changed", 400, 415))}},
-            "/metrics": {"get": {"summary": "the router's Prometheus metrics",
-                                 "responses": {"200": {"description": "Prometheus text format"}}}},
-            "/metrics/engines/{engine}": {"get": {
-                "summary": "one engine's own Prometheus metrics, with engine and model labels added",
-                "parameters": [{"name": "engine", "in": "path", "required": True, "schema": ENGINE}],
-                "responses": {"200": {"description": "Prometheus text format"},
-                              "404": {"description": "unknown engine",
-                                      "content": {"application/json": {"schema": ERROR}}}}}},
-            "/v1/engines/{engine}/logs": {"get": {
-                "summary": "the tail of an engine's own log (its supervisord program output); follow=1 streams it",
-                "parameters": [
-                    {"name": "engine", "in": "path", "required": True, "schema": ENGINE},
-                    {"name": "lines", "in": "query", "description": "how many of the last lines (default 100)",
-                     "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
-                    {"name": "follow", "in": "query", "schema": {"enum": ["1", "true", "0", "false"]},
-                     "description": "stream new lines as server-sent events `data: {\"line\": ...}` until the "
-                                    "client leaves"}],
-                "responses": _protected(_answers('{"engine": ..., "lines": [...]} (text/plain with Accept: '
-                                                 'text/plain)', 400, 404, 429, 503, stream=True))}},
-            "/openapi.json": {"get": {"summary": "this document", "responses": _answers("OpenAPI document")}},
-            "/": {"get": {"summary": "the chat web UI (open without a key; it asks for one when the API needs it)",
-                          "responses": {"200": {"description": "the page",
-                                                "content": {"text/html": {"schema": {"type": "string"}}}}}}},
-            "/static/{path}": {"get": {
-                "summary": "the chat UI's assets (CSS, JavaScript, vendored libraries)",
-                "parameters": [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "the file"},
-                              "404": {"description": "no such asset",
-                                      "content": {"application/json": {"schema": ERROR}}}}}},
-        },
+    paths = {
+        "/health": {"get": {"summary": "router liveness and engine readiness", "responses": _answers("router is up")}},
+        "/v1/status": {"get": {"summary": "per-engine status", "responses": _answers("status", schema=STATUS)}},
+        "/v1/models": {"get": {"summary": "catalog and loaded models", "responses": _answers("model list")}},
+        "/v1/models/load": {"post": {"summary": "load a model into an engine",
+                                     "requestBody": _json_body(load_schema),
+                                     "operationId": "load", "responses": loaded}},
+        "/v1/models/unload": {"post": {
+            "summary": "stop an engine's model", "operationId": "unload",
+            "requestBody": _json_body({"type": "object", "required": ["engine"],
+                                       "properties": {"engine": ENGINE}}),
+            "responses": _answers("unloaded", 400, 408, 413, 415, 500, 507)}},
+        "/v1/completions": _inference("OpenAI text completion", "complete", {"prompt": {"type": "string"}}),
+        "/v1/chat/completions": _inference("OpenAI chat completion", "chat", {"messages": {"type": "array"}}),
+        "/v1/config/reload": {"post": {"summary": "re-read models.yaml; restart only engines that changed",
+                                       "responses": _answers("what changed", 400, 415)}},
+        "/metrics": {"get": {"summary": "the router's Prometheus metrics",
+                             "responses": {"200": {"description": "Prometheus text format"}}}},
+        "/metrics/engines/{engine}": {"get": {
+            "summary": "one engine's own Prometheus metrics, with engine and model labels added",
+            "parameters": [{"name": "engine", "in": "path", "required": True, "schema": ENGINE}],
+            "responses": {"200": {"description": "Prometheus text format"},
+                          "404": {"description": "unknown engine",
+                                  "content": {"application/json": {"schema": ERROR}}}}}},
+        "/v1/engines/{engine}/logs": {"get": {
+            "summary": "the tail of an engine's own log (its supervisord program output); follow=1 streams it",
+            "parameters": [
+                {"name": "engine", "in": "path", "required": True, "schema": ENGINE},
+                {"name": "lines", "in": "query", "description": "how many of the last lines (default 100)",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+                {"name": "follow", "in": "query", "schema": {"enum": ["1", "true", "0", "false"]},
+                 "description": "stream new lines as server-sent events `data: {\"line\": ...}` until the "
+                                "client leaves"}],
+            "responses": _answers('{"engine": ..., "lines": [...]} (text/plain with Accept: text/plain)',
+                                  400, 404, 429, 503, stream=True)}},
+        "/openapi.json": {"get": {"summary": "this document", "responses": _answers("OpenAPI document")}},
+        "/": {"get": {"summary": "the chat web UI (open without a key; it asks for one when the API needs it)",
+                      "responses": {"200": {"description": "the page",
+                                            "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/static/{path}": {"get": {
+            "summary": "the chat UI's assets (CSS, JavaScript, vendored libraries)",
+            "parameters": [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the file"},
+                          "404": {"description": "no such asset",
+                                  "content": {"application/json": {"schema": ERROR}}}}}},
     }
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            who = audiences.get((method.upper(), path), Audience.ADMIN)  # not served: fail closed
+            operation["x-audience"] = who.value
+            if who is not Audience.OPEN:
+                operation["responses"] = _protected(operation["responses"])
+    return {"openapi": "3.1.0", "info": {"title": "unified-llm router", "version": "0.1.0"}, "paths": paths}
 
 
 @routes.get("/openapi.json")
+@audience("open")
 async def openapi(request: web.Request) -> web.Response:
     loaded = [{"engine": name, "model_path": m.details.spec.catalog_name or m.details.spec.path}
               for name, m in request.app[ENGINES].items() if m.state is State.LOADED and m.details.spec]
-    return web.json_response(build_spec(loaded))
+    return web.json_response(build_spec(route_audiences(request.app.router), loaded))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from router.auth import audience
 from router.errors import NotFound
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -27,11 +28,13 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/")
+@audience("open")
 async def page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
 
 @routes.get("/static/{path:.+}")
+@audience("open")
 async def asset(request: web.Request) -> web.FileResponse:
     path = ASSETS.get(request.match_info["path"])
     if path is None:

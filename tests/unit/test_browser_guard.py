@@ -12,14 +12,15 @@ import pytest
 from aiohttp import web
 
 from router.app import openai_errors
-from router.auth import Keys, auth_middleware
+from router.auth import Keys, audience, auth_middleware
 from router.browser_guard import add_cors_headers, browser_guard, host_name, same_origin, trusted_host
 from router.config import ConfigError, parse_config
 from router.requests import json_bodies
 from router.state import CONFIG, LiveConfig
 
-ROUTES = [("POST", "/v1/models/load"), ("POST", "/v1/models/unload"), ("POST", "/v1/config/reload"),
-          ("POST", "/v1/completions"), ("GET", "/v1/status"), ("GET", "/v1/models")]
+ROUTES = [("POST", "/v1/models/load", "admin"), ("POST", "/v1/models/unload", "admin"),
+          ("POST", "/v1/config/reload", "admin"), ("POST", "/v1/completions", "inference"),
+          ("GET", "/v1/status", "open"), ("GET", "/v1/models", "inference")]
 APP_ORIGIN = "https://app.example.org"
 
 
@@ -30,15 +31,17 @@ def config(**router):
 
 async def call(requests: list[dict], keys: Keys = Keys(), live=None) -> list[tuple[int, dict, str]]:
     """Each request (method, path, headers, data) against an app with the router's middlewares in its order."""
-    async def ok(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+    def ok(declared: str):
+        async def answer(request: web.Request) -> web.Response:
+            return web.json_response({"ok": True})
+        return audience(declared)(answer)
 
     app = web.Application(middlewares=[openai_errors, browser_guard(keys), json_bodies, auth_middleware(keys)])
     app[CONFIG] = live or LiveConfig(config(allowed_origins=f"[{APP_ORIGIN}]", allowed_hosts="[router]"),
                                      Path("models.yaml"))
     app.on_response_prepare.append(add_cors_headers)
-    for method, path in ROUTES:
-        app.router.add_route(method, path, ok)
+    for method, path, declared in ROUTES:
+        app.router.add_route(method, path, ok(declared))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -68,7 +71,7 @@ BODY = b'{"engine": "llamacpp"}'
 
 
 def test_a_cross_site_page_cannot_post_to_any_route():
-    for method, path in ROUTES:
+    for method, path, _ in ROUTES:
         if method != "POST":
             continue
         results = asyncio.run(call([
@@ -122,7 +125,8 @@ def test_every_post_body_must_be_json():
 
 def test_a_foreign_host_name_is_refused_while_the_api_has_no_key():
     results = asyncio.run(call([{"method": method, "path": path, "data": BODY if method == "POST" else None,
-                                 "headers": {**JSON, "Host": "rebound.evil.example:PORT"}} for method, path in ROUTES]))
+                                 "headers": {**JSON, "Host": "rebound.evil.example:PORT"}}
+                                for method, path, _ in ROUTES]))
     for status, body, _ in results:
         assert status == 421, body
         assert body["error"]["code"] == "host_not_allowed" and "router.allowed_hosts" in body["error"]["message"]

@@ -270,3 +270,24 @@ def test_benchmark_evaluation_and_quality_report_on_the_real_model(real, tmp_pat
         "--max-tokens", "200")
     report = (tmp_path / "quality" / "report.md").read_text()
     assert model in report and MODELS["vllm"] in report
+
+
+def test_vllm_benchmark_beside_vllm_bench_latency_run_as_the_server_runs(real, tmp_path):
+    """`--vllm-bench`: vLLM's own tool on the served folder with the server's engine flags (the catalog starts
+    SmolLM2 eager; a compiled tool beside an eager server measured two different engines), ours ÷ its figure."""
+    model = MODELS["vllm"]
+    run(real, "benchmark_full.py", model, "--engine", "vllm", "--router", real.base_url, "--keep-options",
+        "--output-dir", str(tmp_path), "--lengths", "16", "--repeats", "1", "--parallel", "--depths", "0",
+        "--prefill", "64", "--decode", "16", "--depth-repeats", "1", "--vllm-bench")
+    summary = json.loads((tmp_path / model / "summary.json").read_text())
+    (tool,) = summary["anchor"]
+    assert tool["tool"] == "vllm bench latency" and tool["error"] is None, tool
+    assert all("--enforce-eager" in command for command in tool["commands"]), tool["commands"]
+    assert all("--port" not in command and "--served-model-name" not in command for command in tool["commands"])
+    rows = {(row["test"], row["depth"]): row for row in tool["results"]}
+    assert set(rows) == {("pp", 0), ("tg", 0)} and all(row["tokens_per_s"] > 0 for row in rows.values())
+    for row in summary["depth"]:
+        theirs = row["anchors"]["vllm bench latency"]
+        assert theirs["ratio"] > 0
+        print(f"\nvLLM {row['name']}: ours {row['tokens_per_s']:.1f} tokens/s, vllm bench latency "
+              f"{theirs['tokens_per_s']:.1f}, ours ÷ theirs {theirs['ratio']:.2f}")

@@ -86,7 +86,7 @@ def test_two_engines_loading_at_once_under_a_reserve_that_fits_one_are_never_bot
             status = stack.status()
             seen.append((time.monotonic(), status["vllm"]["state"], status["llamacpp"]["state"]))
             available.append(psutil.virtual_memory().available)
-            time.sleep(0.1)
+            watching.wait(0.1)  # a sample every tenth of a second until told to stop
     try:
         with stack.router_settings(memory_reserve_gib=round(reserve, 2), load_timeout_seconds=SLOW_BOX):
             watcher = threading.Thread(target=watch, daemon=True)

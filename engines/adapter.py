@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from engines.memory import MemoryEstimate
+    from engines.model_files import EngineFiles
     from engines.spec import LaunchPlan, ModelSpec
 
 
@@ -20,6 +21,7 @@ class EngineAdapter(Protocol):
     READY_PATHS: tuple[str, ...]  # GET paths that all answer 200 once the model is served
     METRICS_PATH: str  # its own Prometheus metrics
     REUSABLE_AFTER_STREAM: bool  # whether a pooled connection may carry another request after a stream
+    FILES: EngineFiles  # its model format and binary, as the launcher and the router check them
 
     def build_command(self, spec: ModelSpec, port: int, extra_args: list[str], binary: str | None = None
                       ) -> list[str]:

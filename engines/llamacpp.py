@@ -7,9 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engines import build, memory
 from engines.device import cpu_has_amx, has_cuda_gpu
+from engines.model_files import GGUF_FILE
 from engines.spec import LaunchPlan, ModelSpec
 
 NAME = "llamacpp"
+FILES = GGUF_FILE
 READY_PATHS = ("/health",)  # 503 while loading, 200 when ready
 METRICS_PATH = "/metrics"  # needs --metrics; exposes llamacpp:* series
 # cpp-httplib closes the connection after every streamed answer while announcing keep-alive: a pooled client

@@ -12,9 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engines import memory
 from engines.device import has_cuda_gpu
+from engines.model_files import HUGGING_FACE_FOLDER
 from engines.spec import LaunchPlan, ModelSpec
 
 NAME = "vllm"
+FILES = HUGGING_FACE_FOLDER
 READY_PATHS = ("/health", "/v1/models")  # both answer 200 only once the model is served
 METRICS_PATH = "/metrics"
 REUSABLE_AFTER_STREAM = True  # uvicorn keeps the connection open after a stream

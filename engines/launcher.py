@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from engines import model_files
 from engines.environment import engine_environment, redacted_argv
-from engines.model_files import MISSING_BINARY, check_model
 from engines.process_group import TOKEN_ENV, kill_leftovers, record_group
 from engines.spec import ENGINE_NAMES, StateFileError, read_plan, run_dir
 
@@ -39,11 +39,12 @@ def main(argv: list[str]) -> None:
         fail(engine, "no model requested; load one with POST /v1/models/load", 2)
     if not plan.argv:
         fail(engine, "the launch plan predates this version; the router rewrites it at its next start", 78)
-    problem = check_model(engine, Path(plan.spec.path))
+    files = model_files.BY_ENGINE[engine]
+    problem = files.check_model(Path(plan.spec.path))
     if problem:
         fail(engine, problem, 3)
     if not os.access(plan.argv[0], os.X_OK):
-        fail(engine, MISSING_BINARY[engine].format(path=plan.argv[0]), 127)
+        fail(engine, files.missing_binary(plan.argv[0]), 127)
 
     leftovers = kill_leftovers(run, engine)
     if leftovers:

@@ -1,14 +1,17 @@
-"""llama.cpp's llama-server: model spec → command line, readiness, metrics."""
+"""llama.cpp's llama-server: model spec → command line, readiness, metrics. This module is the llama.cpp
+`EngineAdapter` (engines/adapter.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from engines import build, memory
 from engines.device import cpu_has_amx, has_cuda_gpu
-from engines.spec import ModelSpec
+from engines.model_files import GGUF_FILE
+from engines.spec import LaunchPlan, ModelSpec
 
+NAME = "llamacpp"
+FILES = GGUF_FILE
 READY_PATHS = ("/health",)  # 503 while loading, 200 when ready
 METRICS_PATH = "/metrics"  # needs --metrics; exposes llamacpp:* series
 # cpp-httplib closes the connection after every streamed answer while announcing keep-alive: a pooled client
@@ -33,10 +36,11 @@ class Options(BaseModel):
     repack: bool | None = None
 
 
-def build_command(spec: ModelSpec, port: int, extra_args: list[str], binary: Path) -> list[str]:
+def build_command(spec: ModelSpec, port: int, extra_args: list[str], binary: str | None = None) -> list[str]:
+    """`binary`: the settings' llama-server, else $LLAMA_SERVER_BIN, else the setup script's build."""
     opts = Options(**spec.options)
     argv = [
-        str(binary),
+        str(build.find_binary(binary)),
         "-m", spec.path,
         "--host", "127.0.0.1", "--port", str(port),
         "-c", str(opts.ctx_size),
@@ -55,3 +59,7 @@ def build_command(spec: ModelSpec, port: int, extra_args: list[str], binary: Pat
 
 def default_env() -> dict[str, str]:
     return {}
+
+
+def estimate_memory(plan: LaunchPlan) -> memory.MemoryEstimate:
+    return memory.llamacpp_estimate(plan)

@@ -2,7 +2,8 @@
 
 On a GB10 (Grace + Blackwell) both engines draw on one pool of unified memory, and running it dry can freeze the
 whole machine; on a CPU-only box the same holds for RAM. The router refuses a load whose estimate would leave
-less than a reserve free (router/memory_guard.py); these are the estimates it uses:
+less than a reserve free (router/memory_guard.py); these are the estimates it uses (each engine's adapter,
+`estimate_memory`, gives its own):
 
 - llama.cpp: the GGUF's size (all its split parts) plus the KV cache for `-c` cells in total (llama-server
   shares them out among its `--parallel` slots), from the GGUF's own metadata: layers x cells x KV heads x
@@ -85,13 +86,6 @@ def _nvidia_smi_memory_total() -> int | None:
     return int(float(out)) * (1 << 20) if out.replace(".", "", 1).isdigit() else None  # MiB
 
 
-def estimate(plan: LaunchPlan) -> MemoryEstimate:
-    """The memory `plan` will take once loaded. OSError or ValueError when the model cannot be read."""
-    if plan.spec.engine == "llamacpp":
-        return _llamacpp(plan)
-    return _vllm(plan)
-
-
 def _arg(argv: list[str], *names: str) -> str | None:
     """The value of the last of `names` on the command line (later flags win, as in the engines)."""
     value = None
@@ -132,7 +126,7 @@ def gguf_kv_shape(path: Path) -> tuple[int, int, int]:
     return layers, kv_heads, field("attention.key_length", head_dim) + field("attention.value_length", head_dim)
 
 
-def _llamacpp(plan: LaunchPlan) -> MemoryEstimate:
+def llamacpp_estimate(plan: LaunchPlan) -> MemoryEstimate:
     path = Path(plan.spec.path)
     weights = sum(part.stat().st_size for part in gguf_parts(path))
     cells = int(_arg(plan.argv, "-c", "--ctx-size") or plan.spec.options.get("ctx_size", 8192))
@@ -146,7 +140,7 @@ def _llamacpp(plan: LaunchPlan) -> MemoryEstimate:
     return MemoryEstimate(weights + kv_cache, weights, kv_cache, 0, basis, memory_pool())
 
 
-def _vllm(plan: LaunchPlan) -> MemoryEstimate:
+def vllm_estimate(plan: LaunchPlan) -> MemoryEstimate:
     pool = memory_pool()
     utilization = float(_arg(plan.argv, "--gpu-memory-utilization")
                         or plan.spec.options.get("gpu_memory_utilization", 0.9))

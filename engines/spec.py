@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ENGINE_NAMES = ("vllm", "llamacpp")
+ENGINE_NAMES = ("vllm", "llamacpp")  # the first also takes a model path no engine's format claims (a folder)
 PROJECT_HOME = Path(__file__).resolve().parent.parent
 
 

@@ -1,4 +1,5 @@
-"""vLLM's OpenAI server: model spec → command line, readiness, metrics, Mistral quirks."""
+"""vLLM's OpenAI server: model spec → command line, readiness, metrics, Mistral quirks. This module is the vLLM
+`EngineAdapter` (engines/adapter.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engines import memory
 from engines.device import has_cuda_gpu
-from engines.spec import ModelSpec
+from engines.model_files import HUGGING_FACE_FOLDER
+from engines.spec import LaunchPlan, ModelSpec
 
+NAME = "vllm"
+FILES = HUGGING_FACE_FOLDER
 READY_PATHS = ("/health", "/v1/models")  # both answer 200 only once the model is served
 METRICS_PATH = "/metrics"
 REUSABLE_AFTER_STREAM = True  # uvicorn keeps the connection open after a stream
@@ -50,7 +55,8 @@ def model_context_limit(model_dir: Path) -> int | None:
     return None
 
 
-def build_command(spec: ModelSpec, port: int, extra_args: list[str]) -> list[str]:
+def build_command(spec: ModelSpec, port: int, extra_args: list[str], binary: str | None = None) -> list[str]:
+    """`binary` is not used: vLLM runs on the router's own Python."""
     opts = Options(**spec.options)
     model_dir = Path(spec.path)
     limit = model_context_limit(model_dir)
@@ -74,3 +80,7 @@ def build_command(spec: ModelSpec, port: int, extra_args: list[str]) -> list[str
 
 def default_env() -> dict[str, str]:
     return {} if has_cuda_gpu() else dict(CPU_ENV)
+
+
+def estimate_memory(plan: LaunchPlan) -> memory.MemoryEstimate:
+    return memory.vllm_estimate(plan)

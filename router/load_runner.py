@@ -25,6 +25,7 @@ from router.memory_guard import InsufficientMemory, Reservation
 from router.metrics import sample_tree
 
 if TYPE_CHECKING:
+    from engines.adapter import EngineAdapter
     from router.admission import Admission
     from router.config import RouterSettings
     from router.engine_details import EngineDetails
@@ -45,6 +46,7 @@ RESIDENCY_POLL_SECONDS = 0.1
 class LoadHost(Protocol):
     """The engine's manager as its loads see it."""
     name: str
+    adapter: "EngineAdapter"
     run_dir: Path
     details: "EngineDetails"
     machine: StateMachine
@@ -202,7 +204,7 @@ class LoadRunner:
         the engine reports it."""
         engine = self.engine
         try:
-            estimate = await asyncio.to_thread(memory.estimate, plan)
+            estimate = await asyncio.to_thread(engine.adapter.estimate_memory, plan)
         except Exception as exc:  # noqa: BLE001 (a malformed file can fail the GGUF reader in any way)
             log.warning("%s: no memory estimate for %s: %s", engine.name, plan.spec.served_name, exc)
             return None

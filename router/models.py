@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import ValidationError
 
-from engines.model_files import check_model
-from engines.registry import ADAPTERS, ENGINE_NAMES
+from engines.registry import ADAPTERS, ENGINE_NAMES, guess_engine
 from engines.spec import ModelSpec
 from router.config import Config, model_roots
 from router.engine_state import State
@@ -57,10 +56,6 @@ def confine_path(config: Config, raw: str) -> Path:
                    f"({', '.join(str(r) for r in roots)})", param="model_path", code="model_not_found")
 
 
-def guess_engine(path: Path) -> str:
-    return "llamacpp" if path.suffix == ".gguf" else "vllm"
-
-
 def resolve_spec(config: Config, name: str, engine: str | None, options: dict[str, Any]) -> ModelSpec:
     if engine is not None and engine not in ENGINE_NAMES:
         raise InvalidRequest(f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_NAMES)}",
@@ -85,7 +80,7 @@ def resolve_spec(config: Config, name: str, engine: str | None, options: dict[st
         field = ".".join(str(p) for p in err["loc"])
         raise InvalidRequest(f"invalid {engine} option {field}: {err['msg']}", param=field,
                              code="invalid_option") from exc
-    problem = check_model(engine, path)
+    problem = adapter.FILES.check_model(path)
     if problem:
         raise InvalidRequest(problem, param="model_path", code="wrong_model_format")
     return ModelSpec(engine=engine, path=str(path), served_name=served_name, options=typed.model_dump(),

@@ -17,7 +17,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-READY_PATHS = {"vllm": ("/health", "/v1/models"), "llamacpp": ("/health",)}  # as engines/<engine>.py
+from engines.registry import ADAPTERS
+
 POLL_S = 0.05
 # vLLM's start-up, phase by phase: each ends at the first log line that contains its text (the log's clock has
 # whole seconds, so phases are good to about a second).
@@ -111,7 +112,7 @@ def direct_start(engine: str, plan: dict, log_path: Path, timeout: float, env: d
                                 env={**os.environ, **plan["env"], **(env or {})}, start_new_session=True)
         try:
             deadline = started + timeout
-            while not ready(base, READY_PATHS[engine]):
+            while not ready(base, ADAPTERS[engine].READY_PATHS):
                 if proc.poll() is not None:
                     raise RuntimeError(f"exited with {proc.returncode}")
                 if time.perf_counter() > deadline:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.admin import Router, RouterError
+from engines.registry import guess_engine
 
 PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_ROUTER = "http://127.0.0.1:8080"
@@ -126,11 +127,11 @@ def resolve(args: Namespace, router: Router | None) -> Target:
         engine, path, label = entry["engine"], entry["id"], args.label or entry["id"]
     elif REPO_ID.match(args.model) and not Path(args.model).exists():
         local = download(args)
-        engine = "llamacpp" if local.suffix == ".gguf" else "vllm"
+        engine = guess_engine(local)
         path, label = str(local), args.label or (local.stem if local.suffix == ".gguf" else local.name)
     else:
         path = args.model
-        engine = args.engine or ("llamacpp" if path.endswith(".gguf") else "vllm")
+        engine = args.engine or guess_engine(Path(path))
         label = args.label or (Path(path).stem if path.endswith(".gguf") else Path(path).name)
     if args.engine and args.engine != engine:
         raise RouterError(f"{args.model} is a {engine} model, not {args.engine}")

@@ -82,7 +82,7 @@ def test_state_files_are_the_owners_alone(tmp_path):
 
 
 def test_a_model_that_is_not_on_disk_is_refused_with_a_clear_message(tmp_path):
-    from engines.model_files import check_model
-    for engine in ("vllm", "llamacpp"):
-        problem = check_model(engine, tmp_path / "Qwen3-0.6B")
+    from engines.registry import ADAPTERS
+    for adapter in ADAPTERS.values():
+        problem = adapter.FILES.check_model(tmp_path / "Qwen3-0.6B")
         assert "does not exist" in problem and "scripts/download_model.py" in problem and "offline" in problem

@@ -11,6 +11,7 @@ import pytest
 
 from engines import memory
 from engines.memory import GiB, MemoryEstimate, VLLM_CPU_RUNTIME, gguf_kv_shape, gguf_parts
+from engines.registry import ADAPTERS
 from engines.spec import LaunchPlan, ModelSpec
 from router.engine_state import State
 from router.memory_guard import InsufficientMemory, check_fits
@@ -34,10 +35,14 @@ def gguf_plan(path: Path, ctx_size: int = 2048, extra: tuple[str, ...] = ()) -> 
                       {})
 
 
+def estimate_for(plan: LaunchPlan) -> MemoryEstimate:
+    return ADAPTERS[plan.spec.engine].estimate_memory(plan)  # as a load asks for it (router/load_runner.py)
+
+
 def test_the_tiny_gguf_estimate_matches_a_hand_computation_from_its_metadata():
     # its metadata (scripts/build_tiny_models.py): 2 layers, 1 KV head, key and value length 64
     assert gguf_kv_shape(TINY_GGUF) == (2, 1, 64 + 64)
-    estimate = memory.estimate(gguf_plan(TINY_GGUF))
+    estimate = estimate_for(gguf_plan(TINY_GGUF))
     kv_cache = 2 * 2048 * 1 * (64 + 64) * 2  # layers x cells x KV heads x (K+V length) x f16 bytes = 1 MiB
     assert estimate.kv_cache_bytes == kv_cache == 1 << 20
     assert estimate.weights_bytes == TINY_GGUF.stat().st_size
@@ -46,9 +51,9 @@ def test_the_tiny_gguf_estimate_matches_a_hand_computation_from_its_metadata():
 
 
 def test_a_quantised_kv_cache_and_a_longer_context_change_the_estimate():
-    f16 = memory.estimate(gguf_plan(TINY_GGUF, 8192)).kv_cache_bytes
+    f16 = estimate_for(gguf_plan(TINY_GGUF, 8192)).kv_cache_bytes
     assert f16 == 4 << 20
-    q8 = memory.estimate(gguf_plan(TINY_GGUF, 8192, ("-ctk", "q8_0", "--cache-type-v=q8_0"))).kv_cache_bytes
+    q8 = estimate_for(gguf_plan(TINY_GGUF, 8192, ("-ctk", "q8_0", "--cache-type-v=q8_0"))).kv_cache_bytes
     assert q8 == int(2 * 8192 * 1 * 128 * 34 / 32)
 
 
@@ -62,7 +67,7 @@ def test_a_vllm_cpu_estimate_is_weights_plus_kv_space_plus_runtime():
     folder = MODELS / "tiny-llama-a"
     spec = ModelSpec("vllm", str(folder), "tiny-llama-a", {"max_model_len": 2048})
     weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
-    estimate = memory.estimate(LaunchPlan(spec, 8001, ["python", "-m", "vllm"], {"VLLM_CPU_KVCACHE_SPACE": "1"}))
+    estimate = estimate_for(LaunchPlan(spec, 8001, ["python", "-m", "vllm"], {"VLLM_CPU_KVCACHE_SPACE": "1"}))
     assert weights > 0 and estimate.weights_bytes == weights
     assert estimate.total_bytes == weights + GiB + VLLM_CPU_RUNTIME
 
@@ -124,7 +129,8 @@ class Box:
 
 def two_engines(tmp_path, monkeypatch, box: Box, estimate_gib: float):
     from router import load_runner, memory_guard
-    monkeypatch.setattr(load_runner.memory, "estimate", lambda plan: estimate_of(estimate_gib))
+    for adapter in ADAPTERS.values():
+        monkeypatch.setattr(adapter, "estimate_memory", lambda plan: estimate_of(estimate_gib))
     monkeypatch.setattr(memory_guard, "available_bytes", box.available)  # the code before the ledger read these
     monkeypatch.setattr(load_runner, "available_bytes", box.available, raising=False)
     ledger_class = getattr(memory_guard, "MemoryLedger", None)

@@ -1,0 +1,34 @@
+"""What every engine provides, in one place: `EngineAdapter`. Each engine's module is its adapter
+(engines/vllm.py, engines/llamacpp.py) and engines/registry.py holds them by name; the rest of the project asks
+the adapter instead of testing the engine's name."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from engines.memory import MemoryEstimate
+    from engines.model_files import EngineFiles
+    from engines.spec import LaunchPlan, ModelSpec
+
+
+@runtime_checkable
+class EngineAdapter(Protocol):
+    NAME: str  # its one spelling: models.yaml, supervisord's program, run/engines/<name>.json, labels, URLs
+    Options: type[BaseModel]  # its typed model options (a catalog entry's or a load request's `options`)
+    READY_PATHS: tuple[str, ...]  # GET paths that all answer 200 once the model is served
+    METRICS_PATH: str  # its own Prometheus metrics
+    REUSABLE_AFTER_STREAM: bool  # whether a pooled connection may carry another request after a stream
+    FILES: EngineFiles  # its model format and binary, as the launcher and the router check them
+
+    def build_command(self, spec: ModelSpec, port: int, extra_args: list[str], binary: str | None = None
+                      ) -> list[str]:
+        """The argv serving `spec` on `port`; `binary` is the settings' executable (None: the engine's own)."""
+
+    def default_env(self) -> dict[str, str]:
+        """Environment it needs on this machine, under the settings' `env`."""
+
+    def estimate_memory(self, plan: LaunchPlan) -> MemoryEstimate:
+        """The memory `plan` will take once loaded. OSError or ValueError when the model cannot be read."""

@@ -5,7 +5,7 @@ holds). Each part has one responsibility and a declared view of the manager:
 - the load queue (router/load_queue.py): order, joining, which loads clients may leave, expected waits,
   remembered failed on-demand loads;
 - the load runner (router/load_runner.py): one load at a time, residency, memory reservation, failure;
-- the stops (router/engine_stop.py): unloads that drain, giving up, going idle;
+- the stopper (router/engine_stopper.py): unloads that drain, giving up, going idle;
 - admission (router/admission.py): the requests waiting and in flight, behind `AdmissionHost`;
 - the monitor (router/monitor.py): what supervisord does outside the router's loads, the crash-loop guard and
   the stuck-loading bound, behind `Observed`;
@@ -30,7 +30,7 @@ from router.config import EngineSettings, RouterSettings
 from router.engine_details import EngineDetails
 from router.engine_process import EngineProcess, Probe
 from router.engine_state import State, StateMachine
-from router.engine_stop import EngineStop
+from router.engine_stopper import EngineStopper
 from router.lifecycle_events import LifecycleEvents, NoEvents
 from router.load_queue import FailedLoad, LoadQueue, PendingLoad
 from router.load_runner import LoadRunner
@@ -54,7 +54,7 @@ class EngineManager:
         self.queue = LoadQueue(name)
         self.admission = Admission(self)
         self.loader = LoadRunner(self)
-        self.stop = EngineStop(self)
+        self.stopper = EngineStopper(self)
         # the memory ledger every engine shares; a private one for a lone manager
         self.ledger = ledger or MemoryLedger(settle_seconds=router.memory_settle_seconds)
         self.others_memory: Callable[[], dict[str, int]] = dict  # other engines' RSS, for refusal messages
@@ -163,12 +163,12 @@ class EngineManager:
         """The remembered failed on-demand load of `spec`, unless its entry or file changed since."""
         return self.queue.known_failure(spec)
 
-    # ---- unloads (router/engine_stop.py) ----------------------------------------------------------------
+    # ---- unloads (router/engine_stopper.py) ----------------------------------------------------------------
 
     async def unload(self, reason: str = "unloaded on request", resume: bool = False, on_request: bool = True
                      ) -> None:
-        """Stop the engine's model once the requests in flight finish (`EngineStop.unload`)."""
-        await asyncio.shield(self.spawn(self.stop.unload(reason, resume, on_request and not resume)))
+        """Stop the engine's model once the requests in flight finish (`EngineStopper.unload`)."""
+        await asyncio.shield(self.spawn(self.stopper.unload(reason, resume, on_request and not resume)))
 
     def unload_if_idle(self) -> None:
         idle_after = self.settings.idle_unload_seconds
@@ -178,7 +178,7 @@ class EngineManager:
             self.spawn(self.unload(reason=f"idle for {idle_after:g} s", resume=True))
 
     async def give_up(self, message: str, cause: str = "the load failed") -> None:
-        await self.stop.give_up(message, cause)
+        await self.stopper.give_up(message, cause)
 
     # ---- start, shutdown, background work ---------------------------------------------------------------
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from router.config import RouterSettings
     from router.engine_details import EngineDetails
     from router.engine_process import EngineProcess
-    from router.engine_stop import EngineStop
+    from router.engine_stopper import EngineStopper
     from router.lifecycle_events import LifecycleEvents
     from router.load_queue import LoadQueue
     from router.memory_guard import MemoryLedger
@@ -56,7 +56,7 @@ class LoadHost(Protocol):
     ledger: "MemoryLedger"
     events: "LifecycleEvents"
     monitor: "EngineMonitor"
-    stop: "EngineStop"
+    stopper: "EngineStopper"
     router_settings: "RouterSettings"
     exclusive: asyncio.Lock  # held by every load and unload
     others_memory: Callable[[], dict[str, int]]  # the other engines' RSS, for refusal messages
@@ -121,7 +121,7 @@ class LoadRunner:
             self._release_memory()
             engine.events.observe_load(engine.name, spec.served_name, time.monotonic() - started, ok=False)
             message = exc.message if isinstance(exc, ApiError) else f"load failed: {exc!r}"
-            await engine.stop.give_up(message)
+            await engine.stopper.give_up(message)
             if pending.on_demand:
                 self._remember_failure(spec, message, previous)
             if isinstance(exc, LoadFailed):
@@ -135,10 +135,10 @@ class LoadRunner:
         engine, d = self.engine, self.engine.details
         d.load_phases = {}
         d.enter_phase("draining the requests in flight")
-        await engine.stop.drain()
+        await engine.stopper.drain()
         pending.old_stopped = True  # from the moment its stop is asked for, the old process may be gone
         d.enter_phase("stopping the engine's previous process")
-        await engine.stop.stop_process()
+        await engine.stopper.stop_process()
         d.plan = plan
         d.enter_phase("starting the engine")
         await engine.proc.start()
@@ -251,4 +251,4 @@ class LoadRunner:
             d.spec, d.plan, d.loading_since, d.memory_estimate = previous.spec, previous, None, previous_estimate
             engine.machine.move(State.LOADED, f"{reason}; {previous.spec.served_name} kept serving")
             return
-        await engine.stop.abandoned(reason, previous.spec if previous else None)
+        await engine.stopper.abandoned(reason, previous.spec if previous else None)

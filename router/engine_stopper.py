@@ -43,7 +43,7 @@ class StopHost(Protocol):
     state: State
 
 
-class EngineStop:
+class EngineStopper:
     def __init__(self, engine: StopHost):
         self.engine = engine
 

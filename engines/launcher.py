@@ -1,6 +1,7 @@
 """What supervisord runs for an engine program: read the launch plan the router wrote, then exec it in place.
 
-`python -m engines.launcher vllm|llamacpp`. The plan (`run/engines/<engine>.json`) holds the exact command line,
+`python -m engines.launcher vllm|llamacpp`, or an engine's further instance (`llamacpp-1`: its plan is
+`run/engines/llamacpp-1.json`). The plan (`run/engines/<engine>.json`) holds the exact command line,
 port and environment the router decided; it outlives restarts, so a crashed or `supervisorctl restart`-ed engine
 comes back with the same model and settings, whatever models.yaml says meanwhile. The launcher reads nothing
 else. Exec (not a child process) keeps supervisord's PID the engine's PID, so signals and crash detection are
@@ -18,7 +19,7 @@ from pathlib import Path
 from engines import model_files
 from engines.environment import engine_environment, redacted_argv
 from engines.process_group import TOKEN_ENV, kill_leftovers, record_group
-from engines.spec import ENGINE_NAMES, StateFileError, read_plan, run_dir
+from engines.spec import ENGINE_NAMES, StateFileError, engine_of, read_plan, run_dir
 
 
 def fail(engine: str, message: str, code: int) -> None:
@@ -27,10 +28,10 @@ def fail(engine: str, message: str, code: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1 or argv[0] not in ENGINE_NAMES:
-        print(f"usage: python -m engines.launcher {{{'|'.join(ENGINE_NAMES)}}}", file=sys.stderr)
+    if len(argv) != 1 or engine_of(argv[0]) not in ENGINE_NAMES:
+        print(f"usage: python -m engines.launcher {{{'|'.join(ENGINE_NAMES)}}}[-N]", file=sys.stderr)
         sys.exit(64)
-    engine, run = argv[0], run_dir()
+    engine, run = argv[0], run_dir()  # `engine`: the instance, whose files these are
     try:
         plan = read_plan(run, engine)
     except StateFileError as exc:
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> None:
         fail(engine, "no model requested; load one with POST /v1/models/load", 2)
     if not plan.argv:
         fail(engine, "the launch plan predates this version; the router rewrites it at its next start", 78)
-    files = model_files.BY_ENGINE[engine]
+    files = model_files.BY_ENGINE[engine_of(engine)]
     problem = files.check_model(Path(plan.spec.path))
     if problem:
         fail(engine, problem, 3)

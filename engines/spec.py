@@ -15,7 +15,25 @@ from pathlib import Path
 from typing import Any
 
 ENGINE_NAMES = ("vllm", "llamacpp")  # the first also takes a model path no engine's format claims (a folder)
+MAX_INSTANCES = 4  # per engine: supervisord.conf runs instance 0 as the engine's program, 1-3 as its -extra group
+INSTANCE_PORT_STEP = 100  # instance k listens on the engine's port + k × this
 PROJECT_HOME = Path(__file__).resolve().parent.parent
+
+
+def instance_name(engine: str, index: int) -> str:
+    """One process of an engine: `llamacpp` (instance 0, the original program), `llamacpp-1`, `llamacpp-2`..."""
+    return engine if index == 0 else f"{engine}-{index}"
+
+
+def instance_index(instance: str) -> int:
+    """`llamacpp` → 0, `llamacpp-2` → 2."""
+    return 0 if engine_of(instance) == instance else int(instance.rpartition("-")[2])
+
+
+def engine_of(instance: str) -> str:
+    """The engine an instance name belongs to: `llamacpp-2` → `llamacpp`."""
+    base, _, index = instance.rpartition("-")
+    return base if base and index.isdigit() else instance
 
 
 def home_dir() -> Path:
@@ -110,7 +128,7 @@ def _spec_from(raw: Any, path: Path) -> ModelSpec:
 
 
 def read_plan(run: Path, engine: str) -> LaunchPlan | None:
-    """The engine's launch plan. A file from before plans (a bare model spec) comes back with `argv` empty:
+    """The launch plan of an engine (or an instance of one: `llamacpp-1`). A file from before plans (a bare model spec) comes back with `argv` empty:
     the router rebuilds it from its config; the launcher refuses it."""
     path = plan_file(run, engine)
     raw = _read_json(path)
@@ -123,14 +141,15 @@ def read_plan(run: Path, engine: str) -> LaunchPlan | None:
                           env=dict(raw["env"]), id=str(raw["id"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise StateFileError(path, f"not a launch plan ({exc!r})") from exc
-    if plan.spec.engine != engine:
+    if plan.spec.engine != engine_of(engine):
         raise StateFileError(path, f"it names engine {plan.spec.engine!r}")
     return plan
 
 
-def write_plan(run: Path, plan: LaunchPlan) -> None:
-    """Make `plan` the engine's desired launch; the model is no longer unloaded or waiting to resume."""
-    engine = plan.spec.engine
+def write_plan(run: Path, plan: LaunchPlan, instance: str | None = None) -> None:
+    """Make `plan` the desired launch of its engine's `instance` (default: instance 0); the model is no longer
+    unloaded or waiting to resume."""
+    engine = instance or plan.spec.engine
     write_atomically(plan_file(run, engine), plan.to_json())
     _unloaded_marker(run, engine).unlink(missing_ok=True)
     _resume_file(run, engine).unlink(missing_ok=True)

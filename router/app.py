@@ -20,6 +20,7 @@ from router.handlers import admin, logs, openai_api, openapi, ui
 from router import http_errors, supervisor_events
 from router.handlers import metrics as metrics_routes
 from router.engine_state import State
+from router.engine_group import EngineGroup, instance_names
 from router.lifecycle import EngineManager
 from engines.spec import ModelSpec
 from router.memory_guard import MemoryLedger
@@ -68,19 +69,23 @@ async def openai_errors(request: web.Request, handler) -> web.StreamResponse:
         return error_response(ApiError(f"internal router error: {exc!r}", code="internal_error"))
 
 
-def monitor_interval(engines: dict[str, EngineManager], events_arrive: bool) -> float:
+def instances_of(engines: dict[str, EngineGroup]) -> list[EngineManager]:
+    return [instance for group in engines.values() for instance in group.instances]
+
+
+def monitor_interval(instances: list[EngineManager], events_arrive: bool) -> float:
     """How long the monitor may wait before it looks again: a loading or stopping engine is followed every
     MONITOR_INTERVAL (its readiness comes from polling it), as is every engine while supervisord's events are not
     (yet) arriving; otherwise the events wake it and it only checks every SETTLED_INTERVAL."""
-    settled = all(m.state in (State.LOADED, State.IDLE, State.ERROR) for m in engines.values())
+    settled = all(m.state in (State.LOADED, State.IDLE, State.ERROR) for m in instances)
     return SETTLED_INTERVAL if events_arrive and settled else MONITOR_INTERVAL
 
 
-async def monitor(engines: dict[str, EngineManager], wake: asyncio.Event, events_arrive: Callable[[], bool]) -> None:
+async def monitor(engines: dict[str, EngineGroup], wake: asyncio.Event, events_arrive: Callable[[], bool]) -> None:
     """Follow each engine, and at once when supervisord reports a change (`wake`)."""
     while True:
         wake.clear()  # an event during this round wakes the next one
-        for manager in engines.values():
+        for manager in instances_of(engines):
             try:
                 await manager.refresh()
                 manager.unload_if_idle()
@@ -89,18 +94,20 @@ async def monitor(engines: dict[str, EngineManager], wake: asyncio.Event, events
             except Exception:
                 log.exception("monitor: refreshing %s failed", manager.name)
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(wake.wait(), monitor_interval(engines, events_arrive()))
+            await asyncio.wait_for(wake.wait(), monitor_interval(instances_of(engines), events_arrive()))
 
 
-async def restore_models(config: Config, engines: dict[str, EngineManager]) -> None:
-    """At start, adopt each running engine or bring it back to its last model, else its configured default.
-    Runs before the router accepts requests, so no one sees an engine that is about to load as idle."""
-    for name, manager in engines.items():
+async def restore_models(config: Config, engines: dict[str, EngineGroup]) -> None:
+    """At start, adopt each running engine instance or bring it back to its last model, else (instance 0) its
+    configured default. Runs before the router accepts requests, so no one sees an engine that is about to load
+    as idle."""
+    for name, group in engines.items():
         spec, skipped = default_spec(config, name)
         if skipped:
-            manager.details.last_error = "; ".join(skipped)
+            group.instances[0].details.last_error = "; ".join(skipped)
             log.warning("%s: %s", name, "; ".join(skipped))
-        await manager.restore(spec)
+        for instance in group.instances:
+            await instance.restore(spec if instance.index == 0 else None)
 
 
 def default_spec(config: Config, engine: str) -> tuple[ModelSpec | None, list[str]]:
@@ -145,11 +152,10 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
         app[HTTP] = engine_session()
         ledger = MemoryLedger(settle_seconds=config.router.memory_settle_seconds)  # one for every engine
         engines = app[ENGINES] = {
-            name: EngineManager(name, settings, config.router, app[SUPERVISOR], run_path, app[HTTP],
-                                events=app[METRICS], ledger=ledger)
-            for name, settings in config.engines.items()}
+            name: EngineGroup(name, config, app[SUPERVISOR], run_path, app[HTTP], events=app[METRICS], ledger=ledger)
+            for name in config.engines}
         samples = app[METRICS].processes.samples
-        for manager in engines.values():
+        for manager in instances_of(engines):
             manager.others_memory = lambda me=manager.name: {name: int(sample.rss_bytes or 0) for name, sample
                                                              in samples.items() if name != me}
             app[METRICS].watch(manager.name, lambda m=manager: m.state, lambda m=manager: m.in_flight,
@@ -157,13 +163,13 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
         await restore_models(config, engines)
 
         def engine_pids() -> dict[str, int]:
-            return {name: m.details.process.pid if m.details.process else 0 for name, m in engines.items()}
+            return {m.name: m.details.process.pid if m.details.process else 0 for m in instances_of(engines)}
         wake, heard = asyncio.Event(), False
 
         def on_supervisor_event(program: str, event: str) -> None:
             nonlocal heard
             heard = True  # the listener works: the monitor can rely on it
-            if program in engines:
+            if program in instance_names(engines):
                 log.info("supervisord: %s %s", program, event)
                 app[METRICS].supervisor_events.labels(program, event).inc()
                 wake.set()
@@ -176,7 +182,7 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
         loop.remove_signal_handler(signal.SIGHUP)
         if events:
             events.close()
-        await asyncio.gather(*(manager.close() for manager in engines.values()))
+        await asyncio.gather(*(manager.close() for manager in instances_of(engines)))
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

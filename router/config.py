@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from engines.registry import ADAPTERS, ENGINE_NAMES
-from engines.spec import PROJECT_HOME, home_dir, run_dir  # noqa: F401 (re-exported for the router)
+from engines.spec import INSTANCE_PORT_STEP, MAX_INSTANCES, PROJECT_HOME, home_dir, run_dir  # noqa: F401 (re-exported)
 
 
 class StrictModel(BaseModel):
@@ -75,6 +75,12 @@ class EngineSettings(StrictModel):
     binary: str | None = None  # llama.cpp only: llama-server path (else $LLAMA_SERVER_BIN, else the build cache)
     on_demand: bool = True  # a request naming a catalog model of this engine loads it (swapping models)
     idle_unload_seconds: float | None = Field(None, gt=0)  # unload after this long without requests; null: never
+    # processes of this engine that may each hold a model at once (several models resident, chosen by memory);
+    # supervisord.conf defines MAX_INSTANCES per engine. Instance k listens on port + INSTANCE_PORT_STEP × k
+    max_instances: int = Field(1, ge=1, le=MAX_INSTANCES)
+
+    def instance_port(self, index: int) -> int:
+        return self.port + INSTANCE_PORT_STEP * index
 
     @property
     def default_models(self) -> list[str]:
@@ -92,6 +98,7 @@ class ModelEntry(StrictModel):
     options: dict[str, Any] = {}  # engine options, checked against that engine's option model
     aliases: list[str] = []
     description: str | None = None
+    keep_loaded: bool = False  # once loaded, never evicted to make room for another model (an unload still works)
 
     @field_validator("engine")
     @classmethod
@@ -124,7 +131,15 @@ class Config(StrictModel):
         unknown = set(self.engines) - set(ENGINE_NAMES)
         if unknown:
             raise ValueError(f"unknown engine(s) {sorted(unknown)}; known: {', '.join(ENGINE_NAMES)}")
+        ports: dict[int, str] = {self.router.port: "router.port"}
         for name, engine in self.engines.items():
+            for index in range(engine.max_instances):
+                port, owner = engine.instance_port(index), f"engines.{name}" + (f" instance {index}" if index else "")
+                if port in ports or port > 65535:
+                    raise ValueError(f"{owner} would listen on port {port}, "
+                                     f"{'which ' + ports[port] + ' uses' if port in ports else 'out of range'} "
+                                     f"(instance k listens on port + {INSTANCE_PORT_STEP} × k)")
+                ports[port] = owner
             for default in engine.default_models:
                 if default not in self.models:
                     raise ValueError(f"engines.{name}.default_model {default!r} is not in models")

@@ -23,7 +23,7 @@ from typing import Callable
 import aiohttp
 
 from engines.registry import ADAPTERS, launch_plan
-from engines.spec import LaunchPlan, ModelSpec
+from engines.spec import LaunchPlan, ModelSpec, engine_of, instance_index
 from router import restore
 from router.admission import Admission, Notify
 from router.config import EngineSettings, RouterSettings
@@ -43,7 +43,10 @@ class EngineManager:
     def __init__(self, name: str, settings: EngineSettings, router: RouterSettings, supervisor: Supervisor,
                  run_dir: Path, http: aiohttp.ClientSession | None = None, probe: Probe | None = None,
                  events: LifecycleEvents | None = None, ledger: MemoryLedger | None = None):
-        self.name, self.adapter, self.run_dir = name, ADAPTERS[name], run_dir
+        # `name`: this process's (an engine instance: `llamacpp`, `llamacpp-1`...): its supervisord program, run
+        # files, log and metric labels; `engine`: which engine it runs
+        self.name, self.engine, self.index, self.run_dir = name, engine_of(name), instance_index(name), run_dir
+        self.adapter = ADAPTERS[self.engine]
         self.proc = EngineProcess(name, supervisor, run_dir, self.adapter.READY_PATHS, http, probe)
         self.events = events or NoEvents()
         self.monitor = EngineMonitor(self)
@@ -77,7 +80,7 @@ class EngineManager:
     @property
     def port(self) -> int:
         plan = self.details.plan
-        return plan.port if plan else self.settings.port
+        return plan.port if plan else self.settings.instance_port(self.index)
 
     @property
     def base_url(self) -> str:
@@ -85,7 +88,7 @@ class EngineManager:
 
     def plan_for(self, spec: ModelSpec) -> LaunchPlan:
         s = self.settings
-        return launch_plan(spec, s.port, s.extra_args, s.env, s.binary)
+        return launch_plan(spec, s.instance_port(self.index), s.extra_args, s.env, s.binary)
 
     def _moved(self, source: State, target: State) -> None:
         self.events.engine_moved(self.name, source, target)
@@ -113,6 +116,17 @@ class EngineManager:
     @property
     def waiting(self) -> int:
         return self.admission.waiting
+
+    def vacant(self) -> bool:
+        """No model, nothing queued, no load or unload running: free for any model."""
+        return (self.details.spec is None and not self.queue and not self.exclusive.locked()
+                and self.state in (State.IDLE, State.ERROR))
+
+    def evictable(self) -> bool:
+        """Loaded, nobody using or waiting for it, past its residency: stopping it now costs no one anything."""
+        return (self.state is State.LOADED and not self.in_flight and not self.waiting and not self.queue
+                and not self.exclusive.locked()
+                and time.monotonic() - self.loader.resident_since >= self.router_settings.min_residency_seconds)
 
     @property
     def holding_until(self) -> float | None:

@@ -98,7 +98,7 @@ class LoadRunner:
         plan, previous, previous_estimate = engine.plan_for(spec), d.plan, d.memory_estimate
         estimate = await self._reserve_memory(plan, pending.force)
         try:  # the intent first, durably: a router restart from here on resumes this load
-            write_plan(engine.run_dir, plan)
+            write_plan(engine.run_dir, plan, engine.name)
         except OSError as exc:
             self._release_memory()
             raise StateNotRecorded(f"load of {spec.served_name}", engine.run_dir, exc) from exc
@@ -247,7 +247,7 @@ class LoadRunner:
         engine, d = self.engine, self.engine.details
         reason = f"the load of {spec.served_name} was abandoned: every request for it left"
         if previous is not None and not old_stopped:
-            write_plan(engine.run_dir, previous)
+            write_plan(engine.run_dir, previous, engine.name)
             d.spec, d.plan, d.loading_since, d.memory_estimate = previous.spec, previous, None, previous_estimate
             engine.machine.move(State.LOADED, f"{reason}; {previous.spec.served_name} kept serving")
             return

@@ -150,6 +150,16 @@ class MemoryLedger:
             except asyncio.TimeoutError:
                 pass
 
+    async def fits(self, engine: str, estimate: MemoryEstimate, reserve_gib: float | None) -> bool:
+        """Would `estimate` fit now beside everything running and loading, with the reserve to spare? Reserves
+        nothing: placement asks before choosing where a model goes (the load's `reserve` decides)."""
+        reserved = await self.outstanding(but=engine)
+        try:
+            check_fits(engine, "", estimate, reserve_gib, self.available(), 0, {}, reserved)
+        except InsufficientMemory:
+            return False
+        return True
+
     async def measured(self, engine: str, pid: int) -> int:
         """The engine is ready: what its process tree really holds replaces the estimate (MemAvailable counts it
         from now on)."""

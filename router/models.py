@@ -16,6 +16,7 @@ from router.engine_state import State
 from router.errors import InvalidRequest, NotFound
 
 if TYPE_CHECKING:
+    from router.engine_group import EngineGroup
     from router.lifecycle import EngineManager
 
 
@@ -105,9 +106,9 @@ def names_of(spec: ModelSpec, config: Config) -> set[str]:
     return names
 
 
-def infer_engine(engines: dict[str, "EngineManager"], config: Config, engine: str | None,
-                 model: str | None) -> "EngineManager":
-    """The engine a request names, else the one engine whose loaded or catalog model matches `model`."""
+def infer_engine(engines: dict[str, "EngineGroup"], config: Config, engine: str | None,
+                 model: str | None) -> "EngineGroup":
+    """The engine a request names, else the one engine whose resident or catalog model matches `model`."""
     if engine is not None:
         if engine not in engines:
             raise InvalidRequest(f"unknown engine {engine!r}; choose one of: {', '.join(engines)}",
@@ -115,7 +116,7 @@ def infer_engine(engines: dict[str, "EngineManager"], config: Config, engine: st
         return engines[engine]
     candidates = set()
     if model:
-        candidates = {n for n, m in engines.items() if any(model in names_of(s, config) for s in m.known_specs())}
+        candidates = {n for n, g in engines.items() if any(model in names_of(s, config) for s in g.known_specs())}
         if not candidates and (found := catalog_lookup(config, model)) and found[1].engine in engines:
             candidates = {found[1].engine}
     if len(candidates) == 1:
@@ -127,33 +128,41 @@ def infer_engine(engines: dict[str, "EngineManager"], config: Config, engine: st
 
 @dataclass(frozen=True)
 class Routing:
-    """What a request needs from its engine."""
-    wanted: str | None  # the served name it must be answered by; None: whichever model the engine serves
-    load: ModelSpec | None = None  # the on-demand load that brings it, when the engine will not serve it anyway
+    """What a request needs from its engine instance."""
+    wanted: str | None  # the served name it must be answered by; None: whichever model the instance serves
+    load: ModelSpec | None = None  # the on-demand load that brings it, when the instance will not serve it anyway
 
 
-def route_request(manager: "EngineManager", requested: str | None, config: Config) -> Routing:
-    """Map the `model` a client sent to what its engine must serve. A catalog model of this engine, or one it
-    serves or swaps, is waited for (and loaded on demand); another engine's model or an unknown path is a 400;
-    any other name (e.g. "gpt-4o" from an unmodified client) takes the loaded model."""
+async def route_request(group: "EngineGroup", requested: str | None, config: Config
+                        ) -> tuple["EngineManager", Routing]:
+    """Map the `model` a client sent to the instance that answers it and what that instance must serve. A
+    catalog model of this engine, or one it serves or swaps, is waited for (and loaded on demand where the group
+    places it); another engine's model or an unknown path is a 400; any other name (e.g. "gpt-4o" from an
+    unmodified client) takes the model of the engine's most recently used instance."""
     if requested is not None:
         found = catalog_lookup(config, requested)
-        if found and found[1].engine == manager.name:
-            return _wanted(manager, found[0], lambda: resolve_spec(config, found[0], manager.name, {}))
-        for spec in manager.known_specs():
+        if found and found[1].engine == group.name:
+            return await _wanted(group, found[0], lambda: resolve_spec(config, found[0], group.name, {}))
+        for spec in group.known_specs():
             if requested in names_of(spec, config):
-                return _wanted(manager, spec.served_name, lambda spec=spec: spec)
+                return await _wanted(group, spec.served_name, lambda spec=spec: spec)
         if found or "/" in requested or requested.endswith(".gguf"):
-            raise manager.not_loaded(requested)
-    resume = manager.details.resume_spec
-    if resume and manager.settings.on_demand and manager.state in (State.IDLE, State.STOPPING):
-        return Routing(None, resume)  # an idle unload took it away: the next request brings it back
-    return Routing(None)
+            raise group.primary.not_loaded(requested)
+    primary = group.primary
+    resume = primary.details.resume_spec
+    if resume and group.settings.on_demand and primary.state in (State.IDLE, State.STOPPING):
+        return primary, Routing(None, resume)  # an idle unload took it away: the next request brings it back
+    return primary, Routing(None)
 
 
-def _wanted(manager: "EngineManager", served_name: str, spec: Callable[[], ModelSpec]) -> Routing:
-    if manager.will_serve(served_name):
-        return Routing(served_name)
-    if not manager.settings.on_demand:
-        raise manager.not_loaded(served_name)
-    return Routing(served_name, spec())
+async def _wanted(group: "EngineGroup", served_name: str, spec: Callable[[], ModelSpec]
+                  ) -> tuple["EngineManager", Routing]:
+    if instance := group.serving(served_name):
+        return instance, Routing(served_name)
+    if not group.settings.on_demand:
+        raise group.primary.not_loaded(served_name)
+    wanted = spec()
+    instance = await group.place(wanted)
+    if joined := group.serving(served_name):  # placed by another request while this one was choosing
+        return joined, Routing(served_name)
+    return instance, Routing(served_name, wanted)

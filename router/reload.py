@@ -10,7 +10,7 @@ from engines.spec import ModelSpec
 from router.config import Config, ConfigError, load_config
 from router.engine_state import State
 from router.errors import ApiError, InvalidRequest
-from router.lifecycle import EngineManager
+from router.engine_group import EngineGroup
 from router.models import re_resolve
 from router.state import LiveConfig
 
@@ -34,7 +34,7 @@ def diff_models(old: Config, new: Config) -> dict[str, list[str]]:
             "changed": sorted(n for n in set(old.models) & set(new.models) if old.models[n] != new.models[n])}
 
 
-async def reload(live: LiveConfig, engines: dict[str, EngineManager]) -> dict:
+async def reload(live: LiveConfig, engines: dict[str, EngineGroup]) -> dict:
     try:
         new = load_config(live.path)
     except ConfigError as exc:
@@ -45,8 +45,10 @@ async def reload(live: LiveConfig, engines: dict[str, EngineManager]) -> dict:
                              "(supervisorctl restart router); nothing was changed", code="restart_required")
     notes: dict[str, str] = {}
     restarts: dict[str, ModelSpec] = {}
-    for name, manager in engines.items():
-        manager.configure(new.engines[name], new.router)
+    for group in engines.values():
+        group.configure(new)
+    instances = {i.name: i for group in engines.values() for i in group.instances}
+    for name, manager in instances.items():
         spec, running = manager.details.spec, manager.details.plan
         if spec is None or manager.state not in (State.LOADED, State.LOADING):
             continue  # nothing runs: the new settings apply at its next load
@@ -59,14 +61,14 @@ async def reload(live: LiveConfig, engines: dict[str, EngineManager]) -> dict:
                 notes[name] = f"kept running: {spec.served_name} was removed from the catalog"
             elif not manager.plan_for(new_spec).same_launch(running):
                 restarts[name] = new_spec  # its command line, environment or port changed
-        if name in notes and running and running.port != manager.settings.port:
+        if name in notes and running and running.port != manager.settings.instance_port(manager.index):
             notes[name] += (f"; it stays on port {running.port} until its next load "
-                            f"(models.yaml now says {manager.settings.port})")
+                            f"(models.yaml now says {manager.settings.instance_port(manager.index)})")
     live.current = new
 
     async def restart(name: str, spec: ModelSpec) -> dict:
         try:
-            seconds = await engines[name].load(spec, "models.yaml reloaded")
+            seconds = await instances[name].load(spec, "models.yaml reloaded")
             return {"restarted": True, "model": spec.served_name, "load_seconds": round(seconds, 3)}
         except ApiError as exc:
             return {"restarted": False, "error": exc.message}
@@ -76,7 +78,7 @@ async def reload(live: LiveConfig, engines: dict[str, EngineManager]) -> dict:
         "status": "success",
         "models": diff_models(old, new),
         "engines": {name: results.get(name) or {"restarted": False, "note": notes.get(name, "unchanged")}
-                    for name in engines},
+                    for name, manager in instances.items() if name in engines or not manager.vacant()},
         "router_restart_needed": [key for key in ("host", "port", "max_body_bytes")
                                   if getattr(old.router, key) != getattr(new.router, key)],
     }

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from router.auth import Keys
 from router.config import Config
-from router.lifecycle import EngineManager
+from router.engine_group import EngineGroup
 from router.metrics import RouterMetrics
 from router.supervisor import Supervisor
 
@@ -24,7 +24,7 @@ class LiveConfig:
 
 
 CONFIG = web.AppKey("config", LiveConfig)
-ENGINES = web.AppKey("engines", dict[str, EngineManager])
+ENGINES = web.AppKey("engines", dict[str, EngineGroup])  # by engine name: its instances
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 METRICS = web.AppKey("metrics", RouterMetrics)

@@ -22,6 +22,8 @@ from xml.parsers.expat import ExpatError
 
 from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
 
+from engines.spec import engine_of
+
 RPC_THREADS = 4
 RPC_TIMEOUT_SECONDS = 10.0  # any call; supervisord answers a local call in milliseconds
 # stopProcess(wait=True) returns once the process is reaped: up to the program's stopwaitsecs (30 s for vLLM in
@@ -32,6 +34,13 @@ STOP_TIMEOUT_SECONDS = 60.0
 STOPPED_STATES = {"STOPPED", "EXITED", "FATAL", "UNKNOWN"}
 STARTING_STATES = {"STARTING", "BACKOFF"}
 
+
+
+def program_of(instance: str) -> str:
+    """supervisord's name for an engine instance: the engine's own program for instance 0 (`llamacpp`), a member
+    of the engine's -extra group for the others (`llamacpp-extra:llamacpp-1`, supervisord.conf)."""
+    engine = engine_of(instance)
+    return instance if instance == engine else f"{engine}-extra:{instance}"
 
 class SupervisorError(Exception):
     pass
@@ -99,6 +108,9 @@ class ProcessInfo:
 
 
 class Supervisor:
+    """supervisord's XML-RPC for the router. Engine instances are named as the router names them (`llamacpp-1`);
+    `program_of` gives supervisord's name."""
+
     def __init__(self, socket_path: Path, timeout: float = RPC_TIMEOUT_SECONDS,
                  stop_timeout: float = STOP_TIMEOUT_SECONDS):
         self.socket_path, self.timeout, self.stop_timeout = socket_path, timeout, stop_timeout
@@ -131,16 +143,16 @@ class Supervisor:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def info(self, name: str) -> ProcessInfo:
-        return ProcessInfo.from_rpc(await self.call("getProcessInfo", name))
+        return ProcessInfo.from_rpc(await self.call("getProcessInfo", program_of(name)))
 
     async def start(self, name: str) -> None:
         """Ask supervisord to start the program without waiting for startsecs; readiness is ours to judge."""
-        await self.call("startProcess", name, False)
+        await self.call("startProcess", program_of(name), False)
 
     async def stop(self, name: str) -> None:
         """Stop and wait until supervisord has reaped the process (SIGTERM, then SIGKILL after stopwaitsecs)."""
         try:
-            await self.call("stopProcess", name, True)
+            await self.call("stopProcess", program_of(name), True)
         except SupervisorError as exc:
             if "NOT_RUNNING" not in str(exc):
                 raise
@@ -152,7 +164,7 @@ class Supervisor:
     async def log_size(self, name: str) -> int:
         """The program log's size in bytes, read from none of it: tailProcessStdoutLog(name, 0, 0) returns
         ['', size, overflow] (0 while the log does not exist yet)."""
-        _text, size, _overflow = await self.call("tailProcessStdoutLog", name, 0, 0)
+        _text, size, _overflow = await self.call("tailProcessStdoutLog", program_of(name), 0, 0)
         return size
 
     async def read_log(self, name: str, start: int, end: int) -> str:
@@ -165,7 +177,7 @@ class Supervisor:
             return ""
         for extra in range(min(start, 3) + 1):
             try:
-                return await self.call("readProcessStdoutLog", name, start - extra, end - start + extra)
+                return await self.call("readProcessStdoutLog", program_of(name), start - extra, end - start + extra)
             except SupervisorInternalError:
                 if extra == min(start, 3):
                     raise

@@ -11,15 +11,16 @@ from engines.memory import memory_pool
 from engines.registry import ADAPTERS
 from router.auth import audience
 from router.errors import InvalidRequest, without_log_lines
+from router.engine_group import EngineGroup, is_loaded
 from router.lifecycle import EngineManager
-from router.models import resolve_spec
+from router.models import infer_engine, resolve_spec
 from router.reload import reload
 from router.requests import json_object, optional
 from router.engine_state import State
 from router.metrics import ProcessSample
 from router.state import CONFIG, ENGINES, KEYS, LOG_FOLLOWERS, METRICS, WARNINGS
 
-LOAD_KEYS = {"model_path", "model", "engine", "force"}
+LOAD_KEYS = {"model_path", "model", "engine", "force", "keep_others", "pin"}
 OPTION_KEYS = {name for adapter in ADAPTERS.values() for name in adapter.Options.model_fields}
 
 routes = web.RouteTableDef()
@@ -71,7 +72,21 @@ def engine_report(manager: EngineManager, memory: ProcessSample | None, log_foll
     }
 
 
-def engine_named(request: web.Request, value: object) -> EngineManager:
+def group_report(group: EngineGroup, samples: dict, followers, warnings: list[str], for_admin: bool) -> dict:
+    """An engine's entry: its most recently used instance exactly as before instances, then every instance."""
+    primary = group.primary
+    report = engine_report(primary, samples.get(primary.name), followers[primary.name], warnings, for_admin)
+    instances = []
+    for instance in group.shown():
+        sample = samples.get(instance.name)
+        alive = instance.details.process and instance.details.process.pid
+        instances.append({**group.report(instance), "memory_rss_bytes":
+                          int(sample.rss_bytes) if alive and sample and sample.rss_bytes else None})
+    return {**report, "instance": primary.name, "max_instances": group.settings.max_instances,
+            "instances": instances}
+
+
+def engine_named(request: web.Request, value: object) -> EngineGroup:
     engines = request.app[ENGINES]
     if not isinstance(value, str) or value not in engines:
         choices = ", ".join(engines) or "none configured"
@@ -84,8 +99,8 @@ def engine_named(request: web.Request, value: object) -> EngineManager:
 async def health(request: web.Request) -> web.Response:
     engines = request.app[ENGINES]
     return web.json_response({"status": "ok",
-                              "engines": {name: m.machine.status for name, m in engines.items()},
-                              "ready": [name for name, m in engines.items() if m.state is State.LOADED],
+                              "engines": {name: g.primary.machine.status for name, g in engines.items()},
+                              "ready": [name for name, g in engines.items() if is_loaded(g)],
                               "warnings": request.app[WARNINGS], "time": time.time()})
 
 
@@ -95,11 +110,12 @@ async def status(request: web.Request) -> web.Response:
     """The engines are the only top-level keys, as the original API documented."""
     engines, followers = request.app[ENGINES], request.app[LOG_FOLLOWERS]
     samples = request.app[METRICS].processes.samples
-    for manager in engines.values():
-        await manager.refresh()
+    for group in engines.values():
+        for instance in group.instances:
+            await instance.refresh()
     for_admin = request.app[KEYS].is_admin(request)
-    return web.json_response({name: engine_report(m, samples.get(name), followers[name], request.app[WARNINGS],
-                                                  for_admin) for name, m in engines.items()})
+    return web.json_response({name: group_report(g, samples, followers, request.app[WARNINGS], for_admin)
+                              for name, g in engines.items()})
 
 
 @routes.post("/v1/models/load")
@@ -117,27 +133,49 @@ async def load(request: web.Request) -> web.Response:
     engine = optional(body, "engine", str)
     options = {k: v for k, v in body.items() if k in OPTION_KEYS}
     force = optional(body, "force", bool) or False
+    keep_others = optional(body, "keep_others", bool) or False
+    pin = optional(body, "pin", bool)
     spec = resolve_spec(request.app[CONFIG].current, name, engine, options)
-    manager = engine_named(request, spec.engine)
-    foreign = set(options) - set(manager.adapter.Options.model_fields)
+    group = engine_named(request, spec.engine)
+    foreign = set(options) - set(ADAPTERS[spec.engine].Options.model_fields)
     if foreign:
         raise InvalidRequest(f"option(s) {', '.join(sorted(foreign))} do not apply to {spec.engine}",
                              param=sorted(foreign)[0], code="invalid_option")
-    seconds = await manager.load(spec, force=force)
+    manager, seconds = await group.load(spec, force=force, keep_others=keep_others)
+    if pin is not None:
+        group.pin(spec.served_name, pin)
     process, estimate = manager.details.process, manager.details.memory_estimate
     return web.json_response({"status": "success", "engine": spec.engine, "model": spec.served_name,
                               "model_path": spec.path, "options": spec.options, "load_seconds": round(seconds, 3),
                               "pid": process.pid if process else None,
-                              "memory_estimate": estimate.as_dict() if estimate else None})
+                              "memory_estimate": estimate.as_dict() if estimate else None,
+                              "instance": manager.name, "pinned": group.is_pinned(manager)})
 
 
 @routes.post("/v1/models/unload")
 @audience("admin")
 async def unload(request: web.Request) -> web.Response:
     body = await json_object(request)
-    manager = engine_named(request, body.get("engine"))
-    await manager.unload()
-    return web.json_response({"status": "success", "engine": manager.name})
+    group = engine_named(request, body.get("engine"))
+    unloaded = await group.unload(optional(body, "model", str))
+    return web.json_response({"status": "success", "engine": group.name, "instances": unloaded})
+
+
+@routes.post("/v1/models/pin")
+@audience("admin")
+async def pin(request: web.Request) -> web.Response:
+    """Pin a resident model (never evicted for another model) or unpin it."""
+    body = await json_object(request)
+    model, pinned = optional(body, "model", str), optional(body, "pinned", bool)
+    if not model:
+        raise InvalidRequest("'model' is required: the served name of a resident model", param="model",
+                             code="missing_field")
+    config = request.app[CONFIG].current
+    engine = optional(body, "engine", str)
+    group = infer_engine(request.app[ENGINES], config, engine, model)
+    instance = group.pin(model, True if pinned is None else pinned)
+    return web.json_response({"status": "success", "engine": group.name, "model": model,
+                              "instance": instance.name, "pinned": group.is_pinned(instance)})
 
 
 @routes.post("/v1/config/reload")

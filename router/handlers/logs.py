@@ -16,6 +16,7 @@ from aiohttp import web
 
 from router.auth import audience
 from router.errors import ApiError, InvalidRequest, NotFound, TooManyRequests
+from router.engine_group import instance_names
 from router.state import ENGINES, LOG_FOLLOWERS, SUPERVISOR
 from router.supervisor import Supervisor, SupervisorError
 
@@ -194,13 +195,13 @@ def wants_text(request: web.Request) -> bool:
 @routes.get("/v1/engines/{engine}/logs")
 @audience("admin")
 async def engine_logs(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["engine"]
+    name = request.match_info["engine"]  # an engine (its instance 0's log) or an instance: llamacpp-1
     engines = request.app[ENGINES]
-    if name not in engines:
-        raise NotFound(f"no engine named {name!r}; engines are: {', '.join(engines) or 'none configured'}",
-                       param="engine", code="unknown_engine")
+    if name not in instance_names(engines):
+        raise NotFound(f"no engine named {name!r}; engines are: {', '.join(engines) or 'none configured'} "
+                       f"(instances: {', '.join(instance_names(engines))})", param="engine", code="unknown_engine")
     count = lines_param(request.query)
-    supervisor = request.app[SUPERVISOR]  # supervisord's program names are the engine names
+    supervisor = request.app[SUPERVISOR]  # it maps instance names to supervisord's program names
     if follow_param(request.query) and request.method == "GET":  # HEAD gets the headers of the plain tail
         return await follow(request, supervisor, name, count)
     tail = await read_tail_or_503(supervisor, name, count)

@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from router.auth import audience
+from router.engine_group import find_instance, instance_names
 from router.engine_state import State
 from router.errors import NotFound, UpstreamError
 from router.state import ENGINES, HTTP, METRICS
@@ -47,10 +48,10 @@ async def router_metrics(request: web.Request) -> web.Response:
 @audience("open")
 async def engine_metrics(request: web.Request) -> web.Response:
     engines = request.app[ENGINES]
-    manager = engines.get(request.match_info["engine"])
+    manager = find_instance(engines, request.match_info["engine"])
     if manager is None:
-        raise NotFound(f"no engine {request.match_info['engine']!r}; engines: {', '.join(engines)}",
-                       code="unknown_engine")
+        raise NotFound(f"no engine {request.match_info['engine']!r}; engines: {', '.join(engines)} (instances: "
+                       f"{', '.join(instance_names(engines))})", code="unknown_engine")
     headers = {"Content-Type": CONTENT_TYPE_LATEST}
     spec = manager.details.spec
     if manager.state is not State.LOADED or spec is None:  # nothing to scrape: an empty, valid exposition

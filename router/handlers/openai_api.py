@@ -9,6 +9,7 @@ import time
 from aiohttp import web
 
 from router.auth import audience
+from router.engine_state import State
 from router.errors import ApiError
 from router.metrics import RequestRecord
 from router.models import infer_engine, route_request
@@ -31,9 +32,9 @@ async def relay(request: web.Request, endpoint: str) -> web.StreamResponse:
         check_counts(body)
         config = request.app[CONFIG].current
         requested = optional(body, "model", str)
-        manager = infer_engine(request.app[ENGINES], config, optional(body, "engine", str), requested)
-        record.engine = manager.name
-        routing = route_request(manager, requested, config)
+        group = infer_engine(request.app[ENGINES], config, optional(body, "engine", str), requested)
+        record.engine = group.name
+        manager, routing = await route_request(group, requested, config)
         notes = WaitNotes(request) if body.get("stream") is True else None
         async with manager.admitted(routing.wanted, routing.load, config.router.request_wait_seconds,
                                     notes.note if notes else None) as spec:
@@ -86,16 +87,22 @@ async def list_models(request: web.Request) -> web.Response:
     """With keys set, `path` (where the model lies on the box) is shown to admins only; others get null."""
     engines, config = request.app[ENGINES], request.app[CONFIG].current
     for_admin = request.app[KEYS].is_admin(request)
-    loaded = {m.details.spec.served_name: m for m in engines.values() if m.details.spec}
+    loaded = {m.details.spec.served_name: m for group in engines.values() for m in group.instances if m.details.spec}
     data = []
     for name, entry in config.models.items():
         manager = loaded.get(name)
         data.append({"id": name, "object": "model", "owned_by": "unified-llm", "engine": entry.engine,
                      "state": manager.machine.status if manager else "available", "aliases": entry.aliases,
-                     "path": entry.path if for_admin else None})
+                     "path": entry.path if for_admin else None, **resident(manager)})
     for name, manager in loaded.items():
         if name not in config.models:
-            data.append({"id": name, "object": "model", "owned_by": "unified-llm", "engine": manager.name,
+            data.append({"id": name, "object": "model", "owned_by": "unified-llm", "engine": manager.engine,
                          "state": manager.machine.status, "aliases": [],
-                         "path": manager.details.spec.path if for_admin else None})
+                         "path": manager.details.spec.path if for_admin else None, **resident(manager)})
     return web.json_response({"object": "list", "data": data})
+
+
+def resident(manager) -> dict:
+    """Whether the model is resident (loaded or loading) and on which instance of its engine."""
+    return {"resident": manager is not None and manager.state in (State.LOADED, State.LOADING),
+            "instance": manager.name if manager is not None else None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from engines.registry import ADAPTERS, ENGINE_NAMES
+from engines.spec import MAX_INSTANCES, instance_name
 from router.auth import Audience, audience, route_audiences
 from router.engine_state import LEGACY_STATUS, State
 from router.state import ENGINES
@@ -25,6 +26,8 @@ ENGINE_ERROR = {"type": "object", "required": ["error"], "properties": {"error":
 # `[DONE]`, or an error body after which the stream ends
 SSE_EVENT = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
 ENGINE = {"type": "string", "enum": list(ENGINE_NAMES)}
+# an engine (its most recently used instance; for logs, instance 0) or one instance of it: llamacpp-1
+INSTANCE = {"type": "string", "enum": [instance_name(e, k) for e in ENGINE_NAMES for k in range(MAX_INSTANCES)]}
 COUNT = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 NULLABLE_STRING = {"type": ["string", "null"]}
 # POST /v1/models/load's answer
@@ -33,7 +36,8 @@ LOADED = {"type": "object",
           "properties": {"status": {"const": "success"}, "engine": ENGINE, "model": {"type": "string"},
                          "model_path": {"type": "string"}, "options": {"type": "object"},
                          "load_seconds": {"type": "number"}, "pid": {"type": ["integer", "null"]},
-                         "memory_estimate": {"type": ["object", "null"]}}}
+                         "memory_estimate": {"type": ["object", "null"]}, "instance": {"type": "string"},
+                         "pinned": {"type": "boolean"}}}
 # For stateful fuzzing: what a load returns names the engine and model that later requests can use
 LOADED_LINKS = {
     "Unload": {"operationId": "unload", "requestBody": {"engine": "$response.body#/engine"}},
@@ -43,7 +47,13 @@ LOADED_LINKS = {
     "Chat": {"operationId": "chat", "requestBody": {"engine": "$response.body#/engine",
                                                     "model": "$response.body#/model",
                                                     "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}}}
-# GET /v1/status: the engines are the only top-level keys (the original API's shape)
+# GET /v1/status: the engines are the only top-level keys (the original API's shape); each lists its instances
+INSTANCE_STATUS = {"type": "object", "required": ["name", "model", "state", "port", "pid", "pinned"],
+                   "properties": {"name": {"type": "string"}, "model": NULLABLE_STRING,
+                                  "state": {"enum": [state.value for state in State]}, "port": {"type": "integer"},
+                                  "pid": {"type": ["integer", "null"]}, "last_used": {"type": "number"},
+                                  "in_flight": {"type": "integer"}, "waiting": {"type": "integer"},
+                                  "pinned": {"type": "boolean"}, "memory_rss_bytes": {"type": ["integer", "null"]}}}
 ENGINE_STATUS = {"type": "object", "required": ["status", "model", "process_alive", "state", "pid", "port"],
                  "properties": {"status": {"enum": sorted(set(LEGACY_STATUS.values()))},
                                 "state": {"enum": [state.value for state in State]},
@@ -53,7 +63,9 @@ ENGINE_STATUS = {"type": "object", "required": ["status", "model", "process_aliv
                                 "waiting": {"type": "integer"}, "restarts": {"type": "integer"},
                                 "memory_estimate": {"type": ["object", "null"]},
                                 "memory_pool": {"enum": ["unified", "discrete-gpu", "cpu"]},
-                                "warnings": {"type": "array", "items": {"type": "string"}}}}
+                                "warnings": {"type": "array", "items": {"type": "string"}},
+                                "instance": {"type": "string"}, "max_instances": {"type": "integer"},
+                                "instances": {"type": "array", "items": INSTANCE_STATUS}}}
 STATUS = {"type": "object", "additionalProperties": False, "properties": {name: ENGINE_STATUS for name in ENGINE_NAMES}}
 
 
@@ -107,7 +119,8 @@ def build_spec(audiences: dict[tuple[str, str], Audience], load_examples: list[d
     `load_examples`: load bodies that work on this router now (clients and fuzzers start from them)."""
     load_schema = {"type": "object", "required": ["model_path"], "additionalProperties": False,
                    "properties": {"model_path": {"type": "string"}, "model": {"type": "string"},
-                                  "engine": ENGINE, "force": {"type": "boolean"}, **_option_schema()}}
+                                  "engine": ENGINE, "force": {"type": "boolean"}, "keep_others": {"type": "boolean"},
+                                  "pin": {"type": "boolean"}, **_option_schema()}}
     if load_examples:
         load_schema["examples"] = load_examples
     loaded = _answers("loaded", 400, 404, 408, 409, 413, 415, 500, 507, schema=LOADED)
@@ -120,10 +133,16 @@ def build_spec(audiences: dict[tuple[str, str], Audience], load_examples: list[d
                                      "requestBody": _json_body(load_schema),
                                      "operationId": "load", "responses": loaded}},
         "/v1/models/unload": {"post": {
-            "summary": "stop an engine's model", "operationId": "unload",
+            "summary": "stop an engine's models (every instance), or the one named", "operationId": "unload",
             "requestBody": _json_body({"type": "object", "required": ["engine"],
-                                       "properties": {"engine": ENGINE}}),
-            "responses": _answers("unloaded", 400, 408, 413, 415, 500, 507)}},
+                                       "properties": {"engine": ENGINE, "model": {"type": "string"}}}),
+            "responses": _answers("unloaded", 400, 404, 408, 413, 415, 500, 507)}},
+        "/v1/models/pin": {"post": {
+            "summary": "pin a resident model (never evicted for another) or unpin it",
+            "requestBody": _json_body({"type": "object", "required": ["model"],
+                                       "properties": {"model": {"type": "string"}, "engine": ENGINE,
+                                                      "pinned": {"type": "boolean"}}}),
+            "responses": _answers("pinned or unpinned", 400, 404, 408, 413, 415)}},
         "/v1/completions": _inference("OpenAI text completion", "complete", {"prompt": {"type": "string"}}),
         "/v1/chat/completions": _inference("OpenAI chat completion", "chat", {"messages": {"type": "array"}}),
         "/v1/config/reload": {"post": {"summary": "re-read models.yaml; restart only engines that changed",
@@ -132,14 +151,14 @@ def build_spec(audiences: dict[tuple[str, str], Audience], load_examples: list[d
                              "responses": {"200": {"description": "Prometheus text format"}}}},
         "/metrics/engines/{engine}": {"get": {
             "summary": "one engine's own Prometheus metrics, with engine and model labels added",
-            "parameters": [{"name": "engine", "in": "path", "required": True, "schema": ENGINE}],
+            "parameters": [{"name": "engine", "in": "path", "required": True, "schema": INSTANCE}],
             "responses": {"200": {"description": "Prometheus text format"},
                           "404": {"description": "unknown engine",
                                   "content": {"application/json": {"schema": ERROR}}}}}},
         "/v1/engines/{engine}/logs": {"get": {
             "summary": "the tail of an engine's own log (its supervisord program output); follow=1 streams it",
             "parameters": [
-                {"name": "engine", "in": "path", "required": True, "schema": ENGINE},
+                {"name": "engine", "in": "path", "required": True, "schema": INSTANCE},
                 {"name": "lines", "in": "query", "description": "how many of the last lines (default 100)",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
                 {"name": "follow", "in": "query", "schema": {"enum": ["1", "true", "0", "false"]},
@@ -171,5 +190,6 @@ def build_spec(audiences: dict[tuple[str, str], Audience], load_examples: list[d
 @audience("open")
 async def openapi(request: web.Request) -> web.Response:
     loaded = [{"engine": name, "model_path": m.details.spec.catalog_name or m.details.spec.path}
-              for name, m in request.app[ENGINES].items() if m.state is State.LOADED and m.details.spec]
+              for name, group in request.app[ENGINES].items() for m in [group.primary]
+              if m.state is State.LOADED and m.details.spec]
     return web.json_response(build_spec(route_audiences(request.app.router), loaded))

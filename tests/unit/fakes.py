@@ -18,6 +18,8 @@ from router.config import EngineSettings, RouterSettings
 from router.lifecycle import EngineManager
 
 if TYPE_CHECKING:
+    from router.config import Config
+    from router.engine_group import EngineGroup
     from router.memory_guard import MemoryLedger
 from router.supervisor import ProcessInfo
 
@@ -44,6 +46,7 @@ class FakeSupervisor:
         self.gates: dict[str, asyncio.Event] = {}  # "start"/"stop"/"info": block that call until set
         self.blocked: set[str] = set()  # gated calls waiting now
         self.started_plans: list[LaunchPlan] = []
+        self.program: str | None = None  # the instance last started (its run files are named after it)
 
     def gate(self, call: str) -> asyncio.Event:
         self.gates[call] = asyncio.Event()
@@ -65,6 +68,7 @@ class FakeSupervisor:
 
     async def start(self, name: str) -> None:
         await self._pass("start")
+        self.program = name
         plan = read_plan(self.run_dir, name)  # what the launcher does
         assert plan is not None and plan.argv, "the launcher would refuse to start without a plan"
         if self.start_fails or plan.spec.served_name in self.broken:
@@ -78,13 +82,13 @@ class FakeSupervisor:
         self.state, self.pid, self.next_pid = self.start_state, self.next_pid, self.next_pid + 1
         record = {"pgid": self.pid, "pid": self.pid, "token": "t", "plan_id": plan.id, "exe": plan.argv[0],
                   "started_at": time.time()}
-        (self.run_dir / "engines" / f"{plan.spec.engine}.process.json").write_text(json.dumps(record))
+        (self.run_dir / "engines" / f"{self.program or plan.spec.engine}.process.json").write_text(json.dumps(record))
         if self.auto_ready:
             self.ready_pids.add(self.pid)
 
     def crash_and_restart(self) -> None:
         """supervisord restarting a crashed engine: a new PID, same plan, not ready yet."""
-        plan = read_plan(self.run_dir, self.started_plans[-1].spec.engine)
+        plan = read_plan(self.run_dir, self.program or self.started_plans[-1].spec.engine)
         auto, self.auto_ready = self.auto_ready, False
         self.run(plan)
         self.auto_ready = auto
@@ -99,6 +103,50 @@ class FakeSupervisor:
     async def probe(self, base_url: str) -> bool:
         self.probed_ports.append(int(base_url.rsplit(":", 1)[1]))
         return self.state in ("STARTING", "RUNNING") and self.pid in self.ready_pids
+
+
+class FakeSupervisors:
+    """Several programs (an engine's instances: llamacpp, llamacpp-1...), each a FakeSupervisor of its own with
+    PIDs of its own; the readiness probe answers for the program whose last start listens on the port."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.programs: dict[str, FakeSupervisor] = {}
+
+    def __getitem__(self, name: str) -> FakeSupervisor:
+        if name not in self.programs:
+            sup = self.programs[name] = FakeSupervisor(self.run_dir)
+            sup.next_pid += 1_000_000 * (len(self.programs) - 1)
+        return self.programs[name]
+
+    async def info(self, name: str) -> ProcessInfo:
+        return await self[name].info(name)
+
+    async def start(self, name: str) -> None:
+        await self[name].start(name)
+
+    async def stop(self, name: str) -> None:
+        await self[name].stop(name)
+
+    async def tail_log(self, name: str, nbytes: int = 4096) -> str:
+        return await self[name].tail_log(name, nbytes)
+
+    async def probe(self, base_url: str) -> bool:
+        port = int(base_url.rsplit(":", 1)[1])
+        owner = next((s for s in self.programs.values() if s.started_plans and s.started_plans[-1].port == port), None)
+        return owner is not None and await owner.probe(base_url)
+
+    def starts(self) -> int:
+        return sum(len(s.started_plans) for s in self.programs.values())
+
+
+def make_group(run_dir: Path, config: "Config", engine: str = "llamacpp", ledger: MemoryLedger | None = None
+               ) -> tuple["EngineGroup", FakeSupervisors, RecordingEvents]:
+    """An engine's instances (router/engine_group.py) over fake programs."""
+    from router.engine_group import EngineGroup
+    supervisors, events = FakeSupervisors(run_dir), RecordingEvents()
+    group = EngineGroup(engine, config, supervisors, run_dir, probe=supervisors.probe, events=events, ledger=ledger)
+    return group, supervisors, events
 
 
 class RecordingEvents:

@@ -12,7 +12,7 @@ from router.auth import Keys
 from router.config import RouterSettings, parse_config
 from router.exposure import bind_address, exposure_warnings, is_loopback
 from router.handlers.admin import engine_report
-from tests.unit.fakes import make_manager, no_illegal_transitions, spec  # noqa: F401 (an autouse fixture)
+from tests.unit.fakes import make_group, make_manager, no_illegal_transitions, spec  # noqa: F401 (an autouse fixture)
 
 ENGINES = "engines: {llamacpp: {port: 8002}}\n"
 
@@ -77,22 +77,20 @@ def test_with_keys_set_only_admins_see_where_models_lie(tmp_path, monkeypatch):
     from router.handlers import openai_api
     from router import state
 
-    async def loaded_engine():
-        manager, _, _ = make_manager(tmp_path)
-        await manager.load(spec("tiny"))
-        return manager
-    manager = asyncio.run(loaded_engine())
+    config = parse_config(ENGINES + "models: {tiny: {engine: llamacpp, path: /models/tiny.gguf}}\n")
+    group, _, _ = make_group(tmp_path, config)
+    manager = group.instances[0]
+    asyncio.run(manager.load(spec("tiny")))
     assert engine_report(manager, None, 0, [], True)["model_path"] == "/models/tiny.gguf"
     anonymous = engine_report(manager, None, 0, [], False)
     assert anonymous["model"] == "tiny" and anonymous["model_path"] is None
 
-    config = parse_config(ENGINES + "models: {tiny: {engine: llamacpp, path: /models/tiny.gguf}}\n")
     keys = Keys(api=("user",), admin_only=("root",))
 
     def listed(key: str | None) -> list:
         request = request_with(key)
         request.app[state.CONFIG] = state.LiveConfig(config, tmp_path)
-        request.app[state.ENGINES], request.app[state.KEYS] = {"llamacpp": manager}, keys
+        request.app[state.ENGINES], request.app[state.KEYS] = {"llamacpp": group}, keys
         response = asyncio.run(openai_api.list_models(request))
         return [model["path"] for model in json.loads(response.body)["data"]]
     assert listed("user") == [None] and listed(None) == [None]

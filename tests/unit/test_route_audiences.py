@@ -22,6 +22,7 @@ EXPECTED = {
     ("GET", "/v1/models"): "inference",
     ("POST", "/v1/models/load"): "admin",
     ("POST", "/v1/models/unload"): "admin",
+    ("POST", "/v1/models/pin"): "admin",
     ("POST", "/v1/config/reload"): "admin",
     ("GET", "/v1/engines/{engine}/logs"): "admin",
 }

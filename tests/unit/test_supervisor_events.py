@@ -87,7 +87,7 @@ def test_the_monitor_looks_rarely_only_while_events_arrive_and_every_engine_is_s
     from router.engine_state import State
 
     def engines(*states):
-        return {f"e{i}": SimpleNamespace(state=state) for i, state in enumerate(states)}
+        return [SimpleNamespace(state=state) for state in states]  # every engine instance
     assert monitor_interval(engines(State.LOADED, State.IDLE, State.ERROR), events_arrive=True) == SETTLED_INTERVAL
     assert monitor_interval(engines(State.LOADED, State.IDLE), events_arrive=False) == MONITOR_INTERVAL
     for busy in (State.LOADING, State.STOPPING):  # readiness and the end of a stop come from polling

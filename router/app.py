@@ -151,19 +151,25 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         app[HTTP] = engine_session()
         ledger = MemoryLedger(settle_seconds=config.router.memory_settle_seconds)  # one for every engine
-        engines = app[ENGINES] = {
-            name: EngineGroup(name, config, app[SUPERVISOR], run_path, app[HTTP], events=app[METRICS], ledger=ledger)
-            for name in config.engines}
         samples = app[METRICS].processes.samples
+
+        def watch(manager: EngineManager) -> None:
+            """An instance placement may use: its metrics are exported from now on (never for the instances
+            beyond max_instances, which would be idle series on every dashboard)."""
+            app[METRICS].watch(manager.name, lambda: manager.state, lambda: manager.in_flight,
+                               lambda: manager.waiting)
+        engines = app[ENGINES] = {
+            name: EngineGroup(name, config, app[SUPERVISOR], run_path, app[HTTP], events=app[METRICS], ledger=ledger,
+                              watch=watch)
+            for name in config.engines}
         for manager in instances_of(engines):
             manager.others_memory = lambda me=manager.name: {name: int(sample.rss_bytes or 0) for name, sample
                                                              in samples.items() if name != me}
-            app[METRICS].watch(manager.name, lambda m=manager: m.state, lambda m=manager: m.in_flight,
-                               lambda m=manager: m.waiting)
         await restore_models(config, engines)
 
         def engine_pids() -> dict[str, int]:
-            return {m.name: m.details.process.pid if m.details.process else 0 for m in instances_of(engines)}
+            return {m.name: m.details.process.pid if m.details.process else 0 for group in engines.values()
+                    for m in group.shown()}
         wake, heard = asyncio.Event(), False
 
         def on_supervisor_event(program: str, event: str) -> None:

@@ -9,8 +9,8 @@ max_instances 1 (the default) the group is the one-process engine it always was.
   with router.memory_reserve_gib to spare (the shared ledger's check, nothing reserved);
 - else the least recently used instance with no request in flight or waiting, past min_residency_seconds,
   swaps to it (its model is evicted);
-- else the least recently used one: the swap waits its turn there under the one-process rules (residency,
-  arrival order, no starvation).
+- else the least recently used one with no request in flight or waiting, else the least recently used one: the
+  swap waits its turn there under the one-process rules (residency, drain, arrival order, no starvation).
 A model pinned through `POST /v1/models/pin`, or `keep_loaded` in the catalog, is never swapped away for another;
 when every instance holds one, a request for another model is refused (409 `no_instance_free`).
 """
@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 
@@ -48,8 +49,9 @@ class NoInstanceFree(ApiError):
 class EngineGroup:
     def __init__(self, name: str, config: Config, supervisor: Supervisor, run_dir: Path,
                  http: aiohttp.ClientSession | None = None, probe: Probe | None = None,
-                 events: LifecycleEvents | None = None, ledger: MemoryLedger | None = None):
-        self.name = name
+                 events: LifecycleEvents | None = None, ledger: MemoryLedger | None = None,
+                 watch: Callable[[EngineManager], None] = lambda instance: None):
+        self.name, self.watch = name, watch  # `watch`: each instance once it is usable (its metrics)
         settings, router = config.engines[name], config.router
         self.ledger = ledger or MemoryLedger(settle_seconds=router.memory_settle_seconds)
         self.instances = [EngineManager(instance_name(name, k), settings, router, supervisor, run_dir, http, probe,
@@ -62,6 +64,8 @@ class EngineGroup:
         self.kept = {name for name, entry in config.models.items() if entry.keep_loaded and entry.engine == self.name}
         for instance in self.instances:
             instance.configure(self.settings, self.router_settings)
+        for instance in self.usable:
+            self.watch(instance)
 
     @property
     def usable(self) -> list[EngineManager]:
@@ -111,8 +115,9 @@ class EngineGroup:
                 f"pinned or keep_loaded models ({', '.join(i.details.spec.served_name for i in taken)}); unpin one "
                 f"(POST /v1/models/pin with \"pinned\": false), unload one, or raise max_instances",
                 code="no_instance_free")
-        unused = [i for i in movable if i.evictable()]
-        chosen = min(unused or movable, key=lambda i: i.admission.last_used)
+        idle = [i for i in movable if not i.in_flight and not i.waiting]  # never one streaming, if any other
+        unused = [i for i in idle if i.evictable()]
+        chosen = min(unused or idle or movable, key=lambda i: i.admission.last_used)
         log.info("%s: %s replaces %s on %s (%s)", self.name, spec.served_name, chosen.details.spec.served_name,
                  chosen.name, "least recently used, idle" if unused else "least recently used; its swap waits")
         return chosen
@@ -197,9 +202,7 @@ class NotResident(ApiError):
 
 
 def find_instance(engines: dict[str, EngineGroup], name: str) -> EngineManager | None:
-    """An engine's name → its most recently used instance; an instance's name (`llamacpp-1`) → that one."""
-    if name in engines:
-        return engines[name].primary
+    """The instance named `name`: an engine's own name is its instance 0 (its program, log and metrics)."""
     return next((i for group in engines.values() for i in group.instances if i.name == name), None)
 
 

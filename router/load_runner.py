@@ -210,7 +210,9 @@ class LoadRunner:
             return None
         process = engine.details.process
         running = process.pid if process and engine.state is not State.IDLE else None
-        freed = int((await asyncio.to_thread(sample_tree, running)).rss_bytes) if running else 0
+        # what stopping the served model gives back to MemAvailable: its anonymous memory (its mapped files stay
+        # page cache, which MemAvailable counts already)
+        freed = int((await asyncio.to_thread(sample_tree, running)).anon_bytes) if running else 0
         settings = engine.router_settings
         try:
             self.reservation = await engine.ledger.reserve(

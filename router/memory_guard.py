@@ -74,18 +74,21 @@ class Reservation:
     pid: int = 0  # the loading engine's new process, once started: what it has taken counts against `bytes`
 
 
-Measure = Callable[[int], Awaitable[int]]  # a process tree's resident bytes
+Measure = Callable[[int], Awaitable[int]]  # what a process tree has taken from available memory
 
 
-async def _tree_rss(pid: int) -> int:
+async def _tree_anon(pid: int) -> int:
+    """What a loading engine's tree has taken from MemAvailable so far: its anonymous memory. Its rss also counts
+    the shared libraries and model files it maps, page cache that MemAvailable still counts as available: taken
+    off its reservation, they would let a second load pass while the first still grows."""
     from router.metrics import sample_tree
-    return int((await asyncio.to_thread(sample_tree, pid)).rss_bytes)
+    return int((await asyncio.to_thread(sample_tree, pid)).anon_bytes)
 
 
 class MemoryLedger:
     """The reservations of the loads in progress, shared by every engine's manager."""
 
-    def __init__(self, available: Callable[[], int] = available_bytes, measure: Measure = _tree_rss,
+    def __init__(self, available: Callable[[], int] = available_bytes, measure: Measure = _tree_anon,
                  settle_seconds: float = 10.0):
         self.available, self.measure, self.settle_seconds = available, measure, settle_seconds
         self.reservations: dict[str, Reservation] = {}

@@ -40,6 +40,9 @@ class RequestRecord:
 @dataclass
 class ProcessSample:
     rss_bytes: float = 0
+    # the anonymous part of rss: what the tree takes from MemAvailable and gives back when it stops (its mapped
+    # files, shared libraries and mmapped GGUFs, are page cache, which MemAvailable counts as available anyway)
+    anon_bytes: float = 0
     cpu_seconds: float = 0
     threads: float = 0
 
@@ -93,12 +96,26 @@ def sample_tree(pid: int) -> ProcessSample:
         try:
             with proc.oneshot():
                 times = proc.cpu_times()
-                sample.rss_bytes += proc.memory_info().rss
+                rss = proc.memory_info().rss
+                sample.rss_bytes += rss
+                sample.anon_bytes += anon_bytes(proc.pid, rss)
                 sample.cpu_seconds += times.user + times.system
                 sample.threads += proc.num_threads()
         except psutil.Error:
             continue
     return sample
+
+
+def anon_bytes(pid: int, rss: int) -> int:
+    """The process's RssAnon (Linux, /proc/<pid>/status); its whole rss where the kernel does not say."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return rss
 
 
 @dataclass

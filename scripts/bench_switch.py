@@ -2,7 +2,8 @@
 """What a model switch costs: POST /v1/models/load to the first token of the new model through the router, and
 back again (the second load finds vLLM's compile cache warm), against the engine's own cold start measured
 directly with the router's launch plan (same argv and environment, a free port): vLLM once with an empty
-compile cache and once with it filled, with its start-up phases read from its log.
+compile cache and once with it filled, with its start-up phases read from its log. `--resident`: also the
+same switch with both models resident (max_instances ≥ 2), where it is one request.
 
 Writes to --out: switch.md and switch.json. Needs a running stack (scripts/up.sh); leaves each engine with
 the model it had. The router's engine is unloaded while the direct starts run, so they start as the router's
@@ -43,6 +44,13 @@ def measure_engine(router: Router, engine: str, args, scratch: Path, logs: Path)
     print(f"{engine}: switching {loaded} → {target} → {loaded} through the router", flush=True)
     starts = [switch.routed_switch(router.url, engine, target, loaded, args.timeout),
               switch.routed_switch(router.url, engine, loaded, target, args.timeout)]
+    if args.resident:  # the same pair, both resident: a request for the other model is all a switch takes
+        if router.status()[engine].get("max_instances", 1) < 2:
+            sys.exit(f"--resident needs engines.{engine}.max_instances of 2 or more in models.yaml")
+        router.load(engine, target, {"keep_others": True}, args.timeout)
+        starts.append(switch.resident_switch(router.url, engine, target, loaded))
+        starts.append(switch.resident_switch(router.url, engine, loaded, target))
+        router.call("POST", "/v1/models/unload", {"engine": engine, "model": target}, timeout=args.timeout)
     plan = json.loads((args.run_dir / "engines" / f"{engine}.json").read_text())
     if not args.beside:
         router.unload(engine, args.timeout)
@@ -69,6 +77,8 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["llamacpp", "vllm"])
     parser.add_argument("--to", help="the model to switch to (default: another catalog model of the engine)")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--resident", action="store_true",
+                        help="also switch between the two models both resident (engines.<engine>.max_instances ≥ 2)")
     parser.add_argument("--beside", action="store_true",
                         help="start the engine directly beside the router's loaded copy instead of unloading it")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/proxies"))

@@ -48,6 +48,8 @@ def engine_report(manager: EngineManager, memory: ProcessSample | None, log_foll
         "port": manager.port,
         "uptime_seconds": max(0, int(time.time()) - proc.start) if alive else None,
         "memory_rss_bytes": int(memory.rss_bytes) if alive and memory and memory.rss_bytes else None,
+        # its anonymous part: what the memory check counts as freed when this model is swapped away
+        "memory_anon_bytes": int(memory.anon_bytes) if alive and memory and memory.anon_bytes else None,
         # what the load expected to take (engines/memory.py), beside what it holds (memory_rss_bytes)
         "memory_estimate": d.memory_estimate.as_dict() if d.memory_estimate else None,
         "memory_pool": memory_pool(),  # unified (GB10), discrete-gpu or cpu: what the estimate is checked against
@@ -80,8 +82,10 @@ def group_report(group: EngineGroup, samples: dict, followers, warnings: list[st
     for instance in group.shown():
         sample = samples.get(instance.name)
         alive = instance.details.process and instance.details.process.pid
-        instances.append({**group.report(instance), "memory_rss_bytes":
-                          int(sample.rss_bytes) if alive and sample and sample.rss_bytes else None})
+        instances.append({**group.report(instance),
+                          "memory_rss_bytes": int(sample.rss_bytes) if alive and sample and sample.rss_bytes else None,
+                          "memory_anon_bytes": int(sample.anon_bytes) if alive and sample and sample.anon_bytes
+                          else None})
     return {**report, "instance": primary.name, "max_instances": group.settings.max_instances,
             "instances": instances}
 

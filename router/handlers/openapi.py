@@ -53,7 +53,8 @@ INSTANCE_STATUS = {"type": "object", "required": ["name", "model", "state", "por
                                   "state": {"enum": [state.value for state in State]}, "port": {"type": "integer"},
                                   "pid": {"type": ["integer", "null"]}, "last_used": {"type": "number"},
                                   "in_flight": {"type": "integer"}, "waiting": {"type": "integer"},
-                                  "pinned": {"type": "boolean"}, "memory_rss_bytes": {"type": ["integer", "null"]}}}
+                                  "pinned": {"type": "boolean"}, "memory_rss_bytes": {"type": ["integer", "null"]},
+                                  "memory_anon_bytes": {"type": ["integer", "null"]}}}
 ENGINE_STATUS = {"type": "object", "required": ["status", "model", "process_alive", "state", "pid", "port"],
                  "properties": {"status": {"enum": sorted(set(LEGACY_STATUS.values()))},
                                 "state": {"enum": [state.value for state in State]},

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import time
 import urllib.error
@@ -155,6 +156,23 @@ def routed_switch(router_url: str, engine: str, model: str, old: str, timeout: f
         # the router's own account of the load (/v1/status load_phases), its long names cut at " ("
         result.phases = {name.split(" (")[0]: seconds for name, seconds in phases.items()}
     except (urllib.error.URLError, OSError, RuntimeError, KeyError) as exc:
+        result.error = str(exc)
+    return result
+
+
+def resident_switch(router_url: str, engine: str, model: str, old: str, repeats: int = 5) -> Start:
+    """Both models resident (max_instances ≥ 2): a request for `model` right after one for `old`, seconds to its
+    first token (the median of `repeats`); nothing loads or restarts."""
+    result = Start(f"router: {old} → {model}, both resident")
+    try:
+        times = []
+        for _ in range(repeats):
+            first_token(router_url, old, {"engine": engine})  # `old` served last
+            started = time.perf_counter()
+            times.append(first_token(router_url, model, {"engine": engine}) - started)
+        result.ready_s, result.first_token_s = 0.0, statistics.median(times)
+        result.phases = {"slowest": max(times)}
+    except (urllib.error.URLError, OSError, RuntimeError) as exc:
         result.error = str(exc)
     return result
 

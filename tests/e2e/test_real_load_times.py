@@ -75,7 +75,7 @@ def test_two_engines_loading_at_once_under_a_reserve_that_fits_one_are_never_bot
     stack.wait_loaded("llamacpp")
     big_ctx = 1 << 20  # the most llama.cpp takes, x 512 B per cell of the tiny GGUF (2 layers, 1 KV head, 128, f16)
     # vLLM's swap frees what its current model holds: with that, 3 GiB fits and 0.5 GiB fits, both do not
-    freed = vllm_before["memory_rss_bytes"] or 0
+    freed = vllm_before["memory_anon_bytes"] or 0  # what the router counts as freed: the anonymous part
     available = [psutil.virtual_memory().available]
     reserve = (available[0] + freed - 3.25 * GiB) / GiB
     seen: list[tuple[float, str, str]] = []

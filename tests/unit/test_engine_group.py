@@ -55,7 +55,7 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setattr(llamacpp, "estimate_memory",
                         lambda plan: MemoryEstimate(int(MODEL_GIB * GiB), int(MODEL_GIB * GiB), 0, 0, "test", "cpu"))
     # what stopping a running fake engine frees (a swap's check counts it; fake PIDs have no real memory)
-    monkeypatch.setattr(load_runner, "sample_tree", lambda pid: SimpleNamespace(rss_bytes=MODEL_GIB * GiB))
+    monkeypatch.setattr(load_runner, "sample_tree", lambda pid: SimpleNamespace(rss_bytes=MODEL_GIB * GiB, anon_bytes=MODEL_GIB * GiB))
     return tmp_path
 
 

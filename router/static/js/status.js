@@ -21,9 +21,10 @@ export function formatDuration(seconds) {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
-// Whether the engine may hold several models at once (its card and the model picker then show the instances).
+// Whether the engine may hold several models at once (its card and the model picker then show the instances):
+// max_instances > 1, or an instance beyond a lowered max_instances that still holds a model (status lists it).
 export function hasInstances(engine) {
-  return (engine?.max_instances ?? 1) > 1 && Array.isArray(engine?.instances);
+  return Array.isArray(engine?.instances) && ((engine.max_instances ?? 1) > 1 || engine.instances.length > 1);
 }
 
 // The engine's instances (a one-instance engine: none listed, so callers fall back to the top-level fields).

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 TOKENS_PER_SECOND = "suffix: tok/s"  # Grafana custom unit: the value, then " tok/s"
-ENGINE = 'engine=~"$engine"'
+# `$engine` holds engines and instances alike (values of the one `engine` label: `llamacpp`, `llamacpp-1`...). An
+# engine's name also selects its instances 1-3, whose series carry `<engine>-<N>`; an instance's name selects it.
+ENGINE = 'engine=~"($engine)(-[0-9]+)?"'
 RATE = "$__rate_interval"
 
 # unified_engine_state as one number per engine, for the state timeline (value mappings below).
@@ -15,13 +17,18 @@ STATE_COLORS = {"idle": "text", "loading": "yellow", "loaded": "green", "error":
 
 # ---------------------------------------------------------------------------------------------------- panels
 
-def target(expr: str, legend: str = "", instant: bool = False) -> dict:
-    return {"expr": expr, "legendFormat": legend or "__auto", "instant": instant, "range": not instant,
-            "editorMode": "code", "datasource": DS}
+def target(expr: str, legend: str = "", instant: bool = False, table: bool = False) -> dict:
+    """A query; `table`: an instant query whose series are rows, for a table panel."""
+    instant = instant or table
+    found = {"expr": expr, "legendFormat": legend or "__auto", "instant": instant, "range": not instant,
+             "editorMode": "code", "datasource": DS}
+    if table:
+        found["format"] = "table"
+    return found
 
 
 def _panel(kind: str, title: str, unit: str, description: str, targets: list[dict], width: int, height: int,
-           defaults: dict | None = None, options: dict | None = None) -> dict:
+           defaults: dict | None = None, options: dict | None = None, overrides: list | None = None) -> dict:
     for ref, tgt in zip("ABCDEFGHIJ", targets):
         tgt["refId"] = ref
     return {
@@ -30,7 +37,7 @@ def _panel(kind: str, title: str, unit: str, description: str, targets: list[dic
         "description": description,
         "datasource": DS,
         "gridPos": {"w": width, "h": height},
-        "fieldConfig": {"defaults": {"unit": unit, **(defaults or {})}, "overrides": []},
+        "fieldConfig": {"defaults": {"unit": unit, **(defaults or {})}, "overrides": overrides or []},
         "options": options or {},
         "targets": targets,
     }
@@ -72,15 +79,47 @@ def bargauge(title: str, unit: str, description: str, targets: list[dict], width
 
 
 def state_timeline(title: str, description: str, targets: list[dict], width: int = 24, height: int = 5) -> dict:
-    mappings = [{"type": "value", "options": {
-        str(code): {"text": state, "color": STATE_COLORS[state], "index": code} for state, code in STATE_CODES.items()}}]
-    defaults = {"color": {"mode": "thresholds"}, "mappings": mappings,
+    defaults = {"color": {"mode": "thresholds"}, "mappings": state_mappings(),
                 "thresholds": {"mode": "absolute", "steps": [{"color": "text", "value": None}]},
                 "custom": {"fillOpacity": 80, "lineWidth": 0}}
     options = {"mergeValues": True, "showValue": "auto", "alignValue": "left", "rowHeight": 0.9,
                "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
                "tooltip": {"mode": "single", "sort": "none"}}
     return _panel("state-timeline", title, "none", description, targets, width, height, defaults, options)
+
+
+def state_mappings() -> list[dict]:
+    """unified_engine_state's codes (STATE_CODES) shown as the state's name, in its colour."""
+    return [{"type": "value", "options": {
+        str(code): {"text": state, "color": STATE_COLORS[state], "index": code} for state, code in STATE_CODES.items()}}]
+
+
+def table(title: str, description: str, key: tuple[str, str], labels: dict[str, str],
+          columns: list[tuple[str, dict, str, list[dict]]], width: int = 24, height: int = 9) -> dict:
+    """One row per value of the label `key` (name, header): each column an instant query (format table) `sum by
+    (key)` or the like, the frames merged on the fields they all have (Time and the key). `labels`: other labels
+    some query brings (name → header), shown after the key. `columns`: (header, target, unit, extra field
+    properties); a header of "" hides the query's value and keeps only its labels (e.g. a model name). Grafana
+    names the values "Value #<refId>" when a panel has several queries: the overrides and organize match that."""
+    targets = [tgt for _, tgt, _, _ in columns]
+    name, header = key
+    panel = _panel("table", title, "short", description, targets, width, height, options={
+        "showHeader": True, "cellHeight": "sm", "frameIndex": 0, "sortBy": [{"displayName": header, "desc": False}]})
+    hidden, order, overrides = {"Time": True}, {name: 0, **{label: n for n, label in enumerate(labels, start=1)}}, []
+    for index, (column, tgt, unit, extra) in enumerate(columns, start=len(order)):
+        value = f"Value #{tgt['refId']}"
+        order[value] = index
+        if not column:
+            hidden[value] = True
+            continue
+        overrides.append({"matcher": {"id": "byName", "options": value},
+                          "properties": [{"id": "displayName", "value": column}, {"id": "unit", "value": unit},
+                                         *extra]})
+    panel["fieldConfig"]["overrides"] = overrides
+    panel["transformations"] = [{"id": "merge", "options": {}},
+                                {"id": "organize", "options": {"excludeByName": hidden, "indexByName": order,
+                                                               "renameByName": {name: header, **labels}}}]
+    return panel
 
 
 def quantiles(metric: str, by: str, selector: str = "", legend_prefix: str = "{{engine}}",
@@ -100,8 +139,12 @@ def datasource_variable() -> dict:
 
 
 def engine_variable() -> dict:
+    """Every value of the `engine` label: the engines and their instances (the router exports each instance's
+    state, used or not). Queries match it with ENGINE, so an engine's name takes its instances along."""
     query = "label_values(unified_engine_state, engine)"
-    return {"name": "engine", "label": "Engine", "type": "query", "datasource": DS,
+    return {"name": "engine", "label": "Engine / instance", "type": "query", "datasource": DS,
+            "description": "An engine (vllm, llamacpp) with its instances, or one instance (llamacpp-1). Request "
+                           "series are counted per engine; process, state and load series per instance.",
             "definition": query, "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
             "current": {"text": ["All"], "value": ["$__all"]}, "hide": 0, "includeAll": True, "multi": True,
             "allValue": None, "options": [], "refresh": 2, "regex": "", "sort": 1, "skipUrlSync": False}

@@ -151,7 +151,8 @@ def build_spec(audiences: dict[tuple[str, str], Audience], load_examples: list[d
         "/metrics": {"get": {"summary": "the router's Prometheus metrics",
                              "responses": {"200": {"description": "Prometheus text format"}}}},
         "/metrics/engines/{engine}": {"get": {
-            "summary": "one engine's own Prometheus metrics, with engine and model labels added",
+            "summary": "one engine instance's own Prometheus metrics, with engine and model labels added (an "
+                       "engine's name: its instance 0)",
             "parameters": [{"name": "engine", "in": "path", "required": True, "schema": INSTANCE}],
             "responses": {"200": {"description": "Prometheus text format"},
                           "404": {"description": "unknown engine",

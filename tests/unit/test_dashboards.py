@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from engines.spec import MAX_INSTANCES, instance_name
+
 PROJECT = Path(__file__).resolve().parents[2]
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__range_s", "__interval_ms"}
 
@@ -145,10 +147,11 @@ def test_docs_list_every_router_metric():
     assert not [m for m in router_metrics if f"| `{m}` |" not in docs]
 
 
-def test_prometheus_scrapes_the_router_and_both_engines_through_it():
+def test_prometheus_scrapes_the_router_and_every_engine_instance_through_it():
     config = yaml.safe_load((PROJECT / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["metrics_path"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"/metrics", "/metrics/engines/vllm", "/metrics/engines/llamacpp"}
+    instances = {instance_name(engine, k) for engine in ("vllm", "llamacpp") for k in range(MAX_INSTANCES)}
+    assert set(jobs) == {"/metrics"} | {f"/metrics/engines/{name}" for name in instances}
     for job in jobs.values():
         assert [t for sc in job["static_configs"] for t in sc["targets"]] == ["router:8080"]
     interval = config["global"]["scrape_interval"]

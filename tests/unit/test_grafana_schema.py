@@ -20,7 +20,8 @@ GRAFANA_SCHEMA = PROJECT / "tests" / "schemas" / "grafana"
 PANEL_OPTIONS = {"timeseries": "timeseries/panelcfg/x/TimeSeriesPanelCfg_types.gen",
                  "stat": "stat/panelcfg/x/StatPanelCfg_types.gen",
                  "bargauge": "bargauge/panelcfg/x/BarGaugePanelCfg_types.gen",
-                 "state-timeline": "statetimeline/panelcfg/x/StateTimelinePanelCfg_types.gen"}
+                 "state-timeline": "statetimeline/panelcfg/x/StateTimelinePanelCfg_types.gen",
+                 "table": "table/panelcfg/x/TablePanelCfg_types.gen"}
 WITH_CUSTOM_FIELDS = {"timeseries", "state-timeline"}
 
 

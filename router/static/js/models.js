@@ -1,8 +1,11 @@
 // Engine and model picker, and loading a model: the catalog and loaded models from GET /v1/models, a Load
 // button that shows the engine's state and the elapsed time, and the engine's own error text when a load fails.
+// An engine with several instances (max_instances > 1) holds several models at once: the list marks each
+// resident model with its instance, and picking one loads nothing, since a chat request naming it goes to its
+// instance; Load then adds a model beside the resident ones (keep_others) instead of replacing the shown one.
 
 import { apiJson } from "./api.js";
-import { ENGINE_LABELS, formatDuration, stateOf } from "./status.js";
+import { ENGINE_LABELS, formatDuration, hasInstances, instancesOf, stateOf } from "./status.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -12,7 +15,8 @@ export class ModelPicker {
     this.onEngineChange = onEngineChange;
     this.models = [];
     this.loading = null; // {engine, name, started} while this page's load request runs
-    this.served = {}; // engine → model it served at the last status poll
+    this.served = {}; // engine → the models it held (top level, then each instance) at the last status poll
+    this.looks = {}; // engine → its instances' states and pins at the last status poll
     this.lastServed = {}; // engine → model it served when the list was last filled
     $("engine").addEventListener("change", () => { this.clearError(); this.fill(); this.onEngineChange(this.engine); });
     $("model").addEventListener("change", () => { this.clearError(); this.offer(); });
@@ -31,6 +35,7 @@ export class ModelPicker {
   }
 
   // The model a chat request on `engine` names: the one picked when that engine is picked, else what it serves.
+  // A resident model on another instance is named like any other: the router sends the request there, no swap.
   modelFor(engine) {
     if (engine === this.engine && $("model").value) return $("model").value;
     return this.status.engines[engine]?.model ?? undefined;
@@ -46,54 +51,100 @@ export class ModelPicker {
     }
   }
 
+  // The instance of `engine` that holds `model` (any state), from the last status poll; null when none does or
+  // the engine has one instance.
+  instanceHolding(engine, model) {
+    return instancesOf(this.status.engines[engine]).find((i) => i.model === model) ?? null;
+  }
+
+  // Whether `engine` holds `model`: what its top level shows, or (several instances) any instance's model.
+  holds(engine, model) {
+    return this.status.engines[engine]?.model === model || this.instanceHolding(engine, model) !== null;
+  }
+
+  // The option's text: its state where the engine holds it (and, with several instances, on which one).
+  label(m, served) {
+    const engine = this.status.engines[this.engine];
+    if (hasInstances(engine)) {
+      const instance = this.instanceHolding(this.engine, m.id);
+      if (!instance) return `${m.id} (not loaded)`;
+      return `${m.id} (${instance.state} on ${instance.name}${instance.pinned ? ", pinned" : ""})`;
+    }
+    const loaded = m.id === served || ["loaded", "loading"].includes(m.state);
+    return loaded ? `${m.id} (${m.id === served ? stateOf(engine) : m.state})` : `${m.id} (not loaded)`;
+  }
+
   // Fills the model list for the picked engine, keeping the choice, else picking the model it serves.
   fill() {
     const select = $("model");
     const previous = select.value;
     const served = this.status.engines[this.engine]?.model;
+    const several = hasInstances(this.status.engines[this.engine]);
     const mine = this.models.filter((m) => m.engine === this.engine);
     select.replaceChildren(...mine.map((m) => {
       const option = document.createElement("option");
       option.value = m.id;
-      const loaded = m.id === served || ["loaded", "loading"].includes(m.state);
-      option.textContent = loaded ? `${m.id} (${m.id === served ? stateOf(this.status.engines[this.engine]) : m.state})`
-                                  : `${m.id} (not loaded)`;
+      option.textContent = this.label(m, served);
+      const instance = this.instanceHolding(this.engine, m.id);
+      if (instance) option.dataset.instance = instance.name;
       return option;
     }));
     const ids = mine.map((m) => m.id);
-    const servedChanged = served !== this.lastServed[this.engine]; // a load happened: follow it
+    // One instance: a load happened, follow it. Several: the shown model changes whenever another resident
+    // model is used, by this page or any client, so the pick stays (this page's own loads pick what they load).
+    const servedChanged = served !== this.lastServed[this.engine];
     this.lastServed[this.engine] = served;
-    const keep = !servedChanged && ids.includes(previous);
+    const keep = (several || !servedChanged) && ids.includes(previous);
     select.value = keep ? previous : served && ids.includes(served) ? served : ids[0] ?? "";
     this.offer();
   }
 
-  // Picking a model the engine does not serve offers to load it.
+  // Picking a model the engine does not hold offers to load it; a resident one needs nothing (no swap).
   offer() {
     const picked = $("model").value;
     const engine = this.status.engines[this.engine];
-    const show = Boolean(picked) && !this.loading && engine?.model !== picked;
+    const show = Boolean(picked) && !this.loading && !this.holds(this.engine, picked);
     $("model-offer").hidden = !show;
     if (show) {
+      const beside = hasInstances(engine) ? " Loading it keeps the resident models where memory and max_instances allow." : "";
       const onDemand = engine?.on_demand ? " Or just send a message: the router loads it on demand." : "";
       $("model-offer-text").textContent =
-        `${picked} is not loaded on ${ENGINE_LABELS[this.engine] ?? this.engine}.${onDemand}`;
+        `${picked} is not loaded on ${ENGINE_LABELS[this.engine] ?? this.engine}.${beside}${onDemand}`;
     }
   }
 
+  // A model came or went on an instance: list the models again (a path loaded outside the catalog appears
+  // there); only a state or a pin changed: relabel the list.
   statusChanged(engines) {
-    const changed = Object.entries(engines).some(([name, e]) => this.served[name] !== e.model);
-    this.served = Object.fromEntries(Object.entries(engines).map(([name, e]) => [name, e.model]));
+    const held = (e) => JSON.stringify([e.model, ...instancesOf(e).map((i) => i.model)]);
+    const looks = (e) => JSON.stringify(instancesOf(e).map((i) => [i.state, i.pinned]));
+    const changed = Object.entries(engines).some(([name, e]) => this.served[name] !== held(e));
+    const relabel = Object.entries(engines).some(([name, e]) => this.looks[name] !== looks(e));
+    this.served = Object.fromEntries(Object.entries(engines).map(([name, e]) => [name, held(e)]));
+    this.looks = Object.fromEntries(Object.entries(engines).map(([name, e]) => [name, looks(e)]));
     if (changed) this.refresh();
+    else if (relabel) this.fill();
     else this.offer();
     if (this.loading) this.showProgress();
   }
 
   showProgress() {
     const { engine, name, started } = this.loading;
+    const label = ENGINE_LABELS[engine] ?? engine;
+    // several instances: the load runs on the instance that takes the model, not necessarily the one shown at
+    // the top level (whose loading_since would time another load); the instances give no start time
+    const instance = hasInstances(this.status.engines[engine])
+      ? this.instanceHolding(engine, name) ?? instancesOf(this.status.engines[engine]).find((i) => i.state === "loading")
+      : null;
+    if (instance) {
+      const seconds = (Date.now() - started) / 1000;
+      $("load-state").textContent =
+        `loading ${name} on ${label} (${instance.name}): ${formatDuration(seconds)} (engine: ${instance.state})`;
+      return;
+    }
     const state = stateOf(this.status.engines[engine]);
     const seconds = this.status.loadingSeconds(engine) ?? (Date.now() - started) / 1000;
-    $("load-state").textContent = `loading ${name} on ${ENGINE_LABELS[engine] ?? engine}: ${formatDuration(seconds)} (engine: ${state})`;
+    $("load-state").textContent = `loading ${name} on ${label}: ${formatDuration(seconds)} (engine: ${state})`;
   }
 
   async load() {
@@ -113,8 +164,10 @@ export class ModelPicker {
     this.status.fast = true;
     this.status.poll();
     let done = null;
+    const body = { engine, model_path: name };
+    if (hasInstances(this.status.engines[engine])) body.keep_others = true; // beside the resident models
     try {
-      done = await apiJson("/v1/models/load", { method: "POST", body: { engine, model_path: name } });
+      done = await apiJson("/v1/models/load", { method: "POST", body });
     } catch (err) {
       $("load-state").textContent = "";
       this.showError(err.message);
@@ -125,7 +178,8 @@ export class ModelPicker {
       $("load").disabled = $("offer-load").disabled = false;
     }
     if (done) {
-      $("load-state").textContent = `loaded ${done.model} on ${ENGINE_LABELS[engine] ?? engine} in ${done.load_seconds} s`;
+      const where = hasInstances(this.status.engines[engine]) && done.instance ? ` (on ${done.instance})` : "";
+      $("load-state").textContent = `loaded ${done.model} on ${ENGINE_LABELS[engine] ?? engine} in ${done.load_seconds} s${where}`;
       $("model-path").value = "";
     }
     await this.status.poll();

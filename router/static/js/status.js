@@ -1,5 +1,6 @@
 // Live status of both engines from GET /v1/status (the engines are its top-level keys), polled (faster while
-// something loads or stops), shown in the top bar.
+// something loads or stops), shown in the top bar. An engine with max_instances > 1 holds several models at once,
+// one per instance: its card then lists the instances under the line that shows the most recently used one.
 
 import { apiJson } from "./api.js";
 
@@ -18,6 +19,17 @@ export function formatDuration(seconds) {
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+// Whether the engine may hold several models at once (its card and the model picker then show the instances):
+// max_instances > 1, or an instance beyond a lowered max_instances that still holds a model (status lists it).
+export function hasInstances(engine) {
+  return Array.isArray(engine?.instances) && ((engine.max_instances ?? 1) > 1 || engine.instances.length > 1);
+}
+
+// The engine's instances (a one-instance engine: none listed, so callers fall back to the top-level fields).
+export function instancesOf(engine) {
+  return hasInstances(engine) ? engine.instances : [];
 }
 
 function formatBytes(bytes) {
@@ -65,7 +77,9 @@ export class StatusMonitor {
     }
     this.render();
     for (const listener of this.listeners) listener(this.engines);
-    const busy = Object.values(this.engines).some((e) => ["loading", "stopping"].includes(stateOf(e)));
+    // any instance counts: a model loading beside the one shown at the top level is a load in progress too
+    const busy = Object.values(this.engines).some((e) => [e, ...instancesOf(e)].some(
+      (i) => ["loading", "stopping"].includes(stateOf(i))));
     clearTimeout(this.timer); // a poll that overlapped this one must not leave a second timer running
     this.timer = setTimeout(() => this.poll(), busy || this.fast ? FAST_MS : SLOW_MS);
   }
@@ -108,6 +122,38 @@ export class StatusMonitor {
     if (state === "error" && engine.last_error) {
       add("error-text", engine.last_error.split("\n")[0].slice(0, 80), engine.last_error);
     }
+    if (hasInstances(engine)) card.append(this.instanceList(engine));
     return card;
+  }
+
+  // One line per instance: which model it holds (or free), its state, its requests, pinned, memory.
+  instanceList(engine) {
+    const list = document.createElement("ul");
+    list.className = "instances";
+    for (const instance of engine.instances) {
+      const item = document.createElement("li");
+      item.dataset.instance = instance.name;
+      item.dataset.state = instance.state;
+      const add = (cls, text, title) => {
+        const span = document.createElement("span");
+        span.className = cls;
+        span.textContent = text;
+        if (title) span.title = title;
+        item.append(span);
+      };
+      const shown = instance.name === engine.instance;
+      add("name", instance.name, shown ? "most recently used: the line above shows it" : `port ${instance.port}`);
+      add(`badge ${instance.state}`, instance.state);
+      if (instance.model) add("model", instance.model);
+      else add("muted free", "free", "no model: the next model that fits loads here");
+      if (instance.pinned) add("pin", "pinned", "never evicted for another model (pinned or keep_loaded)");
+      if (instance.in_flight || instance.waiting) {
+        add("muted busy", `${instance.in_flight ?? 0} running${instance.waiting ? `, ${instance.waiting} waiting` : ""}`);
+      }
+      const memory = formatBytes(instance.memory_rss_bytes);
+      if (memory) add("muted memory", memory, "memory of the instance's processes (RSS)");
+      list.append(item);
+    }
+    return list;
   }
 }

@@ -9,10 +9,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from router.auth import audience
-from router.engine_group import EngineGroup, find_instance, instance_names
+from router.engine_group import find_instance, instance_names
 from router.engine_state import State
 from router.errors import NotFound, UpstreamError
-from router.lifecycle import EngineManager
 from router.state import ENGINES, HTTP, METRICS
 
 routes = web.RouteTableDef()
@@ -45,20 +44,13 @@ async def router_metrics(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def scraped_instance(engines: dict[str, EngineGroup], name: str) -> EngineManager | None:
-    """The one process a scrape path names. An engine's name is its instance 0, the program of that very name,
-    not the most recently used instance that /v1/status shows for it: Prometheus scrapes the engine and each of its
-    instances (prometheus/prometheus.yml), so every process is read once, and a path's series always carry the
-    same `engine` label. With one instance per engine (the default) the two are the same."""
-    group = engines.get(name)
-    return group.instances[0] if group is not None else find_instance(engines, name)
-
-
 @routes.get("/metrics/engines/{engine}")
 @audience("open")
 async def engine_metrics(request: web.Request) -> web.Response:
     engines = request.app[ENGINES]
-    manager = scraped_instance(engines, request.match_info["engine"])
+    # an engine's name is its instance 0 (not the most recently used one /v1/status shows): Prometheus scrapes
+    # the engine and each instance, so every process is read once, always under the same `engine` label
+    manager = find_instance(engines, request.match_info["engine"])
     if manager is None:
         raise NotFound(f"no engine {request.match_info['engine']!r}; engines: {', '.join(engines)} (instances: "
                        f"{', '.join(instance_names(engines))})", code="unknown_engine")

@@ -161,7 +161,7 @@ def test_a_resident_model_is_answered_where_it_is_without_a_load(home):
         manager, routing = await route_request(group, "a", config)
         assert manager is a and routing.load is None and routing.wanted == "a"
         manager, routing = await route_request(group, "gpt-4o", config)  # no catalog model: the most recent
-        assert manager is group.primary and routing.wanted is None
+        assert manager is b and manager is group.primary and routing.wanted is None
         assert supervisors.starts() == 2
     asyncio.run(scenario())
 

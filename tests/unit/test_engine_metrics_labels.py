@@ -7,7 +7,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from router import state
 from router.config import parse_config
-from router.handlers.metrics import add_labels, engine_metrics, scraped_instance
+from router.engine_group import find_instance
+from router.handlers.metrics import add_labels, engine_metrics
 from tests.unit.fakes import make_group, no_illegal_transitions, spec  # noqa: F401 (an autouse fixture)
 
 
@@ -31,9 +32,9 @@ def test_an_engines_name_scrapes_its_instance_0_even_when_another_instance_was_u
     asyncio.run(group.instances[1].load(spec("b")))
     engines = {"llamacpp": group}
     assert group.primary is group.instances[1]  # what /v1/status shows at the engine's top level
-    assert scraped_instance(engines, "llamacpp") is group.instances[0]
-    assert scraped_instance(engines, "llamacpp-1") is group.instances[1]
-    assert scraped_instance(engines, "llamacpp-9") is None
+    assert find_instance(engines, "llamacpp") is group.instances[0]
+    assert find_instance(engines, "llamacpp-1") is group.instances[1]
+    assert find_instance(engines, "llamacpp-9") is None
 
     request = make_mocked_request("GET", "/metrics/engines/llamacpp", match_info={"engine": "llamacpp"})
     request.app[state.ENGINES] = engines

@@ -45,27 +45,29 @@ def stack(tmp_path_factory) -> Stack:
     assert not illegal, illegal
 
 
-def complete(stack: Stack, model: str, max_tokens: int = 8) -> dict:
-    status, body = stack.api("POST", "/v1/completions", {"engine": "llamacpp", "model": model, "prompt": "The",
+def complete(stack: Stack, model: str, max_tokens: int = 8, engine: str = "llamacpp") -> dict:
+    status, body = stack.api("POST", "/v1/completions", {"engine": engine, "model": model, "prompt": "The",
                                                          "max_tokens": max_tokens, "temperature": 0})
     assert status == 200, body
     assert body["model"] == model
     return body
 
 
-def instances(stack: Stack) -> dict[str, dict]:
-    """Each instance of llama.cpp by the model it holds (`None`: free)."""
-    return {i["model"]: i for i in stack.status()["llamacpp"]["instances"]}
+def instances(stack: Stack, engine: str = "llamacpp") -> dict[str, dict]:
+    """Each instance of the engine by the model it holds (`None`: free)."""
+    return {i["model"]: i for i in stack.status()[engine]["instances"]}
 
 
 def swaps(stack: Stack) -> float:
     return stack.router_metric("unified_model_swaps_total")
 
 
-def settle(stack: Stack, *models: str) -> dict[str, dict]:
-    """Wait until each of `models` is loaded on an instance; the instances by model."""
-    return wait_for(lambda: (found := instances(stack)) and all(
-        m in found and found[m]["state"] == "loaded" for m in models) and found, 120, f"{models} to be resident")
+def settle(stack: Stack, *models: str, engine: str = "llamacpp") -> dict[str, dict]:
+    """Wait until each of `models` is loaded on an instance of `engine` (and its memory sampled); the instances
+    by model."""
+    return wait_for(lambda: (found := instances(stack, engine)) and all(
+        m in found and found[m]["state"] == "loaded" and found[m]["memory_rss_bytes"] for m in models) and found,
+        120, f"{models} to be resident on {engine}")
 
 
 def only(stack: Stack, *models: str) -> dict[str, dict]:
@@ -193,3 +195,36 @@ def test_bench_switch_reports_a_switch_between_resident_models_beside_the_restar
     assert len(restart) == 2 and len(resident) == 2, [s["how"] for s in starts]
     assert all(s["error"] is None and s["first_token_s"] > 0 for s in restart + resident), starts
     print("\n" + (tmp_path / "switch.md").read_text())
+
+
+
+@pytest.fixture(scope="module")
+def vllm_pair(tmp_path_factory) -> Stack:
+    """vLLM alone with max_instances 2, its shipped default (SmolLM2) loaded: can this 2-core box hold two?"""
+    def edit(config: dict) -> None:
+        del config["engines"]["llamacpp"]
+        config["engines"]["vllm"]["max_instances"] = 2
+    stack = make_stack(tmp_path_factory.mktemp("vllm-pair"), edit, plumbing=False)
+    stack.start()
+    try:
+        stack.wait_loaded("vllm", timeout=600)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_two_vllm_instances_hold_two_models_and_alternate_without_a_restart(vllm_pair):
+    first = vllm_pair.status()["vllm"]["model"]  # SmolLM2 where setup built it, else the tiny model
+    second = "tiny-llama-b" if first == "tiny-llama-a" else "tiny-llama-a"
+    asked = time.monotonic()
+    complete(vllm_pair, second, engine="vllm")  # loads beside the first: vLLM's CPU start, a minute or two
+    loaded = time.monotonic() - asked
+    before = settle(vllm_pair, first, second, engine="vllm")
+    for model in [first, second] * 3:
+        complete(vllm_pair, model, engine="vllm")
+    after = settle(vllm_pair, first, second, engine="vllm")
+    assert {m: after[m]["pid"] for m in (first, second)} == {m: before[m]["pid"] for m in (first, second)}
+    rss = {m: (after[m]["memory_rss_bytes"] or 0) / GiB for m in (first, second)}
+    print(f"\nvLLM, two instances: {first} ({rss[first]:.2f} GiB) and {second} ({rss[second]:.2f} GiB), the second "
+          f"loaded beside the first in {loaded:.0f} s; alternating requests restarted neither")
+

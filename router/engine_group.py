@@ -83,9 +83,6 @@ class EngineGroup:
         most recently used one with a model, else instance 0."""
         return max(self.busy, key=lambda i: i.admission.last_used, default=self.instances[0])
 
-    def instance(self, name: str) -> EngineManager | None:
-        return next((i for i in self.instances if i.name == name), None)
-
     def is_pinned(self, instance: EngineManager) -> bool:
         spec = instance.details.spec
         return spec is not None and (spec.served_name in self.pinned or spec.catalog_name in self.kept)
@@ -112,14 +109,14 @@ class EngineGroup:
                 return free[0]
             raise NoInstanceFree(
                 f"no {self.name} instance can take {spec.served_name}: all {len(usable)} (max_instances) hold "
-                f"pinned or keep_loaded models ({', '.join(i.details.spec.served_name for i in taken)}); unpin one "
+                f"pinned or keep_loaded models ({', '.join(held(i) for i in taken)}); unpin one "
                 f"(POST /v1/models/pin with \"pinned\": false), unload one, or raise max_instances",
                 code="no_instance_free")
         idle = [i for i in movable if not i.in_flight and not i.waiting]  # never one streaming, if any other
         unused = [i for i in idle if i.evictable()]
         chosen = min(unused or idle or movable, key=lambda i: i.admission.last_used)
-        log.info("%s: %s replaces %s on %s (%s)", self.name, spec.served_name, chosen.details.spec.served_name,
-                 chosen.name, "least recently used, idle" if unused else "least recently used; its swap waits")
+        log.info("%s: %s replaces %s on %s (%s)", self.name, spec.served_name, held(chosen), chosen.name,
+                 "least recently used, idle" if unused else "least recently used; its swap waits")
         return chosen
 
     async def fits(self, instance: EngineManager, spec: ModelSpec) -> bool:
@@ -199,6 +196,12 @@ class EngineGroup:
 class NotResident(ApiError):
     status = 404
     type = "invalid_request_error"
+
+
+def held(instance: EngineManager) -> str:
+    """The model an instance holds or is about to, in words."""
+    specs = instance.known_specs()
+    return specs[-1].served_name if specs else "nothing"
 
 
 def find_instance(engines: dict[str, EngineGroup], name: str) -> EngineManager | None:

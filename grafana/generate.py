@@ -42,8 +42,8 @@ def instances_table() -> dict:
         "One row per engine instance (instance 0 is named as its engine; instances 1-3, `llamacpp-1`..., run "
         "with max_instances > 1, one model each): its lifecycle state, the model it serves (from the engine's "
         "own metrics, so only while loaded), requests it is answering and those waiting for its load, memory and "
-        "CPU of its process tree, and loads started on it within the time range. An idle row with no memory is "
-        "an instance with no process: free, or beyond max_instances.",
+        "CPU of its process tree, and loads started on it within the time range. Only the instances max_instances "
+        "allows are listed; an idle row with no memory is a free one.",
         ("engine", "Instance"), {"model": "Model"},
         [("State", target(state_code(), table=True), "none",
           [{"id": "mappings", "value": state_mappings()},

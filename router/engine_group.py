@@ -130,14 +130,14 @@ class EngineGroup:
             return True
         return await self.ledger.fits(instance.name, estimate, self.router_settings.memory_reserve_gib)
 
-    def gpu_shares_exceeded(self, spec: ModelSpec) -> str | None:
-        """vLLM on a GPU takes gpu_memory_utilization of the whole GPU per instance: why `spec` would push the
-        resident instances' shares past it, else None."""
+    def gpu_shares_exceeded(self, spec: ModelSpec, replacing: EngineManager | None = None) -> str | None:
+        """vLLM on a GPU takes gpu_memory_utilization of the whole GPU per instance: why `spec` (in place of
+        `replacing`'s model, if given) would push the resident instances' shares past it, else None."""
         share = spec.options.get("gpu_memory_utilization")
         if share is None or not has_cuda_gpu():
             return None
         others = {i.name: i.details.spec.options.get("gpu_memory_utilization", 0) for i in self.busy
-                  if i.details.spec and i.details.spec.served_name != spec.served_name}
+                  if i.details.spec and i.details.spec.served_name != spec.served_name and i is not replacing}
         if share + sum(others.values()) <= GPU_POOL_SHARE + 1e-9:
             return None
         held = ", ".join(f"{name} {value:g}" for name, value in others.items())
@@ -154,7 +154,7 @@ class EngineGroup:
         instance = self.serving(spec.served_name)
         if instance is None:
             instance = await self.place(spec) if keep_others else self.primary
-            if keep_others and (why := self.gpu_shares_exceeded(spec)):
+            if keep_others and (why := self.gpu_shares_exceeded(spec, replacing=instance)):
                 raise NoInstanceFree(why, code="gpu_shares_exceeded")
         return instance, await instance.load(spec, force=force)
 

@@ -217,3 +217,4 @@ def test_vllm_instances_on_a_gpu_may_not_claim_more_than_the_whole_gpu(home, mon
     why = group.gpu_shares_exceeded(asking)
     assert why and "0.5" in why and "llamacpp 0.6" in why and "at most 1" in why
     assert group.gpu_shares_exceeded(replace(asking, options={"gpu_memory_utilization": 0.4})) is None
+    assert group.gpu_shares_exceeded(asking, replacing=group.instances[0]) is None  # in place of the 0.6 one

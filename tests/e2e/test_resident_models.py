@@ -9,12 +9,14 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 import yaml
+from playwright.sync_api import expect, sync_playwright
 
 from engines.memory import GiB
 from tests.stack import PROJECT, Stack, make_stack, wait_for
@@ -178,6 +180,40 @@ def test_a_crash_of_one_instance_leaves_the_other_serving(stack):
     assert after[B]["pid"] != before[B]["pid"] and after[B]["name"] == before[B]["name"]
     assert after[A]["pid"] == before[A]["pid"]
     complete(stack, B)
+
+
+def test_the_page_lists_the_instances_and_a_resident_model_answers_without_a_load(stack):
+    """The chat page with two instances: its card lists both, the picker says where each resident model is, and
+    a chat with the other resident model loads nothing (no load request, no swap, no restart)."""
+    held = only(stack, A, B)
+    swapped = swaps(stack)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                             headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors, loads = [], []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("request", lambda r: loads.append(r.url) if r.url.endswith("/v1/models/load") else None)
+        page.set_default_timeout(60_000)
+        page.goto(stack.base_url + "/")
+        expect(page.locator(".engine-card .instances [data-instance]")).to_have_count(2)  # max_instances 2
+        page.select_option("#engine", "llamacpp")
+        for model in (A, B):
+            expect(page.locator(f'#model option[value="{model}"]')).to_have_attribute("data-instance",
+                                                                                       held[model]["name"])
+        other = B if stack.status()["llamacpp"]["model"] == A else A  # the one not shown at the top level
+        page.select_option("#model", other)
+        if not page.evaluate("document.querySelector('#settings').open"):
+            page.click("#settings > summary")
+        page.fill("#max_tokens", "8")
+        page.fill("#prompt", "Hi")
+        page.click("#send")
+        expect(page.locator("article.assistant")).to_have_attribute("data-state", "done", timeout=120_000)
+        browser.close()
+    assert not errors and not loads, (errors, loads)
+    after = settle(stack, A, B)
+    assert swaps(stack) == swapped and {m: after[m]["pid"] for m in (A, B)} == {m: held[m]["pid"] for m in (A, B)}
+    assert stack.status()["llamacpp"]["model"] == other  # the chat went to its instance: now the most recent
 
 
 def test_bench_switch_reports_a_switch_between_resident_models_beside_the_restart(stack, tmp_path):

@@ -101,14 +101,7 @@ export class StatusMonitor {
     card.className = "engine-card";
     card.dataset.engine = name;
     card.dataset.state = state;
-    const add = (cls, text, title) => {
-      const span = document.createElement("span");
-      span.className = cls;
-      span.textContent = text;
-      if (title) span.title = title;
-      card.append(span);
-      return span;
-    };
+    const add = (cls, text, title) => appendSpan(card, cls, text, title);
     add("name", ENGINE_LABELS[name] ?? name);
     add(`badge ${state}`, state);
     if (engine.model) add("model", engine.model, engine.model_path ?? "");
@@ -134,13 +127,7 @@ export class StatusMonitor {
       const item = document.createElement("li");
       item.dataset.instance = instance.name;
       item.dataset.state = instance.state;
-      const add = (cls, text, title) => {
-        const span = document.createElement("span");
-        span.className = cls;
-        span.textContent = text;
-        if (title) span.title = title;
-        item.append(span);
-      };
+      const add = (cls, text, title) => appendSpan(item, cls, text, title);
       const shown = instance.name === engine.instance;
       add("name", instance.name, shown ? "most recently used: the line above shows it" : `port ${instance.port}`);
       add(`badge ${instance.state}`, instance.state);
@@ -156,4 +143,14 @@ export class StatusMonitor {
     }
     return list;
   }
+}
+
+// A <span class=cls title=title>text</span> at the end of `parent` (text, never HTML).
+function appendSpan(parent, cls, text, title) {
+  const span = document.createElement("span");
+  span.className = cls;
+  span.textContent = text;
+  if (title) span.title = title;
+  parent.append(span);
+  return span;
 }

@@ -53,6 +53,20 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
     raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
 
 
+def steady(read: Callable[[], int], what: str, timeout: float = 60) -> int:
+    """A figure the router samples every 5 s (an engine's memory), once it holds: two reads a sample apart that
+    agree within 5 %. Just after a load, /v1/status may still show the last sample of the process before, or of
+    this one half loaded."""
+    last = 0
+
+    def settled() -> int:
+        nonlocal last
+        now, previous = read() or 0, last
+        last = now
+        return now if now and previous and abs(now - previous) <= 0.05 * previous else 0
+    return wait_for(settled, timeout, f"{what} to settle", interval=6)
+
+
 @dataclass
 class Stack:
     home: Path

@@ -13,6 +13,7 @@ import psutil
 import yaml
 
 from engines.memory import GiB
+from tests.stack import steady
 
 WAIT = 15  # request_wait_seconds for these tests: far shorter than a vLLM load here (60-90 s)
 SLOW_BOX = 600  # load_timeout_seconds for these tests: a vLLM load took over 240 s while other stacks ran
@@ -75,7 +76,8 @@ def test_two_engines_loading_at_once_under_a_reserve_that_fits_one_are_never_bot
     stack.wait_loaded("llamacpp")
     big_ctx = 1 << 20  # the most llama.cpp takes, x 512 B per cell of the tiny GGUF (2 layers, 1 KV head, 128, f16)
     # vLLM's swap frees what its current model holds: with that, 3 GiB fits and 0.5 GiB fits, both do not
-    freed = vllm_before["memory_anon_bytes"] or 0  # what the router counts as freed: the anonymous part
+    # what the router counts as freed: the anonymous part, as its sampler sees the process now
+    freed = steady(lambda: stack.status()["vllm"]["memory_anon_bytes"], "vLLM's memory sample")
     available = [psutil.virtual_memory().available]
     reserve = (available[0] + freed - 3.25 * GiB) / GiB
     seen: list[tuple[float, str, str]] = []

@@ -19,7 +19,7 @@ import yaml
 from playwright.sync_api import expect, sync_playwright
 
 from engines.memory import GiB
-from tests.stack import PROJECT, Stack, make_stack, wait_for
+from tests.stack import PROJECT, Stack, make_stack, steady, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -151,8 +151,7 @@ def test_with_room_for_two_a_free_third_instance_is_not_used_and_the_least_recen
         assert stack.api("POST", "/v1/models/unload", {"engine": "llamacpp", "model": C})[0] == 200
         complete(stack, B)  # A is the least recently used
         a = instances(stack)[A]
-        a_anon = wait_for(lambda: next(i for i in stack.status()["llamacpp"]["instances"] if i["model"] == A)
-                          .get("memory_anon_bytes"), 30, "A's anonymous memory to be sampled")
+        a_anon = steady(lambda: instances(stack)[A]["memory_anon_bytes"], f"{A}'s memory sample")
         # a reserve that leaves room for C only once A's memory comes back: half of A's either way
         with open("/proc/meminfo") as meminfo:
             available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable"))

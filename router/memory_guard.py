@@ -100,7 +100,7 @@ class MemoryLedger:
     async def outstanding(self, but: str) -> dict[str, int]:
         """Per other engine loading: what its reservation has not taken yet."""
         out = {}
-        for name, r in self.reservations.items():
+        for name, r in list(self.reservations.items()):  # a load may end (its reservation dropped) meanwhile
             if name != but:
                 taken = await self.measure(r.pid) if r.pid else 0
                 out[name] = max(0, r.bytes - taken)

@@ -11,11 +11,13 @@ import re
 import time
 import urllib.request
 from collections import Counter
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from engines.spec import MAX_INSTANCES, instance_name
 from router.handlers import logs
 from router.state import ENGINES, LOG_FOLLOWERS, SUPERVISOR
 from router.supervisor import Supervisor, SupervisorError
@@ -159,7 +161,9 @@ async def start_router_side(stack, shutdown_timeout: float = 60) -> tuple[web.Ap
             done.set()
 
     app = web.Application()
-    app[ENGINES] = {name: None for name in stack.engine_ports}  # the handler checks names only
+    # the handler checks names only: each engine's instance names, as EngineGroup lists them
+    app[ENGINES] = {name: SimpleNamespace(instances=[SimpleNamespace(name=instance_name(name, k))
+                                                     for k in range(MAX_INSTANCES)]) for name in stack.engine_ports}
     app[SUPERVISOR] = Supervisor(stack.home / "run" / "supervisor.sock")
     app[LOG_FOLLOWERS] = Counter()
     app.router.add_get("/v1/engines/{engine}/logs", handler)

@@ -228,3 +228,21 @@ def test_the_settle_wait_is_bounded_and_a_passing_check_never_waits(monkeypatch)
     print(f"\nsettle wait with memory rising for ever: {waited:.2f} s (bound 0.2 s); a passing check: "
           f"{passing:.3f} s")
     assert 0.2 <= waited < 2 and passing < 0.1
+
+
+def test_the_outstanding_reservations_survive_a_load_that_ends_while_they_are_measured():
+    """A load may end (its reservation dropped) while another check measures what the loads have taken: the
+    check goes on with what is left instead of failing (it answered a load with 500 once)."""
+    from router.memory_guard import MemoryLedger, Reservation
+
+    async def scenario():
+        ledger = MemoryLedger(available=lambda: 100 * GiB, settle_seconds=0)
+
+        async def measure(pid: int) -> int:
+            ledger.release("llamacpp")  # llama.cpp's load ends during the measurement
+            return GiB // 2
+        ledger.measure = measure
+        ledger.reservations = {"vllm": Reservation("vllm", "a", 3 * GiB, pid=1),
+                               "llamacpp": Reservation("llamacpp", "b", GiB, pid=2)}
+        assert await ledger.outstanding(but="vllm-1") == {"vllm": 3 * GiB - GiB // 2, "llamacpp": GiB // 2}
+    asyncio.run(scenario())

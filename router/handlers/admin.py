@@ -115,7 +115,7 @@ async def status(request: web.Request) -> web.Response:
     engines, followers = request.app[ENGINES], request.app[LOG_FOLLOWERS]
     samples = request.app[METRICS].processes.samples
     for group in engines.values():
-        for instance in group.instances:
+        for instance in group.shown():  # what the answer reports (the monitor follows the others)
             await instance.refresh()
     for_admin = request.app[KEYS].is_admin(request)
     return web.json_response({name: group_report(g, samples, followers, request.app[WARNINGS], for_admin)

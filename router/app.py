@@ -16,7 +16,7 @@ from router.auth import Keys, auth_middleware
 from router.browser_guard import add_cors_headers, browser_guard
 from router.config import Config, config_path, run_dir
 from router.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, error_response
-from router.handlers import admin, logs, openai_api, openapi, ui
+from router.handlers import admin, logs, openai_api, openapi, peers, ui
 from router import http_errors, supervisor_events
 from router.handlers import metrics as metrics_routes
 from router.engine_state import State
@@ -30,7 +30,9 @@ from router.reload import reload
 from router.requests import json_bodies
 from router.metrics import RouterMetrics
 from router.exposure import bind_address, exposure_warnings
-from router.state import CONFIG, ENGINES, HTTP, KEYS, LOG_FOLLOWERS, METRICS, SUPERVISOR, WARNINGS, LiveConfig
+from router.peers import Peers
+from router.state import (CONFIG, ENGINES, HTTP, KEYS, LOG_FOLLOWERS, METRICS, PEERS, SUPERVISOR, WARNINGS,
+                          LiveConfig)
 from router.supervisor import Supervisor, SupervisorError
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,7 @@ def default_spec(config: Config, engine: str) -> tuple[ModelSpec | None, list[st
 
 async def reload_on_sighup(app: web.Application) -> None:
     try:
-        await asyncio.shield(reload(app[CONFIG], app[ENGINES]))
+        await asyncio.shield(reload(app[CONFIG], app[ENGINES], app[PEERS]))
     except ApiError as exc:
         log.error("SIGHUP reload refused: %s", exc.message)
 
@@ -150,6 +152,8 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         app[HTTP] = engine_session()
+        app[PEERS] = Peers(app[HTTP], keys, app[METRICS])
+        app[PEERS].configure(config)
         ledger = MemoryLedger(settle_seconds=config.router.memory_settle_seconds)  # one for every engine
         samples = app[METRICS].processes.samples
 
@@ -188,6 +192,7 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
         loop.remove_signal_handler(signal.SIGHUP)
         if events:
             events.close()
+        await app[PEERS].close()
         await asyncio.gather(*(manager.close() for manager in instances_of(engines)))
         for task in tasks:
             task.cancel()
@@ -200,6 +205,7 @@ def create_app(config: Config, run_path: Path | None = None, config_file: Path |
     app.add_routes(logs.routes)
     app.add_routes(openai_api.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(peers.routes)
     app.add_routes(metrics_routes.routes)
     app.add_routes(ui.routes)
     return app

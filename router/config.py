@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -121,10 +122,54 @@ class ModelEntry(StrictModel):
         return options
 
 
+# This router's own keys: a peer never receives them (router/peers.py), so no peer may be given them by name
+OWN_KEY_VARIABLES = ("ULLM_API_KEY", "ULLM_ADMIN_KEY")
+PEER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+class PeerSettings(StrictModel):
+    """Another router (or any OpenAI-compatible server) whose models this one serves (docs/scale-out.md)."""
+    url: str  # http(s)://host:port, optionally with a path prefix; no /v1
+    # the environment variable holding the key sent to the peer (its ULLM_API_KEY); the key is never in this file
+    api_key_env: str | None = None
+    admin_key_env: str | None = None  # the peer's admin key, for loads and unloads there (else api_key_env)
+    models: list[str] | None = None  # the peer's models, by its names; null: discovered from its /v1/models
+    kind: Literal["auto", "unified-llm", "openai"] = "auto"  # auto: unified-llm when its /health says so
+    connect_timeout_seconds: float = Field(3, gt=0)  # no connection by then: the peer is down
+    first_byte_timeout_seconds: float = Field(10, gt=0)  # a probe, or a stream's first byte, later: down
+    probe_interval_seconds: float = Field(5, gt=0)  # how often an answering peer is checked
+    max_backoff_seconds: float = Field(30, gt=0)  # a down peer is probed after 1, 2, 4... s, at most this apart
+    refresh_seconds: float = Field(30, gt=0)  # how often discovered models are listed again
+    # a model resident here and there: `balanced` sends each request to the side with fewer requests in flight
+    # and waiting; `local` keeps it here until this side has spill_after requests in flight or any waiting
+    prefer: Literal["balanced", "local"] = "balanced"
+    spill_after: int = Field(4, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        scheme, sep, rest = url.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest.strip("/") or url != url.strip():
+            raise ValueError(f"{url!r} is not an http(s) URL: write e.g. http://box2:8080")
+        url = url.rstrip("/")
+        if url.endswith("/v1"):
+            raise ValueError(f"{url!r}: leave out /v1 (the router adds it), e.g. http://box2:8080")
+        return url
+
+    @field_validator("api_key_env", "admin_key_env")
+    @classmethod
+    def _not_own_key(cls, name: str | None) -> str | None:
+        if name in OWN_KEY_VARIABLES:
+            raise ValueError(f"{name} holds this router's own key, which a peer must never receive: put the "
+                             f"peer's key in a variable of its own, e.g. PEER_BOX2_KEY")
+        return name
+
+
 class Config(StrictModel):
     router: RouterSettings = RouterSettings()
     engines: dict[str, EngineSettings]
     models: dict[str, ModelEntry] = {}
+    peers: dict[str, PeerSettings] = {}
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
@@ -146,6 +191,15 @@ class Config(StrictModel):
                 if self.models[default].engine != name:
                     raise ValueError(f"engines.{name}.default_model {default!r} is a "
                                      f"{self.models[default].engine} model")
+        for peer in self.peers:
+            if not PEER_NAME.fullmatch(peer):
+                raise ValueError(f"peer name {peer!r}: use letters, digits, '-', '_' or '.' (it prefixes model "
+                                 f"names as {peer}/MODEL)")
+            shadowed = [n for name, entry in self.models.items() for n in (name, *entry.aliases)
+                        if n.startswith(peer + "/")]
+            if shadowed:
+                raise ValueError(f"models {shadowed} start with {peer + '/'!r}, which names peer {peer!r}'s "
+                                 f"models; rename the peer or the models")
         return self
 
 

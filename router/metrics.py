@@ -7,6 +7,7 @@ endpoint names, status codes), never raw user input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -35,6 +36,8 @@ class RequestRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     resends: int = 0  # times the request was sent again because the engine had closed the pooled connection
+    peer: str | None = None  # the peer router that answered it (router/peers.py), instead of an engine here
+    failure: str | None = None  # the code of a failure on the way: no connection, dropped, silent, peer down
 
 
 @dataclass
@@ -167,6 +170,22 @@ class RouterMetrics:
                                           "failed; the model served before comes back) and requests refused "
                                           "because that failure is remembered (outcome refused)",
                                           ["engine", "model", "outcome"], registry=r)
+        self.peer_requests = Counter("unified_peer_requests", "Requests forwarded to a peer router, by peer, its "
+                                     "model, endpoint and HTTP status (503 peer_down: refused here at once)",
+                                     ["peer", "model", "endpoint", "status"], registry=r)
+        self.peer_errors = Counter("unified_peer_errors", "Forwarded requests that failed on the way to or from "
+                                   "the peer, by reason: peer_unreachable, peer_disconnected, timeout, peer_failed "
+                                   "(mid-answer), peer_down (refused here at once while it was down)",
+                                   ["peer", "reason"], registry=r)
+        self.peer_duration = Histogram("unified_peer_request_duration_seconds", "Time from arrival to the last "
+                                       "byte of a request a peer answered", ["peer", "endpoint"],
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.peer_ttft = Histogram("unified_peer_time_to_first_token_seconds", "Time from arrival to the peer's "
+                                   "first response byte", ["peer", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.peer_up = Gauge("unified_peer_up", "1 while the peer answers its probes, 0 while it is down",
+                             ["peer"], registry=r)
+        self.peer_probe = Gauge("unified_peer_probe_seconds", "How long the peer's last answered probe took",
+                                ["peer"], registry=r)
         self.processes = EngineProcessCollector()
         r.register(self.processes)
         r.register(RouterProcessCollector())
@@ -206,6 +225,28 @@ class RouterMetrics:
         for model, count in by_model.items():
             self._waited_for.add((engine, model))
             self.waiting_by_model.labels(engine, model).set(count)
+
+    # the peers' events (router.peers.PeerEvents)
+    def peer_probed(self, peer: str, up: bool, seconds: float | None) -> None:
+        self.peer_up.labels(peer).set(1 if up else 0)
+        if seconds is not None:
+            self.peer_probe.labels(peer).set(seconds)
+
+    def forget_peer(self, peer: str) -> None:
+        """A peer removed from the config: no more series that say it is up or down."""
+        for gauge in (self.peer_up, self.peer_probe):
+            with contextlib.suppress(KeyError):
+                gauge.remove(peer)
+
+    def observe_peer_request(self, record: RequestRecord, endpoint: str, seconds: float) -> None:
+        self.peer_requests.labels(record.peer, record.model, endpoint, str(record.status)).inc()
+        if record.failure:
+            self.peer_errors.labels(record.peer, record.failure).inc()
+        if record.status >= 400:
+            return
+        self.peer_duration.labels(record.peer, endpoint).observe(seconds)
+        if record.first_byte_after is not None:
+            self.peer_ttft.labels(record.peer, endpoint).observe(record.first_byte_after)
 
     def observe_request(self, record: RequestRecord, endpoint: str, seconds: float) -> None:
         labels = (record.engine, record.model, endpoint)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -94,20 +95,41 @@ class WaitNotes:
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """What a request goes to: an engine instance, or a peer router (router/peers.py) with its key and timeouts."""
+    who: str = "engine"  # in messages: "engine", "peer box2"
+    headers: dict[str, str] = field(default_factory=dict)
+    connect_timeout: float = 10
+    first_byte_timeout: float | None = None  # for streams: their first byte comes at once (never for answers
+    # in one piece, whose first byte comes after the whole generation)
+
+    @property
+    def code(self) -> str:
+        return self.who.split()[0]  # error codes: engine_unreachable, peer_unreachable...
+
+
+ENGINE = Upstream()
+
+
 async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, body: dict,
                   read_timeout: float, record: RequestRecord | None = None,
-                  reuse_after_stream: bool = True, started_stream: web.StreamResponse | None = None
-                  ) -> web.StreamResponse:
+                  reuse_after_stream: bool = True, started_stream: web.StreamResponse | None = None,
+                  target: Upstream = ENGINE) -> web.StreamResponse:
     """Send `body` to the engine at `url` and answer the client with the engine's answer, filling `record`
     (status, first-byte time, token usage, resends) for metrics. `reuse_after_stream=False` sends a stream
     request with `Connection: close`, so its connection never returns to the pool (for an engine that closes
     it after the stream anyway: reusing it would fail the next request). `started_stream`: the event stream
-    already sent to the client (see WaitNotes); the engine's answer goes on in it, an error as an error event."""
+    already sent to the client (see WaitNotes); the engine's answer goes on in it, an error as an error event.
+    `target`: a peer instead of an engine (its key, its timeouts, its name in the messages)."""
+    who, code = target.who, target.code
     record = record or RequestRecord()
     started = time.monotonic()
     tap = None
-    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}  # plain bytes: cheap to relay
-    if body.get("stream") is True:
+    # plain bytes, cheap to relay; nothing of the client's request headers (its key) is passed on
+    headers = {**target.headers, "Content-Type": "application/json", "Accept-Encoding": "identity"}
+    streaming = body.get("stream") is True
+    if streaming:
         if not reuse_after_stream:
             headers["Connection"] = "close"
         options = body.get("stream_options")
@@ -116,15 +138,22 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
             body["stream_options"] = {**(options or {}), "include_usage": True}
         tap = UsageTap(strip=not asked)
     payload = json.dumps(body).encode()
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=target.connect_timeout, sock_read=read_timeout)
+    first_byte = target.first_byte_timeout if streaming else None
     try:
-        upstream = await _send(http, url, payload, timeout, record, headers)
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamError(f"engine at {url} is unreachable: {exc}", status=503, code="engine_unreachable")
+        upstream = await asyncio.wait_for(_send(http, url, payload, timeout, record, headers), first_byte)
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        record.failure = f"{code}_unreachable"
+        why = f"no connection within {target.connect_timeout:g} s" if isinstance(
+            exc, aiohttp.ConnectionTimeoutError) else str(exc)
+        raise UpstreamError(f"{who} at {url} is unreachable: {why}", status=503, code=f"{code}_unreachable")
     except RETRYABLE as exc:
-        raise UpstreamError(f"engine at {url} dropped the connection: {exc}", code="engine_disconnected")
+        record.failure = f"{code}_disconnected"
+        raise UpstreamError(f"{who} at {url} dropped the connection: {exc}", code=f"{code}_disconnected")
     except asyncio.TimeoutError:
-        raise GatewayTimeout(f"engine at {url} did not answer within {read_timeout:.0f} s", code="timeout")
+        record.failure = "timeout"
+        waited = first_byte or read_timeout
+        raise GatewayTimeout(f"{who} at {url} did not answer within {waited:.0f} s", code="timeout")
 
     async with upstream:
         record.status = upstream.status
@@ -145,9 +174,11 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
             try:
                 data = await upstream.read()
             except asyncio.TimeoutError:
-                raise GatewayTimeout(f"engine at {url} stopped answering for {read_timeout:.0f} s", code="timeout")
+                record.failure = "timeout"
+                raise GatewayTimeout(f"{who} at {url} stopped answering for {read_timeout:.0f} s", code="timeout")
             except aiohttp.ClientError as exc:
-                raise UpstreamError(f"engine failed while answering: {exc!r}", code="engine_failed")
+                record.failure = f"{code}_failed"
+                raise UpstreamError(f"{who} failed while answering: {exc!r}", code=f"{code}_failed")
             record.first_byte_after = time.monotonic() - started
             record_usage(record, usage_from_json(data) if upstream.status == 200 else None)
             return web.Response(body=data, status=upstream.status, headers=headers)
@@ -157,7 +188,7 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
             await response.prepare(request)
         tap = tap or UsageTap(strip=False)
         try:
-            await relay_stream(upstream, response, read_timeout, tap, record, started)
+            await relay_stream(upstream, response, read_timeout, tap, record, started, who)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 (the stream has begun: nothing may reach the middleware)
@@ -193,7 +224,7 @@ def record_usage(record: RequestRecord, usage: dict | None) -> None:
 
 
 async def relay_stream(upstream: aiohttp.ClientResponse, response: web.StreamResponse, read_timeout: float,
-                       tap: UsageTap, record: RequestRecord, started: float) -> None:
+                       tap: UsageTap, record: RequestRecord, started: float, who: str = "engine") -> None:
     """Copy events as they arrive. An engine failure becomes a final SSE error event; a client that leaves
     makes us close the upstream connection, which is how both engines learn to abort the request."""
     while True:
@@ -202,9 +233,9 @@ async def relay_stream(upstream: aiohttp.ClientResponse, response: web.StreamRes
         try:
             chunk = await upstream.content.readany()
         except asyncio.TimeoutError:
-            error = GatewayTimeout(f"engine stopped streaming for {read_timeout:.0f} s", code="timeout")
+            error = GatewayTimeout(f"{who} stopped streaming for {read_timeout:.0f} s", code="timeout")
         except (aiohttp.ClientError, OSError, ValueError) as exc:  # any read failure: OSError, HTTP parse errors
-            error = UpstreamError(f"engine failed mid-stream: {exc!r}", code="engine_failed")
+            error = UpstreamError(f"{who} failed mid-stream: {exc!r}", code=f"{who.split()[0]}_failed")
         if chunk and record.first_byte_after is None:
             record.first_byte_after = time.monotonic() - started
         try:
@@ -214,7 +245,7 @@ async def relay_stream(upstream: aiohttp.ClientResponse, response: web.StreamRes
                 continue
             await response.write(tap.flush())
             if error:
-                record.status = error.status
+                record.status, record.failure = error.status, error.code
                 await response.write(sse_error_event(error))
             await response.write_eof()
         except ConnectionResetError:

@@ -12,6 +12,7 @@ from router.engine_state import State
 from router.errors import ApiError, InvalidRequest
 from router.engine_group import EngineGroup
 from router.models import re_resolve
+from router.peers import Peers
 from router.state import LiveConfig
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def diff_models(old: Config, new: Config) -> dict[str, list[str]]:
             "changed": sorted(n for n in set(old.models) & set(new.models) if old.models[n] != new.models[n])}
 
 
-async def reload(live: LiveConfig, engines: dict[str, EngineGroup]) -> dict:
+async def reload(live: LiveConfig, engines: dict[str, EngineGroup], peers: Peers | None = None) -> dict:
     try:
         new = load_config(live.path)
     except ConfigError as exc:
@@ -65,6 +66,7 @@ async def reload(live: LiveConfig, engines: dict[str, EngineGroup]) -> dict:
             notes[name] += (f"; it stays on port {running.port} until its next load "
                             f"(models.yaml now says {manager.settings.instance_port(manager.index)})")
     live.current = new
+    peer_changes = peers.configure(new) if peers is not None else None
 
     async def restart(name: str, spec: ModelSpec) -> dict:
         try:
@@ -77,6 +79,7 @@ async def reload(live: LiveConfig, engines: dict[str, EngineGroup]) -> dict:
     report = {
         "status": "success",
         "models": diff_models(old, new),
+        "peers": peer_changes,
         "engines": {name: results.get(name) or {"restarted": False, "note": notes.get(name, "unchanged")}
                     for name, manager in instances.items() if name in engines or not manager.vacant()},
         "router_restart_needed": [key for key in ("host", "port", "max_body_bytes")

@@ -13,6 +13,7 @@ from router.auth import Keys
 from router.config import Config
 from router.engine_group import EngineGroup
 from router.metrics import RouterMetrics
+from router.peers import Peers
 from router.supervisor import Supervisor
 
 
@@ -30,4 +31,5 @@ SUPERVISOR = web.AppKey("supervisor", Supervisor)
 METRICS = web.AppKey("metrics", RouterMetrics)
 LOG_FOLLOWERS = web.AppKey("log_followers", Counter)  # open `follow=1` log streams, per engine
 KEYS = web.AppKey("keys", Keys)
+PEERS = web.AppKey("peers", Peers)  # other routers whose models this one serves (router/peers.py)
 WARNINGS = web.AppKey("warnings", list)  # about how the router is exposed; logged at start, shown in /v1/status

@@ -14,13 +14,14 @@ from router.errors import InvalidRequest, without_log_lines
 from router.engine_group import EngineGroup, is_loaded
 from router.lifecycle import EngineManager
 from router.models import infer_engine, resolve_spec
+from router.peers import act_on_peer
 from router.reload import reload
 from router.requests import json_object, optional
 from router.engine_state import State
 from router.metrics import ProcessSample
-from router.state import CONFIG, ENGINES, KEYS, LOG_FOLLOWERS, METRICS, WARNINGS
+from router.state import CONFIG, ENGINES, KEYS, LOG_FOLLOWERS, METRICS, PEERS, WARNINGS
 
-LOAD_KEYS = {"model_path", "model", "engine", "force", "keep_others", "pin"}
+LOAD_KEYS = {"model_path", "model", "engine", "force", "keep_others", "pin", "peer"}
 OPTION_KEYS = {name for adapter in ADAPTERS.values() for name in adapter.Options.model_fields}
 
 routes = web.RouteTableDef()
@@ -126,6 +127,8 @@ async def status(request: web.Request) -> web.Response:
 @audience("admin")
 async def load(request: web.Request) -> web.Response:
     body = await json_object(request)
+    if (peer := optional(body, "peer", str)) is not None:
+        return await on_peer(request, peer, "/v1/models/load", body)
     unknown = set(body) - LOAD_KEYS - OPTION_KEYS
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}; options are "
@@ -160,9 +163,20 @@ async def load(request: web.Request) -> web.Response:
 @audience("admin")
 async def unload(request: web.Request) -> web.Response:
     body = await json_object(request)
+    if (peer := optional(body, "peer", str)) is not None:
+        return await on_peer(request, peer, "/v1/models/unload", body)
     group = engine_named(request, body.get("engine"))
     unloaded = await group.unload(optional(body, "model", str))
     return web.json_response({"status": "success", "engine": group.name, "instances": unloaded})
+
+
+async def on_peer(request: web.Request, name: str, path: str, body: dict) -> web.Response:
+    """A load or unload with `"peer": NAME`, done by that peer router with its admin key; its answer as it came."""
+    settings = request.app[CONFIG].current.router
+    status, answer = await act_on_peer(request.app[PEERS].named(name), path,
+                                       {k: v for k, v in body.items() if k != "peer"},
+                                       max(settings.load_timeout_seconds, settings.upstream_read_timeout_seconds))
+    return web.json_response(answer, status=status)
 
 
 @routes.post("/v1/models/pin")
@@ -187,4 +201,5 @@ async def pin(request: web.Request) -> web.Response:
 async def reload_config(request: web.Request) -> web.Response:
     """Re-read models.yaml (SIGHUP does the same); restart only engines whose model's arguments changed."""
     # shielded: a client that hangs up must not leave a reload half applied
-    return web.json_response(await asyncio.shield(reload(request.app[CONFIG], request.app[ENGINES])))
+    return web.json_response(await asyncio.shield(reload(request.app[CONFIG], request.app[ENGINES],
+                                                         request.app[PEERS])))

@@ -67,6 +67,12 @@ ENGINE_STATUS = {"type": "object", "required": ["status", "model", "process_aliv
                                 "warnings": {"type": "array", "items": {"type": "string"}},
                                 "instance": {"type": "string"}, "max_instances": {"type": "integer"},
                                 "instances": {"type": "array", "items": INSTANCE_STATUS}}}
+PEER_STATUS = {"type": "object", "required": ["url", "kind", "health", "last_error", "models", "status"],
+               "properties": {"url": NULLABLE_STRING, "kind": {"enum": ["unified-llm", "openai", None]},
+                              "health": {"enum": ["unknown", "up", "down"]}, "last_error": NULLABLE_STRING,
+                              "latency_ms": {"type": ["number", "null"]}, "models": {"type": "array"},
+                              "in_flight": {"type": "integer"}, "status": {"type": ["object", "null"]}}}
+PEERS = {"type": "object", "additionalProperties": PEER_STATUS}
 STATUS = {"type": "object", "additionalProperties": False, "properties": {name: ENGINE_STATUS for name in ENGINE_NAMES}}
 
 
@@ -121,7 +127,7 @@ def build_spec(audiences: dict[tuple[str, str], Audience], load_examples: list[d
     load_schema = {"type": "object", "required": ["model_path"], "additionalProperties": False,
                    "properties": {"model_path": {"type": "string"}, "model": {"type": "string"},
                                   "engine": ENGINE, "force": {"type": "boolean"}, "keep_others": {"type": "boolean"},
-                                  "pin": {"type": "boolean"}, **_option_schema()}}
+                                  "pin": {"type": "boolean"}, "peer": {"type": "string"}, **_option_schema()}}
     if load_examples:
         load_schema["examples"] = load_examples
     loaded = _answers("loaded", 400, 404, 408, 409, 413, 415, 500, 507, schema=LOADED)
@@ -129,14 +135,18 @@ def build_spec(audiences: dict[tuple[str, str], Audience], load_examples: list[d
     paths = {
         "/health": {"get": {"summary": "router liveness and engine readiness", "responses": _answers("router is up")}},
         "/v1/status": {"get": {"summary": "per-engine status", "responses": _answers("status", schema=STATUS)}},
-        "/v1/models": {"get": {"summary": "catalog and loaded models", "responses": _answers("model list")}},
+        "/v1/models": {"get": {"summary": "catalog and loaded models, here and on the peers (`peer/model`)",
+                               "responses": _answers("model list")}},
+        "/v1/peers": {"get": {"summary": "each peer router's health, latency, models and (unified-llm) status",
+                              "responses": _answers("peers by name", schema=PEERS)}},
         "/v1/models/load": {"post": {"summary": "load a model into an engine",
                                      "requestBody": _json_body(load_schema),
                                      "operationId": "load", "responses": loaded}},
         "/v1/models/unload": {"post": {
             "summary": "stop an engine's models (every instance), or the one named", "operationId": "unload",
             "requestBody": _json_body({"type": "object", "required": ["engine"],
-                                       "properties": {"engine": ENGINE, "model": {"type": "string"}}}),
+                                       "properties": {"engine": ENGINE, "model": {"type": "string"},
+                                                      "peer": {"type": "string"}}}),
             "responses": _answers("unloaded", 400, 404, 408, 413, 415, 500, 507)}},
         "/v1/models/pin": {"post": {
             "summary": "pin a resident model (never evicted for another) or unpin it",

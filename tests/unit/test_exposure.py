@@ -76,6 +76,7 @@ def test_with_keys_set_only_admins_see_where_models_lie(tmp_path, monkeypatch):
 
     from router.handlers import openai_api
     from router import state
+    from router.peers import Peers
 
     config = parse_config(ENGINES + "models: {tiny: {engine: llamacpp, path: /models/tiny.gguf}}\n")
     group, _, _ = make_group(tmp_path, config)
@@ -91,6 +92,7 @@ def test_with_keys_set_only_admins_see_where_models_lie(tmp_path, monkeypatch):
         request = request_with(key)
         request.app[state.CONFIG] = state.LiveConfig(config, tmp_path)
         request.app[state.ENGINES], request.app[state.KEYS] = {"llamacpp": group}, keys
+        request.app[state.PEERS] = Peers(None, keys)  # none configured
         response = asyncio.run(openai_api.list_models(request))
         return [model["path"] for model in json.loads(response.body)["data"]]
     assert listed("user") == [None] and listed(None) == [None]

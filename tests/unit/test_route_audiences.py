@@ -14,6 +14,7 @@ EXPECTED = {
     ("GET", "/static/{path}"): "open",
     ("GET", "/health"): "open",
     ("GET", "/v1/status"): "open",
+    ("GET", "/v1/peers"): "open",
     ("GET", "/metrics"): "open",
     ("GET", "/metrics/engines/{engine}"): "open",
     ("GET", "/openapi.json"): "open",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path (tests)
 from panels import (ENGINE, RATE, STATE_CODES, TOKENS_PER_SECOND, bargauge, dashboard,  # noqa: E402
-                    datasource_variable, engine_variable, quantiles, stat, state_mappings, state_timeline, table,
-                    target, timeseries)
+                    datasource_variable, engine_variable, quantiles, row, stat, state_mappings, state_timeline,
+                    table, target, timeseries, up_down_mappings)
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
@@ -188,6 +188,63 @@ def overview_panels() -> list[dict]:
     ]
 
 
+def peer_panels() -> list[dict]:
+    """The Peers row: the peer routers this one forwards requests to (`peers:` in models.yaml, router/peers.py),
+    one series per `peer` label value (the peer's name in the config). `$engine` does not filter them."""
+    forwarded = "unified_peer_requests_total"
+    return [
+        row("Peers"),
+        state_timeline(
+            "Peer up / down",
+            "Whether each peer router answers its probes (GET /health, every probe_interval_seconds while it is up): "
+            "up, or down after one failed probe, its models then refused here at once with 503 peer_down while it "
+            "is probed again after 1, 2, 4... s. A peer not probed yet, or removed from the config, has no series.",
+            [target("max by (peer) (unified_peer_up)", "{{peer}}")],
+            width=18, mappings=up_down_mappings()),
+        stat(
+            "Peer errors in range",
+            "short",
+            "Forwarded requests that failed on the way to or from each peer within the dashboard's time range, all "
+            "reasons together (the reasons are in the error rate panel).",
+            [target("sum by (peer) (increase(unified_peer_errors_total[$__range]))", "{{peer}}", instant=True)],
+            thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}]),
+        timeseries(
+            "Forwarded request rate by peer and status",
+            "reqps",
+            "Requests this router forwarded to each peer per second, by the HTTP status the client got: the peer's "
+            "own, or this router's when forwarding failed (503: unreachable, or refused at once while the peer is "
+            "down; 502: connection dropped or failed mid-answer; 504: timeout). A stream that failed after it began "
+            "counts with the status of its final error event.",
+            [target(f"sum by (peer, status) (rate({forwarded}[{RATE}]))", "{{peer}} / {{status}}")]),
+        timeseries(
+            "Peer error rate by reason",
+            "reqps",
+            "Forwarded requests that failed per second, by peer and reason: peer_unreachable (no connection), "
+            "peer_disconnected (connection dropped before the answer), timeout (no first byte or a stalled "
+            "answer), peer_failed (failed mid-answer), peer_down (refused here at once while the peer was down).",
+            [target(f"sum by (peer, reason) (rate(unified_peer_errors_total[{RATE}]))", "{{peer}} / {{reason}}")]),
+        timeseries(
+            "Peer time to first token p50 / p95",
+            "s",
+            "Time from the request's arrival at this router to the peer's first response byte (the first token "
+            "when streaming; the whole answer otherwise), median and 95th percentile per peer, successful "
+            "requests only.",
+            quantiles("unified_peer_time_to_first_token_seconds", "peer", legend_prefix="{{peer}}"), width=8),
+        timeseries(
+            "Peer request duration p50 / p95",
+            "s",
+            "Time from the request's arrival at this router to the last byte of the peer's answer sent on, median "
+            "and 95th percentile per peer, successful requests only.",
+            quantiles("unified_peer_request_duration_seconds", "peer", legend_prefix="{{peer}}"), width=8),
+        timeseries(
+            "Peer probe latency",
+            "s",
+            "How long each peer's last answered health probe (GET /health) took: the network and the peer's own "
+            "responsiveness, without a model. It keeps its last value while the peer is down.",
+            [target("max by (peer) (unified_peer_probe_seconds)", "{{peer}}")], width=8),
+    ]
+
+
 def engines_panels() -> list[dict]:
     # The router adds engine (the instance's name: vllm, vllm-1...) and model (the served name) to the engines' own
     # series; vLLM's own engine-core index arrives as exported_engine. Group by both: one instance serves one
@@ -202,8 +259,7 @@ def engines_panels() -> list[dict]:
             "instance that is not loaded still answers, with no samples.",
             [target('max by (job) (up{job=~"unified-llm.*"})', "{{job}}", instant=True)],
             width=24, height=4,
-            mappings=[{"type": "value", "options": {"0": {"text": "down", "color": "red", "index": 0},
-                                                    "1": {"text": "up", "color": "green", "index": 1}}}],
+            mappings=up_down_mappings(),
             thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}]),
         timeseries(
             "vLLM KV-cache usage",
@@ -279,8 +335,9 @@ def dashboards() -> dict[str, dict]:
     return {
         "unified-llm-overview.json": dashboard(
             "unified-llm-overview", "unified-llm · Overview",
-            "The router's view of both engines: traffic, latency, tokens, engine state, loads and resources.",
-            overview_panels(), [datasource_variable(), engine_variable()]),
+            "The router's view of both engines: traffic, latency, tokens, engine state, loads and resources; and of "
+            "the peer routers it forwards requests to.",
+            overview_panels() + peer_panels(), [datasource_variable(), engine_variable()]),
         "unified-llm-engines.json": dashboard(
             "unified-llm-engines", "unified-llm · Engine detail",
             "vLLM's and llama-server's own metrics, re-exported through the router, per engine instance.",
@@ -301,6 +358,10 @@ def docs_section(boards: dict[str, dict]) -> str:
         lines += [f"### {board['title']} (`grafana/dashboards/{name}`, uid `{board['uid']}`)", "",
                   f"{board['description']} Variables: {variables}.", ""]
         for panel in board["panels"]:
+            if panel["type"] == "row":
+                lines += [f"#### Row: {panel['title']}", "",
+                          "*row.* A foldable header over the panels below it (up to the next row).", ""]
+                continue
             lines += [f"#### {panel['title']}", "",
                       f"*{panel['type']}, unit `{panel['fieldConfig']['defaults']['unit']}`.* {panel['description']}",
                       "", "```promql"]

@@ -78,8 +78,10 @@ def bargauge(title: str, unit: str, description: str, targets: list[dict], width
     return _panel("bargauge", title, unit, description, targets, width, height, defaults, options)
 
 
-def state_timeline(title: str, description: str, targets: list[dict], width: int = 24, height: int = 5) -> dict:
-    defaults = {"color": {"mode": "thresholds"}, "mappings": state_mappings(),
+def state_timeline(title: str, description: str, targets: list[dict], width: int = 24, height: int = 5,
+                   mappings: list | None = None) -> dict:
+    """`mappings`: value → text and colour; the engine states' (state_mappings()) unless given."""
+    defaults = {"color": {"mode": "thresholds"}, "mappings": mappings or state_mappings(),
                 "thresholds": {"mode": "absolute", "steps": [{"color": "text", "value": None}]},
                 "custom": {"fillOpacity": 80, "lineWidth": 0}}
     options = {"mergeValues": True, "showValue": "auto", "alignValue": "left", "rowHeight": 0.9,
@@ -92,6 +94,19 @@ def state_mappings() -> list[dict]:
     """unified_engine_state's codes (STATE_CODES) shown as the state's name, in its colour."""
     return [{"type": "value", "options": {
         str(code): {"text": state, "color": STATE_COLORS[state], "index": code} for state, code in STATE_CODES.items()}}]
+
+
+def up_down_mappings() -> list[dict]:
+    """A 0/1 gauge (Prometheus' `up`, unified_peer_up) shown as down in red and up in green."""
+    return [{"type": "value", "options": {"0": {"text": "down", "color": "red", "index": 0},
+                                          "1": {"text": "up", "color": "green", "index": 1}}}]
+
+
+def row(title: str) -> dict:
+    """A Grafana row: a full-width header over the panels that follow it (up to the next row), which it can fold
+    away. Expanded (`collapsed` false), so its `panels` stay empty and the panels after it keep their places."""
+    return {"type": "row", "title": title, "collapsed": False, "datasource": DS, "gridPos": {"w": 24, "h": 1},
+            "panels": []}
 
 
 def table(title: str, description: str, key: tuple[str, str], labels: dict[str, str],
@@ -151,7 +166,8 @@ def engine_variable() -> dict:
 
 
 def layout(panels: list[dict]) -> list[dict]:
-    """Number the panels and flow them left to right, top to bottom, on Grafana's 24-column grid."""
+    """Number the panels and flow them left to right, top to bottom, on Grafana's 24-column grid (a row, 24
+    wide, starts a line of its own)."""
     x = y = row_height = 0
     for number, panel in enumerate(panels, start=1):
         grid = panel["gridPos"]

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from engines.spec import MAX_INSTANCES, instance_name
+from router.metrics import RouterMetrics
 
 PROJECT = Path(__file__).resolve().parents[2]
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__range_s", "__interval_ms"}
@@ -33,9 +34,18 @@ def committed(name: str) -> dict:
 
 
 def panels():
+    """Every panel that shows data (rows, mere headers, are checked on their own)."""
     for name, board in BOARDS.items():
         for panel in board["panels"]:
-            yield name, panel
+            if panel["type"] != "row":
+                yield name, panel
+
+
+def rows():
+    for name, board in BOARDS.items():
+        for panel in board["panels"]:
+            if panel["type"] == "row":
+                yield name, panel
 
 
 def test_committed_files_are_what_the_generator_makes():
@@ -80,7 +90,7 @@ def test_the_datasource_is_a_template_variable_everywhere():
             if "datasource" in var and var["type"] != "datasource":
                 assert var["datasource"]["uid"] == "${datasource}", f"{name} variable {var['name']}"
         for panel in board["panels"]:
-            for holder in [panel, *panel["targets"]]:
+            for holder in [panel, *panel.get("targets", [])]:
                 assert holder["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, \
                     f"{name} panel {panel['title']!r}: datasource {holder['datasource']}"
 
@@ -109,9 +119,38 @@ def test_every_variable_a_query_uses_is_defined():
     for name, board in BOARDS.items():
         defined = {v["name"] for v in board["templating"]["list"]} | BUILTIN_VARIABLES
         for panel in board["panels"]:
-            for tgt in panel["targets"]:
+            for tgt in panel.get("targets", []):
                 used = set(re.findall(r"\$\{?(\w+)", tgt["expr"]))
                 assert used <= defined, f"{name} {panel['title']!r}: undefined {used - defined}"
+
+
+def test_rows_are_expanded_full_width_headers():
+    """An expanded row keeps no panels of its own: the panels after it, up to the next row, are its."""
+    found = list(rows())
+    assert ("unified-llm-overview.json", "Peers") in {(name, r["title"]) for name, r in found}
+    for name, panel in found:
+        assert set(panel) == {"type", "title", "collapsed", "datasource", "gridPos", "panels", "id"}, panel
+        assert panel["collapsed"] is False and panel["panels"] == [], f"{name} row {panel['title']!r}"
+        assert panel["gridPos"] | {"y": 0} == {"h": 1, "w": 24, "x": 0, "y": 0}, f"{name} row {panel['title']!r}"
+
+
+def test_the_peers_row_holds_the_peer_panels_and_only_those():
+    """Every query below the Peers row reads a unified_peer_* series, and no panel above it does."""
+    board = BOARDS["unified-llm-overview.json"]["panels"]
+    start = next(n for n, panel in enumerate(board) if panel["type"] == "row" and panel["title"] == "Peers")
+    end = next((n for n, panel in enumerate(board[start + 1:], start + 1) if panel["type"] == "row"), len(board))
+    inside = board[start + 1:end]
+    assert len(inside) >= 6
+    for panel in board:
+        if panel["type"] == "row":
+            continue
+        names = set().union(*(metric_names(t["expr"]) for t in panel["targets"]))
+        peer = {n for n in names if n.startswith("unified_peer_")}
+        assert (peer == names) if panel in inside else not peer, f"{panel['title']!r}: {sorted(names)}"
+    used = set().union(*(metric_names(t["expr"]) for panel in inside for t in panel["targets"]))
+    exported = {re.sub(r"_(bucket|sum|count|total)$", "", n) for n in used}
+    assert exported == {"unified_peer_requests", "unified_peer_errors", "unified_peer_request_duration_seconds",
+                        "unified_peer_time_to_first_token_seconds", "unified_peer_up", "unified_peer_probe_seconds"}
 
 
 def test_queries_are_balanced():
@@ -125,6 +164,21 @@ def test_queries_are_balanced():
 
 def metric_names(expr: str) -> set[str]:
     return {m for m in re.findall(r"\b((?:unified_|vllm:|llamacpp:)[a-zA-Z0-9_:]*)", expr)}
+
+
+def router_series() -> set[str]:
+    """The sample names the router's /metrics can carry: its registry's families, with each type's suffixes."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {family.name + suffix for family in RouterMetrics().registry.collect()
+            for suffix in suffixes.get(family.type, ("",))}
+
+
+def test_every_router_metric_the_dashboards_use_is_exported():
+    """A unified_* name in a query that router/metrics.py does not register would only show "No data"."""
+    exported = router_series()
+    assert "unified_peer_requests_total" in exported and "unified_peer_up" in exported
+    used = {m for _, p in panels() for t in p["targets"] for m in metric_names(t["expr"]) if m.startswith("unified_")}
+    assert used and not used - exported, f"not exported by router/metrics.py: {sorted(used - exported)}"
 
 
 def test_docs_describe_every_metric_the_dashboards_use():
@@ -143,7 +197,9 @@ def test_docs_list_every_router_metric():
         "unified_requests_in_flight", "unified_requests_queued", "unified_engine_state",
         "unified_model_load_duration_seconds", "unified_engine_restarts_total", "unified_engine_memory_rss_bytes",
         "unified_engine_cpu_seconds_total", "unified_engine_threads", "unified_router_memory_rss_bytes",
-        "unified_router_open_fds", "unified_router_asyncio_tasks"]
+        "unified_router_open_fds", "unified_router_asyncio_tasks", "unified_peer_requests_total",
+        "unified_peer_errors_total", "unified_peer_request_duration_seconds",
+        "unified_peer_time_to_first_token_seconds", "unified_peer_up", "unified_peer_probe_seconds"]
     assert not [m for m in router_metrics if f"| `{m}` |" not in docs]
 
 

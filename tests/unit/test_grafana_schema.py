@@ -41,6 +41,8 @@ def grafana_typescript(boards: dict[str, dict]) -> str:
     for n, (name, board) in enumerate(boards.items()):
         lines.append(f"// {name}\nexport const board{n}: Plain<Dashboard> = {json.dumps(board, indent=1)};")
         for panel in board["panels"]:
+            if panel["type"] == "row":  # a row has no options: `Dashboard` checks it as a RowPanel
+                continue
             kind, where = alias[panel["type"]], f"b{n}_p{panel['id']}"
             lines.append(f"export const {where}_options: Loose<{kind}.Options> = {json.dumps(panel['options'])};")
             custom = panel["fieldConfig"]["defaults"].get("custom", {})

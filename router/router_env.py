@@ -1,4 +1,5 @@
-"""The router's environment settings as the last `scripts/up.sh` gave them: keys, host, port, log level.
+"""The router's environment settings as the last `scripts/up.sh` gave them: keys, host, port, log level, and the
+variables models.yaml's peers take their keys from (`api_key_env`, `admin_key_env`).
 
 supervisord gives a program the environment supervisord itself was started with. `up.sh` run again while
 supervisord runs only restarts the router, which would then keep that old environment: new keys would be
@@ -29,28 +30,47 @@ def env_file(run: Path) -> Path:
     return run / FILE_NAME
 
 
-def read(run: Path, supervisord_pid: int) -> dict[str, str] | None:
-    """The settings recorded for that supervisord, or None (no file, another supervisord's, unreadable)."""
+def governed() -> tuple[str, ...]:
+    """NAMES, and the peers' key variables that models.yaml names (none when it cannot be read)."""
+    from router.config import ConfigError, load_config
+    try:
+        peers = load_config().peers.values()
+    except ConfigError:
+        return NAMES
+    return NAMES + tuple(sorted({v for p in peers for v in (p.api_key_env, p.admin_key_env) if v} - set(NAMES)))
+
+
+def _recorded(run: Path, supervisord_pid: int) -> tuple[tuple[str, ...], dict[str, str]] | None:
     try:
         raw = json.loads(env_file(run).read_text())
         if raw["supervisord_pid"] != supervisord_pid:
             return None
-        return {name: str(value) for name, value in raw["env"].items() if name in NAMES}
+        names = tuple(str(n) for n in raw.get("names", NAMES))
+        return names, {name: str(value) for name, value in raw["env"].items() if name in names}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def write(run: Path, supervisord_pid: int, environ: Mapping[str, str]) -> dict[str, str]:
-    settings = {name: environ[name] for name in NAMES if environ.get(name)}
-    write_atomically(env_file(run), json.dumps({"supervisord_pid": supervisord_pid, "env": settings}))
+def read(run: Path, supervisord_pid: int) -> dict[str, str] | None:
+    """The settings recorded for that supervisord, or None (no file, another supervisord's, unreadable)."""
+    recorded = _recorded(run, supervisord_pid)
+    return recorded[1] if recorded else None
+
+
+def write(run: Path, supervisord_pid: int, environ: Mapping[str, str],
+          names: tuple[str, ...] = NAMES) -> dict[str, str]:
+    settings = {name: environ[name] for name in names if environ.get(name)}
+    write_atomically(env_file(run), json.dumps({"supervisord_pid": supervisord_pid, "names": list(names),
+                                                "env": settings}))
     return settings
 
 
 def apply(run: Path, environ=os.environ) -> dict[str, str] | None:
     """Make the recorded settings the router's own (called first thing at start); None when none apply."""
-    settings = read(run, os.getppid())
-    if settings is not None:
-        for name in NAMES:
+    recorded = _recorded(run, os.getppid())
+    settings = recorded[1] if recorded else None
+    if recorded is not None:
+        for name in recorded[0]:
             if name in settings:
                 environ[name] = settings[name]
             else:
@@ -66,27 +86,27 @@ def process_environ(pid: int) -> dict[str, str] | None:
     return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
 
 
-def changes(before: Mapping[str, str] | None, after: Mapping[str, str]) -> list[str]:
+def changes(before: Mapping[str, str] | None, after: Mapping[str, str], names: tuple[str, ...] = NAMES) -> list[str]:
     """What changed, by name and set/unset only: the values may be secrets."""
     def shown(settings: Mapping[str, str], name: str) -> str:
         return "set" if settings.get(name) else "unset"
     if before is None:
-        return [f"{name} {shown(after, name)}" for name in NAMES]
+        return [f"{name} {shown(after, name)}" for name in names]
     return [f"{name} {shown(before, name)} -> {shown(after, name)}" if before.get(name) != after.get(name)
-            else f"{name} unchanged ({shown(after, name)})" for name in NAMES]
+            else f"{name} unchanged ({shown(after, name)})" for name in names]
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] != "write" or not argv[2].isdigit():
         print("usage: python -m router.router_env write RUN_DIR SUPERVISORD_PID", file=sys.stderr)
         return 64
-    run, pid = Path(argv[1]), int(argv[2])
+    run, pid, names = Path(argv[1]), int(argv[2]), governed()
     before = read(run, pid)
     if before is None:  # the first rerun since supervisord started: it runs with its own environment
         started_with = process_environ(pid)
-        before = {n: started_with[n] for n in NAMES if started_with.get(n)} if started_with is not None else None
-    after = write(run, pid, os.environ)
-    print(f"router settings from this shell ({env_file(run)}): {', '.join(changes(before, after))}")
+        before = {n: started_with[n] for n in names if started_with.get(n)} if started_with is not None else None
+    after = write(run, pid, os.environ, names)
+    print(f"router settings from this shell ({env_file(run)}): {', '.join(changes(before, after, names))}")
     return 0
 
 

@@ -42,3 +42,20 @@ def test_the_report_names_changes_without_values(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "ULLM_API_KEY set -> unset" in out and "secret-value-1" not in out
     assert router_env.main(["write", str(tmp_path)]) == 64
+
+
+def test_the_peers_key_variables_apply_too(tmp_path, monkeypatch, capsys):
+    """A rerun of up.sh with a peer's key: the variable models.yaml names for it reaches the restarted router."""
+    config = tmp_path / "models.yaml"
+    config.write_text("engines: {llamacpp: {port: 8002}}\n"
+                      "peers: {box2: {url: 'http://box2:8080', api_key_env: BOX2_KEY, admin_key_env: BOX2_ADMIN}}\n")
+    monkeypatch.setenv("ULLM_CONFIG", str(config))
+    assert router_env.governed() == (*router_env.NAMES, "BOX2_ADMIN", "BOX2_KEY")
+    monkeypatch.setenv("BOX2_KEY", "peer-secret")
+    monkeypatch.delenv("BOX2_ADMIN", raising=False)
+    assert router_env.main(["write", str(tmp_path), str(os.getppid())]) == 0
+    out = capsys.readouterr().out
+    assert "BOX2_KEY" in out and "peer-secret" not in out
+    environ = {"BOX2_ADMIN": "stale", "PATH": "/bin"}
+    assert router_env.apply(tmp_path, environ)["BOX2_KEY"] == "peer-secret"
+    assert environ["BOX2_KEY"] == "peer-secret" and "BOX2_ADMIN" not in environ and environ["PATH"] == "/bin"

@@ -2,7 +2,7 @@
 (the real small models where setup built them). `box2` guards its API with keys; `here` lists it under `peers:`
 with the names of the variables that hold them. Through `here`: forwarded completions and chat, streamed and not,
 through the openai SDK; the merged model list and /v1/peers; a load and an unload on box2; an on-demand load there;
-spillover of a parallel load to both sides, counted from both routers' metrics; box2's router killed mid-stream
+the chat page with box2's models; spillover of a parallel load to both sides, counted from both routers' metrics; box2's router killed mid-stream
 (an error event, not a hang), then its models refused at once, then served again once it is back."""
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import shutil
 import signal
 import time
 
 import openai
 import pytest
 import yaml
+from playwright.sync_api import expect, sync_playwright
 
 from tests.stack import PROJECT, Stack, make_stack, wait_for
 
@@ -134,6 +136,42 @@ def test_a_load_and_an_unload_through_the_peer_then_an_on_demand_load_there(pair
     answer = client(here).completions.create(model=OTHER, prompt="Once", max_tokens=4, temperature=0)
     assert answer.model == OTHER and answer.choices[0].text
     assert any(i["model"] == OTHER and i["state"] == "loaded" for i in box2.status()["llamacpp"]["instances"])
+
+
+def test_the_page_lists_the_peers_models_loads_one_there_and_chats_with_it(pair):
+    """The chat page on `here`: box2's models are listed as box2/NAME with where they are; Load on one loads it
+    on box2 (no load here), and a chat with it is answered there."""
+    here, box2 = pair
+    if any(i["model"] == OTHER for i in box2.status()["llamacpp"]["instances"]):  # the test before loaded it
+        assert here.api("POST", "/v1/models/unload", {"peer": "box2", "engine": "llamacpp", "model": OTHER})[0] == 200
+    answered = served_by_box2(box2)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                             headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors, loads = [], []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("request", lambda r: loads.append(r.post_data_json) if r.url.endswith("/v1/models/load") else None)
+        page.set_default_timeout(60_000)
+        page.goto(here.base_url + "/")
+        page.select_option("#engine", "llamacpp")
+        option = page.locator(f'#model option[value="box2/{OTHER}"]')
+        expect(option).to_have_text(f"box2/{OTHER} (not loaded on box2)")
+        page.select_option("#model", f"box2/{OTHER}")
+        expect(page.locator("#model-offer")).to_be_hidden()  # the peer loads it itself when asked
+        page.click("#load")
+        expect(page.locator("#load-state")).to_contain_text("(on peer box2)", timeout=120_000)
+        if not page.evaluate("document.querySelector('#settings').open"):
+            page.click("#settings > summary")
+        page.fill("#max_tokens", "8")
+        page.fill("#prompt", "Hi")
+        page.click("#send")
+        expect(page.locator("article.assistant")).to_have_attribute("data-state", "done", timeout=120_000)
+        browser.close()
+    assert not errors, errors
+    assert loads == [{"peer": "box2", "engine": "llamacpp", "model_path": OTHER, "keep_others": True}]
+    assert any(i["model"] == OTHER for i in box2.status()["llamacpp"]["instances"])
+    wait_for(lambda: served_by_box2(box2) > answered, 10, "box2 to count the chat")
 
 
 def test_spillover_sends_part_of_a_parallel_load_to_each_side(pair):

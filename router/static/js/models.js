@@ -3,6 +3,8 @@
 // An engine with several instances (max_instances > 1) holds several models at once: the list marks each
 // resident model with its instance, and picking one loads nothing, since a chat request naming it goes to its
 // instance; Load then adds a model beside the resident ones (keep_others) instead of replacing the shown one.
+// A peer router's models (docs/scale-out.md) are listed as peer/model under their engine; a chat naming one goes
+// to that peer, which loads it itself, so they are never offered for a load here.
 
 import { apiJson } from "./api.js";
 import { ENGINE_LABELS, formatDuration, hasInstances, instancesOf, stateOf } from "./status.js";
@@ -64,6 +66,7 @@ export class ModelPicker {
 
   // The option's text: its state where the engine holds it (and, with several instances, on which one).
   label(m, served) {
+    if (m.peer) return `${m.id} (${m.state === "peer_down" ? "peer down" : `${m.resident ? m.state : "not loaded"} on ${m.peer}`})`;
     const engine = this.status.engines[this.engine];
     if (hasInstances(engine)) {
       const instance = this.instanceHolding(this.engine, m.id);
@@ -103,7 +106,9 @@ export class ModelPicker {
   offer() {
     const picked = $("model").value;
     const engine = this.status.engines[this.engine];
-    const show = Boolean(picked) && !this.loading && !this.holds(this.engine, picked);
+    // a peer's model (peer/model) is loaded by the peer itself when a message asks for it: nothing to load here
+    const onPeer = this.models.some((m) => m.id === picked && m.peer);
+    const show = Boolean(picked) && !onPeer && !this.loading && !this.holds(this.engine, picked);
     $("model-offer").hidden = !show;
     if (show) {
       const beside = hasInstances(engine) ? " Loading it keeps the resident models where memory and max_instances allow." : "";
@@ -164,8 +169,11 @@ export class ModelPicker {
     this.status.fast = true;
     this.status.poll();
     let done = null;
-    const body = { engine, model_path: name };
-    if (hasInstances(this.status.engines[engine])) body.keep_others = true; // beside the resident models
+    const onPeer = !$("model-path").value.trim() && this.models.find((m) => m.id === name && m.peer);
+    const body = onPeer // loaded by the peer, beside its resident models
+      ? { peer: onPeer.peer, engine, model_path: name.slice(onPeer.peer.length + 1), keep_others: true }
+      : { engine, model_path: name };
+    if (!onPeer && hasInstances(this.status.engines[engine])) body.keep_others = true; // beside the resident models
     try {
       done = await apiJson("/v1/models/load", { method: "POST", body });
     } catch (err) {
@@ -178,7 +186,8 @@ export class ModelPicker {
       $("load").disabled = $("offer-load").disabled = false;
     }
     if (done) {
-      const where = hasInstances(this.status.engines[engine]) && done.instance ? ` (on ${done.instance})` : "";
+      const where = done.peer ? ` (on peer ${done.peer})`
+        : hasInstances(this.status.engines[engine]) && done.instance ? ` (on ${done.instance})` : "";
       $("load-state").textContent = `loaded ${done.model} on ${ENGINE_LABELS[engine] ?? engine} in ${done.load_seconds} s${where}`;
       $("model-path").value = "";
     }

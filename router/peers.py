@@ -129,6 +129,7 @@ class Peer:
         self.status: dict | None = None  # its /v1/status, for a unified-llm peer
         self.status_at: float | None = None
         self.in_flight: Counter[str] = Counter()  # this router's requests to it, by the peer's model name
+        self.answers: set[aiohttp.ClientResponse] = set()  # its answers being relayed (router/proxy.py)
         self.wake = asyncio.Event()
         self._status_fetch: asyncio.Task | None = None
 
@@ -178,22 +179,23 @@ class Peer:
     async def probe(self) -> None:
         started = time.monotonic()
         try:
-            status, body = await self.call("GET", "/health", key=False)
-            if status >= 500 or (status == 404 and self.settings.kind == "auto" and not self.kind):
-                status, body = await self.call("GET", "/v1/models")  # a plain OpenAI server has no /health
-            if status >= 500 or status in (401, 403):
-                raise PeerProblem(f"{'/health' if self.is_router else 'probe'} answered {status}: "
+            status, body = health = await self.call("GET", "/health", key=False)
+            if 400 <= status < 500:  # another OpenAI-compatible server: no /health, or one behind its key
+                status, body = await self.call("GET", "/v1/models")
+            if status != 200:
+                raise PeerProblem(f"{'/health' if health[0] >= 500 else '/v1/models'} answered {status}: "
                                   f"{_message(body)}")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, PeerProblem, ApiError) as exc:
             if self.health.failed(_describe(exc, self.settings)):
-                log.warning("peer %s is down: %s", self.name, self.health.last_error)
+                self.went_down()
             if self.events:
                 self.events.peer_probed(self.name, False, None)
             return
         latency = time.monotonic() - started
         if self.settings.kind == "auto":
-            self.kind = "unified-llm" if isinstance(body, dict) and "engines" in body and "ready" in body \
-                else "openai"
+            answer = health[1]
+            self.kind = "unified-llm" if health[0] == 200 and isinstance(answer, dict) and "engines" in answer \
+                and "ready" in answer else "openai"
         came_up = self.health.succeeded(latency)
         if came_up:
             log.info("peer %s is up (%s, %.0f ms)", self.name, self.kind, latency * 1000)
@@ -239,8 +241,15 @@ class Peer:
     def unreachable(self, error: str) -> None:
         """A request could not connect: down at once (the probe brings it back)."""
         if self.health.failed(error):
-            log.warning("peer %s is down: %s", self.name, error)
+            self.went_down()
         self.wake.set()
+
+    def went_down(self) -> None:
+        """Answers still being relayed from it end now (an error event, a 502), not at the read timeout: a box
+        that vanished without closing its connections would leave them waiting."""
+        log.warning("peer %s is down: %s", self.name, self.health.last_error)
+        for answer in list(self.answers):
+            answer.close()
 
     # ---- figures ----------------------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ arrive (only the one event carrying token usage is ever parsed)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -103,6 +104,8 @@ class Upstream:
     connect_timeout: float = 10
     first_byte_timeout: float | None = None  # for streams: their first byte comes at once (never for answers
     # in one piece, whose first byte comes after the whole generation)
+    answers: set | None = None  # where its answers being relayed are kept meanwhile (a peer closes them when
+    # it is found down, so that none waits out the read timeout)
 
     @property
     def code(self) -> str:
@@ -155,7 +158,7 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
         waited = first_byte or read_timeout
         raise GatewayTimeout(f"{who} at {url} did not answer within {waited:.0f} s", code="timeout")
 
-    async with upstream:
+    async with upstream, _held(upstream, target.answers):
         record.status = upstream.status
         headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
         if started_stream is not None and upstream.content_type != "text/event-stream":  # the engine refused
@@ -195,6 +198,18 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
             await _end_stream(response, record, exc)
         record_usage(record, tap.usage)
         return response
+
+
+@contextlib.asynccontextmanager
+async def _held(upstream: aiohttp.ClientResponse, answers: set | None):
+    if answers is None:
+        yield
+        return
+    answers.add(upstream)
+    try:
+        yield
+    finally:
+        answers.discard(upstream)
 
 
 async def _end_stream(response: web.StreamResponse, record: RequestRecord, exc: Exception) -> None:

@@ -85,7 +85,7 @@ async def to_peer(request: web.Request, endpoint: str, body: dict, peer: Peer, m
         raise PeerDown(peer.health.why_down(peer.name), code="peer_down", retry_after=peer.health.seconds_to_probe())
     body["model"] = model
     target = Upstream(f"peer {peer.name}", peer.headers(), peer.settings.connect_timeout_seconds,
-                      peer.settings.first_byte_timeout_seconds)
+                      peer.settings.first_byte_timeout_seconds, peer.answers)
     peer.in_flight[model] += 1
     try:
         return await forward(request, request.app[HTTP], peer.settings.url + endpoint, body,

@@ -304,3 +304,42 @@ def test_the_router_asks_engines_for_plain_bytes():
 def test_an_encoded_answer_keeps_its_content_encoding():
     status, body, _ = asyncio.run(through_router("/compresses-always", seen={}))
     assert status == 200 and json.loads(body) == {"choices": [{"text": "plain"}]}  # decoded by the client
+
+
+def test_a_stalled_stream_from_a_peer_ends_with_an_error_event_once_the_peer_is_found_down():
+    """A peer box that vanished without closing its connections: the stream relayed from it stalls. Once the
+    peer is marked down (here by hand; in the router by its probe), the stream ends with an error event rather
+    than at the read timeout (600 s as shipped)."""
+    from router.auth import Keys
+    from router.config import PeerSettings
+    from router.peers import Peer
+    from router.proxy import Upstream
+
+    async def scenario() -> bytes:
+        engine_runner, engine_url = await start(fake_engine())
+        async with engine_session() as upstream:
+            peer = Peer("box2", PeerSettings(url=engine_url), upstream, Keys())
+            target = Upstream("peer box2", answers=peer.answers)
+
+            async def relay(request: web.Request) -> web.StreamResponse:
+                return await forward(request, upstream, engine_url + "/stalls", {"prompt": "x", "stream": True},
+                                     600, target=target)
+            router = web.Application(middlewares=[openai_errors])
+            router.router.add_post("/v1/completions", relay)
+            router_runner, router_url = await start(router)
+            try:
+                async with aiohttp.ClientSession() as client:
+                    async with client.post(router_url + "/v1/completions", json={}) as resp:
+                        first = await resp.content.readany()  # the one chunk before the stall
+                        assert peer.answers, "the answer being relayed is held by the peer"
+                        peer.unreachable("no answer within 10 s")
+                        rest = await asyncio.wait_for(resp.read(), 10)
+                        assert not peer.answers
+                        return first + rest
+            finally:
+                await router_runner.cleanup()
+                await engine_runner.cleanup()
+    body = asyncio.run(scenario())
+    last = [line for line in body.decode().splitlines() if line.startswith("data: ")][-1]
+    error = json.loads(last[6:])["error"]
+    assert error["code"] == "peer_failed" and "peer box2 failed mid-stream" in error["message"], error

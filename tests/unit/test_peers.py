@@ -188,9 +188,9 @@ def test_a_request_goes_to_a_peer_only_for_what_this_router_does_not_serve(tmp_p
 
 # ---- probing, over real HTTP --------------------------------------------------------------------------------
 
-async def probed(health_body: dict | None, models: list[dict]) -> Peer:
+async def probed(health_body: dict | None, models: list[dict], health_status: int = 200) -> Peer:
     async def health(request: web.Request) -> web.Response:
-        return web.json_response(health_body)
+        return web.json_response(health_body, status=health_status)
 
     async def listing(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": models})
@@ -221,6 +221,10 @@ def test_a_probe_tells_a_unified_llm_router_from_a_plain_server_and_lists_its_ow
     assert router.models["m"] == PeerModel("m", "llamacpp", "loaded", True, ("mm",))
     plain = asyncio.run(probed(None, [{"id": "gpt-x", "object": "model"}]))  # no /health: 404
     assert plain.kind == "openai" and plain.health.state is Health.UP and list(plain.models) == ["gpt-x"]
+    keyed = asyncio.run(probed({"error": {"message": "no key"}}, [{"id": "gpt-x"}], health_status=401))
+    assert keyed.kind == "openai" and keyed.health.state is Health.UP  # its /health wants a key: /v1/models
+    failing = asyncio.run(probed({"error": {"message": "engine gone"}}, [], health_status=503))
+    assert failing.health.state is Health.DOWN and "/health answered 503: engine gone" in failing.health.last_error
 
 
 def test_a_peer_that_refuses_connections_is_down_at_the_first_probe():

@@ -53,6 +53,15 @@ def end_token_ids(model, tokenizer, with_pad: bool) -> list[int]:
     return list(dict.fromkeys(i for i in ids if isinstance(i, int)))
 
 
+def dtype_keyword() -> str:
+    """`from_pretrained`'s dtype argument: `torch_dtype` before transformers 4.56 (an own environment for Dream's
+    remote code runs 4.51), `dtype` since."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
 @dataclass
 class Loaded:
     generator: object  # a generation.Generator
@@ -72,7 +81,7 @@ def load(model_dir: Path, dtype: str, trust_remote_code: bool, defaults: Diffusi
                         f"{', '.join(config['auto_map'].values())}); start with --trust-remote-code to allow it")
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    common = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    common = {dtype_keyword(): torch_dtype, "trust_remote_code": trust_remote_code}
     if kind == "dream":
         from engines.transformers_server.dream import DreamGenerator
         model = AutoModel.from_pretrained(model_dir, **common)
@@ -83,7 +92,7 @@ def load(model_dir: Path, dtype: str, trust_remote_code: bool, defaults: Diffusi
         from transformers import DiffusionGemmaForBlockDiffusion
 
         from engines.transformers_server.diffusion_gemma import DiffusionGemmaGenerator
-        model = DiffusionGemmaForBlockDiffusion.from_pretrained(model_dir, dtype=torch_dtype)
+        model = DiffusionGemmaForBlockDiffusion.from_pretrained(model_dir, **common)
         generator = DiffusionGemmaGenerator(model.eval(), tokenizer, defaults)
     else:
         from engines.transformers_server.causal import CausalGenerator

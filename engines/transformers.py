@@ -23,7 +23,7 @@ METRICS_PATH = "/metrics"  # transformers:* series, labelled model_name
 REUSABLE_AFTER_STREAM = True  # aiohttp keeps the connection open after a chunked stream
 SERVER_MODULE = "engines.transformers_server"
 # What the server's process holds beside weights and working memory (Python, torch, transformers, aiohttp): the
-# tiny models' servers held 0.5-0.6 GiB RSS on the CPU; a CUDA context adds about as much
+# tiny models' servers held 0.44-0.50 GiB RSS on the CPU (2026-12-06); a CUDA context adds several hundred MB
 RUNTIME_BYTES = memory.GiB
 ESTIMATE_TOKENS = 4096  # the sequence (prompt + generation) the working-memory estimate is sized for
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}

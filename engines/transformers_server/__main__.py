@@ -19,6 +19,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8003)
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="weights' dtype (auto: the checkpoint's)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default auto: CUDA when torch sees a GPU)")
     p.add_argument("--max-queue", type=int, default=8,
                    help="requests that may wait behind the one generating; more get 503 (default: %(default)s)")
     p.add_argument("--diffusion-steps", type=int, default=None,
@@ -51,9 +52,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     settings = Settings(model=args.model.resolve(), served_name=args.served_model_name or args.model.resolve().name,
                         dtype=args.dtype, trust_remote_code=args.trust_remote_code, max_queue=args.max_queue,
+                        device=args.device,
                         diffusion=DiffusionDefaults(args.diffusion_steps, args.diffusion_alg,
                                                     args.diffusion_alg_temp))
     web.run_app(create_app(settings), host=args.host, port=args.port, handler_cancellation=True, access_log=None,
+                shutdown_timeout=3,  # open streams are cancelled (their generation stops) rather than awaited
                 print=lambda *_: None)
 
 

@@ -35,6 +35,7 @@ class Settings:
     dtype: str = "auto"
     trust_remote_code: bool = False
     max_queue: int = 8
+    device: str = "auto"  # auto: CUDA when torch sees a GPU, else the CPU
     diffusion: DiffusionDefaults = DiffusionDefaults()
 
 
@@ -57,7 +58,8 @@ class Engine:
         s = self.settings
         started = time.monotonic()
         try:
-            self.loaded = await asyncio.to_thread(load, s.model, s.dtype, s.trust_remote_code, s.diffusion)
+            self.loaded = await asyncio.to_thread(load, s.model, s.dtype, s.trust_remote_code, s.diffusion,
+                                                s.device)
         except Exception as exc:  # any failure to load ends the process
             log.error("cannot load %s: %s", s.model, exc)
             os._exit(LOAD_FAILED_EXIT)  # the process must end: supervisord and the router see a failed start

@@ -70,7 +70,16 @@ class Loaded:
     context_limit: int | None
 
 
-def load(model_dir: Path, dtype: str, trust_remote_code: bool, defaults: DiffusionDefaults) -> Loaded:
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load(model_dir: Path, dtype: str, trust_remote_code: bool, defaults: DiffusionDefaults,
+         device: str = "auto") -> Loaded:
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
@@ -84,20 +93,20 @@ def load(model_dir: Path, dtype: str, trust_remote_code: bool, defaults: Diffusi
     common = {dtype_keyword(): torch_dtype, "trust_remote_code": trust_remote_code}
     if kind == "dream":
         from engines.transformers_server.dream import DreamGenerator
-        model = AutoModel.from_pretrained(model_dir, **common)
+        model = AutoModel.from_pretrained(model_dir, **common).to(resolve_device(device)).eval()
         if not hasattr(model, "diffusion_generate"):
             raise LoadError(f"{model_dir}: model_type {config['model_type']} but its code has no diffusion_generate")
-        generator = DreamGenerator(model.eval(), tokenizer, defaults)
+        generator = DreamGenerator(model, tokenizer, defaults)
     elif kind == "diffusion_gemma":
         from transformers import DiffusionGemmaForBlockDiffusion
 
         from engines.transformers_server.diffusion_gemma import DiffusionGemmaGenerator
-        model = DiffusionGemmaForBlockDiffusion.from_pretrained(model_dir, **common)
-        generator = DiffusionGemmaGenerator(model.eval(), tokenizer, defaults)
+        model = DiffusionGemmaForBlockDiffusion.from_pretrained(model_dir, **common).to(resolve_device(device)).eval()
+        generator = DiffusionGemmaGenerator(model, tokenizer, defaults)
     else:
         from engines.transformers_server.causal import CausalGenerator
-        model = AutoModelForCausalLM.from_pretrained(model_dir, **common)
-        generator = CausalGenerator(model.eval(), tokenizer, end_token_ids(model, tokenizer, with_pad=False))
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **common).to(resolve_device(device)).eval()
+        generator = CausalGenerator(model, tokenizer, end_token_ids(model, tokenizer, with_pad=False))
     if kind != "causal":
         generator.end_ids = end_token_ids(model, tokenizer, with_pad=True)
     return Loaded(generator, tokenizer, kind, context_limit(config))

@@ -116,7 +116,7 @@ def account(engine: Engine, job: Job, future: asyncio.Future) -> None:
 async def start_generation(engine: Engine, loaded: Loaded, request: protocol.Request, prompt_ids: list[int],
                            on_text) -> tuple[Job, asyncio.Future]:
     text = TextStream(functools.partial(loaded.tokenizer.decode, skip_special_tokens=True),
-                      loaded.generator.end_ids, request.sampling.stop)
+                      loaded.end_ids, request.sampling.stop)
     job = Job(prompt_ids, request.sampling, text, on_text)
     queued = time.monotonic()
     future = await engine.slot.start(functools.partial(timed_run, loaded, job))
@@ -234,7 +234,8 @@ async def openai_errors(request: web.Request, handler):
         return await handler(request)
     except ApiError as exc:
         if request.path.startswith("/v1/") and request.method == "POST":
-            status = "queue_full" if isinstance(exc, QueueFull) else "bad_request" if exc.status < 500 else "error"
+            status = ("queue_full" if isinstance(exc, QueueFull) else "loading" if isinstance(exc, NotReady)
+                      else "bad_request" if exc.status < 500 else "error")
             request.app[ENGINE].metrics.outcome(status)
         return exc.response()
     except web.HTTPException as exc:

@@ -68,6 +68,7 @@ class Loaded:
     tokenizer: object
     kind: str
     context_limit: int | None
+    end_ids: list[int]  # the token ids that end the text
 
 
 def resolve_device(device: str) -> str:
@@ -107,6 +108,6 @@ def load(model_dir: Path, dtype: str, trust_remote_code: bool, defaults: Diffusi
         from engines.transformers_server.causal import CausalGenerator
         model = AutoModelForCausalLM.from_pretrained(model_dir, **common).to(resolve_device(device)).eval()
         generator = CausalGenerator(model, tokenizer, end_token_ids(model, tokenizer, with_pad=False))
-    if kind != "causal":
-        generator.end_ids = end_token_ids(model, tokenizer, with_pad=True)
-    return Loaded(generator, tokenizer, kind, context_limit(config))
+    # diffusion models write pad tokens after the end; a causal model's pad token may be an ordinary one
+    end_ids = end_token_ids(model, tokenizer, with_pad=kind != "causal")
+    return Loaded(generator, tokenizer, kind, context_limit(config), end_ids)

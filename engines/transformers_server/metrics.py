@@ -18,7 +18,7 @@ class EngineMetrics:
         self.info = Gauge("transformers:model_info", "The served model, its kind and how its streams arrive.",
                           ["model_name", "kind", "streaming"], registry=r)
         self.requests = Counter("transformers:requests", "Generation requests by outcome (ok, cancelled, error, "
-                                "queue_full, bad_request).", ["model_name", "status"], registry=r)
+                                "queue_full, loading, bad_request).", ["model_name", "status"], registry=r)
         self.prompt_tokens = Counter("transformers:prompt_tokens", "Prompt tokens of finished generations.",
                                      ["model_name"], registry=r).labels(**labels)
         self.generation_tokens = Counter("transformers:generation_tokens", "Tokens generated.", ["model_name"],

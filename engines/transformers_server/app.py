@@ -243,6 +243,9 @@ async def openai_errors(request: web.Request, handler):
             raise
         return ApiError(exc.status, exc.reason, "invalid_request_error" if exc.status < 500 else "server_error"
                         ).response()
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return ApiError(500, "internal error (see the engine's log)", "server_error").response()
 
 
 def create_app(settings: Settings) -> web.Application:

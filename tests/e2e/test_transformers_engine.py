@@ -230,3 +230,16 @@ def test_metrics(servers):
         if server.kind != "causal":
             assert server.metric("transformers:diffusion_steps_total") > 0
         assert server.metric("transformers:model_info", kind=server.kind) == 1
+
+
+def test_a_stop_string_ends_the_text_before_it(server):
+    args = dict(model=server.name, prompt="Once upon a time", max_tokens=24, temperature=0)
+    full = server.client.completions.create(**args).choices[0].text
+    if len(full.strip()) < 8:
+        pytest.skip(f"{server.kind}: the greedy text is too short to cut ({full!r})")
+    stop = full[4:7]
+    cut = server.client.completions.create(**args, stop=[stop]).choices[0]
+    assert (cut.text, cut.finish_reason) == (full[:full.find(stop)], "stop")
+    streamed = "".join(c.choices[0].text for c in server.client.completions.create(**args, stop=[stop], stream=True)
+                       if c.choices)
+    assert streamed == cut.text

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Build tiny random-weight Llama test models, offline and deterministically.
+"""Build tiny random-weight test models, offline and deterministically.
 
-Per variant: <models-dir>/<name>/ (Hugging Face format, for vLLM) and <name>.gguf
-(for llama-server, via llama.cpp's converter). Up-to-date variants are skipped.
+Per Llama variant: <models-dir>/<name>/ (Hugging Face format, for vLLM) and <name>.gguf
+(for llama-server, via llama.cpp's converter). Then the Transformers engine's tiny models
+(tiny_transformers_models.py): Hugging Face folders only. Up-to-date models are skipped.
 """
 import argparse
 import contextlib
@@ -46,6 +47,8 @@ TOKENIZER_CONFIG = {
     "model_max_length": ARCH["max_position_embeddings"], "chat_template": CHAT_TEMPLATE,
 }
 START = time.monotonic()
+sys.path.insert(0, str(SCRIPT_DIR))
+import tiny_transformers_models  # noqa: E402
 
 
 class BuildError(Exception):
@@ -141,6 +144,33 @@ def convert_to_gguf(hf_dir: Path, gguf_path: Path, name: str, llama_src: Path) -
         raise BuildError(f"convert_hf_to_gguf.py exited {res.returncode}:\n{tail}")
 
 
+def transformers_fingerprint(name: str, recipe: dict) -> str:
+    corpus_sha = hashlib.sha256(CORPUS_PATH.read_bytes()).hexdigest()
+    data = {"version": BUILD_VERSION, "name": name, "recipe": recipe, "tokenizer": TOKENIZER_CONFIG,
+            "corpus": corpus_sha}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_transformers_model(name: str, fp: str, models_dir: Path) -> None:
+    """The tiny Llama's tokenizer, then the model's own weights and files; installed like a Llama variant."""
+    staging = models_dir / f".{name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        with step(f"{name}: tokenizer"):
+            write_tokenizer(staging)
+        with step(f"{name}: weights"):
+            tiny_transformers_models.WRITERS[name](staging)
+        for f in staging.iterdir():
+            f.chmod(0o644)
+        write_json(staging / "build-info.json", {"name": name, "build_version": BUILD_VERSION, "fingerprint": fp})
+        final_dir = models_dir / name
+        shutil.rmtree(final_dir, ignore_errors=True)
+        staging.rename(final_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def build_variant(name: str, seed: int, fp: str, models_dir: Path, llama_src: Path) -> None:
     # Build in a staging dir named like the model (the converter derives metadata from
     # it), then move into place; build-info.json is written last and marks completion.
@@ -201,10 +231,18 @@ def main(argv: list[str] | None = None) -> int:
             models_dir.mkdir(parents=True, exist_ok=True)
             for name, (seed, fp) in todo.items():
                 build_variant(name, seed, fp, models_dir, llama_src)
+        for name, recipe in tiny_transformers_models.recipes().items():
+            fp = transformers_fingerprint(name, recipe)
+            if not args.force and is_up_to_date(models_dir / name, models_dir / name / "config.json", fp):
+                log(f"{name}: up to date, skipped")
+                continue
+            models_dir.mkdir(parents=True, exist_ok=True)
+            build_transformers_model(name, fp, models_dir)
+            todo[name] = (None, fp)
     except (BuildError, OSError) as exc:  # OSError: e.g. unreadable corpus or models dir
         print(f"build_tiny_models: error: {exc}", file=sys.stderr)
         return 1
-    log(f"done: {len(todo)} built, {len(VARIANTS) - len(todo)} skipped, in {models_dir}")
+    log(f"done: {len(todo)} built, {len(VARIANTS) + len(tiny_transformers_models.WRITERS) - len(todo)} skipped, in {models_dir}")
     return 0
 
 

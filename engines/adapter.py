@@ -30,5 +30,12 @@ class EngineAdapter(Protocol):
     def default_env(self) -> dict[str, str]:
         """Environment it needs on this machine, under the settings' `env`."""
 
+    def spec_env(self, spec: ModelSpec) -> dict[str, str]:
+        """Environment the model's own options call for (vLLM's distributed runtime), under the settings' `env`."""
+
+    def distributed(self, spec: ModelSpec) -> dict | None:
+        """How the model spans more than this process (docs/distributed.md), for /v1/status; None when it does
+        not. A `rpc_workers` list names endpoints the router checks (router/distributed.py)."""
+
     def estimate_memory(self, plan: LaunchPlan) -> MemoryEstimate:
         """The memory `plan` will take once loaded. OSError or ValueError when the model cannot be read."""

@@ -4,6 +4,7 @@ the adapter instead of testing the engine's name."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -22,6 +23,9 @@ class EngineAdapter(Protocol):
     METRICS_PATH: str  # its own Prometheus metrics
     REUSABLE_AFTER_STREAM: bool  # whether a pooled connection may carry another request after a stream
     FILES: EngineFiles  # its model format and binary, as the launcher and the router check them
+    # log lines that say why the engine stopped, quoted in a failure even when later output (a dying process's
+    # shutdown noise) has pushed them out of the last lines
+    REASON_LINES: re.Pattern[str]
 
     def build_command(self, spec: ModelSpec, port: int, extra_args: list[str], binary: str | None = None
                       ) -> list[str]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ METRICS_PATH = "/metrics"  # needs --metrics; exposes llamacpp:* series
 # cpp-httplib closes the connection after every streamed answer while announcing keep-alive: a pooled client
 # that reuses it fails its next request ("Can not write request body"). Streams go on their own connection.
 REUSABLE_AFTER_STREAM = False
+REASON_LINES = re.compile(r"Failed to connect to \S+")  # an rpc worker that cannot be reached
 NO_MMAP = ["--load-mode", "none"]  # this llama.cpp's --no-mmap (its default, `auto`, maps the file)
 NO_REPACK = ["--no-repack"]
 # With rpc workers: log verbosity 4, at which llama-server logs each device (RPC0 ...) with its free memory and

@@ -347,3 +347,30 @@ def test_the_adapters_say_how_a_model_spans_boxes(tmp_path):
     assert vllm.distributed(ModelSpec("vllm", str(tmp_path), "big", MP_TWO_BOXES)) == {
         "runtime": "vllm mp", "tensor_parallel_size": 2, "pipeline_parallel_size": 1, "nnodes": 2,
         "master_addr": "192.168.100.10", "ray_address": None}
+
+
+# ---- failures quote the line that says why ------------------------------------------------------------------------
+
+class LogOnly:
+    def __init__(self, text: str):
+        self.text = text
+
+    async def tail_log(self, name: str, nbytes: int = 4096) -> str:
+        return self.text[-nbytes:]
+
+
+def test_a_dead_ranks_line_is_quoted_above_the_shutdown_noise_that_follows_it(tmp_path):
+    from router.engine_process import LOG_LINES_IN_ERRORS, EngineProcess
+    died = ("(EngineCore pid=1) ERROR [multiproc_executor.py:315] Worker proc VllmWorker-1 died unexpectedly "
+            "(exit code: -9), shutting down executor.")
+    noise = [f"(EngineCore pid=1) ERROR [core.py:1512]   traceback line {i} " + "x" * 150 for i in range(80)]
+    log = "\n".join(["INFO: serving", died, *noise]) + "\n"
+    proc = EngineProcess("vllm", LogOnly(log), tmp_path, vllm.READY_PATHS, reason_lines=vllm.REASON_LINES)
+    tail = asyncio.run(proc.log_tail()).splitlines()
+    assert tail == [died, "...", *noise[-LOG_LINES_IN_ERRORS:]]
+    # without the pattern, only the last lines; a reason among the last lines is not quoted twice
+    plain = EngineProcess("vllm", LogOnly(log), tmp_path, vllm.READY_PATHS)
+    assert asyncio.run(plain.log_tail()).splitlines() == noise[-LOG_LINES_IN_ERRORS:]
+    short = EngineProcess("llamacpp", LogOnly("a\nggml-rpc.cpp:547: Failed to connect to 10.0.0.2:50052\n"),
+                          tmp_path, llamacpp.READY_PATHS, reason_lines=llamacpp.REASON_LINES)
+    assert asyncio.run(short.log_tail()) == "a\nggml-rpc.cpp:547: Failed to connect to 10.0.0.2:50052"

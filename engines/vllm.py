@@ -22,9 +22,11 @@ FILES = HUGGING_FACE_FOLDER
 READY_PATHS = ("/health", "/v1/models")  # both answer 200 only once the model is served
 METRICS_PATH = "/metrics"
 REUSABLE_AFTER_STREAM = True  # uvicorn keeps the connection open after a stream
-# a tensor/pipeline parallel rank that died (its executor then shuts the engine down, with ~80 lines of
-# tracebacks and leak warnings after this one), or an engine that never started
-REASON_LINES = re.compile(r"Worker proc \S+ died unexpectedly|Engine core initialization failed")
+# a tensor/pipeline parallel rank that died here, or one on another node whose connection closed (its executor
+# then shuts the engine down, with ~80 lines of tracebacks and leak warnings after this line), or an engine that
+# never started
+REASON_LINES = re.compile(r"Worker proc \S+ died unexpectedly|Worker failed with error|"
+                          r"Engine core initialization failed")
 MISTRAL_FLAGS = ["--tokenizer-mode", "mistral", "--config-format", "mistral", "--load-format", "mistral"]
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache on the CPU build; config `env` overrides it
 

@@ -18,6 +18,9 @@ def main(argv: list[str]) -> None:
     args = make_arg_parser(FlexibleArgumentParser(prog="engines.vllm_headless")).parse_args(argv)
     if not args.headless:
         sys.exit("engines.vllm_headless runs a headless node only: pass --headless")
+    if args.api_server_count:
+        sys.exit("--api-server-count cannot be used with --headless (a headless node serves no API)")
+    args.api_server_count = 0  # as `vllm serve --headless` sets it
     run_headless(args)
 
 

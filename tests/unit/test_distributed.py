@@ -371,6 +371,11 @@ def test_a_dead_ranks_line_is_quoted_above_the_shutdown_noise_that_follows_it(tm
     # without the pattern, only the last lines; a reason among the last lines is not quoted twice
     plain = EngineProcess("vllm", LogOnly(log), tmp_path, vllm.READY_PATHS)
     assert asyncio.run(plain.log_tail()).splitlines() == noise[-LOG_LINES_IN_ERRORS:]
+    lost = ("(EngineCore pid=1) ERROR [core.py:1512] RuntimeError: Worker failed with error '[gloo/transport/tcp/"
+            "pair.cc:553] Connection closed by peer [10.0.0.2]:32462.'")  # a rank on another box went away
+    proc = EngineProcess("vllm", LogOnly("\n".join([lost, *noise])), tmp_path, vllm.READY_PATHS,
+                         reason_lines=vllm.REASON_LINES)
+    assert asyncio.run(proc.log_tail()).splitlines()[0] == lost
     short = EngineProcess("llamacpp", LogOnly("a\nggml-rpc.cpp:547: Failed to connect to 10.0.0.2:50052\n"),
                           tmp_path, llamacpp.READY_PATHS, reason_lines=llamacpp.REASON_LINES)
     assert asyncio.run(short.log_tail()) == "a\nggml-rpc.cpp:547: Failed to connect to 10.0.0.2:50052"

@@ -379,3 +379,14 @@ def test_a_dead_ranks_line_is_quoted_above_the_shutdown_noise_that_follows_it(tm
     short = EngineProcess("llamacpp", LogOnly("a\nggml-rpc.cpp:547: Failed to connect to 10.0.0.2:50052\n"),
                           tmp_path, llamacpp.READY_PATHS, reason_lines=llamacpp.REASON_LINES)
     assert asyncio.run(short.log_tail()) == "a\nggml-rpc.cpp:547: Failed to connect to 10.0.0.2:50052"
+
+
+def test_every_workers_setting_is_documented():
+    """docs/configuration.md has a row per key of `workers:` (`rpc.host`, `vllm.model`...)."""
+    import re
+
+    from engines.spec import PROJECT_HOME
+    from router.worker_config import RpcWorkerSettings, VllmWorkerSettings
+    rows = set(re.findall(r"^\| `([\w.]+)` \|", (PROJECT_HOME / "docs" / "configuration.md").read_text(), re.M))
+    keys = {f"rpc.{k}" for k in RpcWorkerSettings.model_fields} | {f"vllm.{k}" for k in VllmWorkerSettings.model_fields}
+    assert keys <= rows, f"docs/configuration.md does not document {sorted(keys - rows)}"

@@ -78,6 +78,8 @@ COPY pyproject.toml ./
 COPY docker/install-venv.sh docker/
 RUN mkdir engines router && touch engines/__init__.py router/__init__.py && docker/install-venv.sh
 COPY --from=llama-server /opt/llama.cpp/bin/llama-server /opt/llama.cpp/bin/llama-server
+# llama.cpp's RPC worker from the same build (the rpc-worker program, docs/distributed.md)
+COPY --from=llama-server /opt/llama.cpp/bin/ggml-rpc-server /opt/llama.cpp/bin/ggml-rpc-server
 # llama.cpp's own benchmark, the anchor of scripts/benchmark_full.py (found beside LLAMA_SERVER_BIN)
 COPY --from=llama-server /opt/llama.cpp/bin/llama-bench /opt/llama.cpp/bin/llama-bench
 COPY . .

@@ -4,6 +4,7 @@ the adapter instead of testing the engine's name."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -22,6 +23,9 @@ class EngineAdapter(Protocol):
     METRICS_PATH: str  # its own Prometheus metrics
     REUSABLE_AFTER_STREAM: bool  # whether a pooled connection may carry another request after a stream
     FILES: EngineFiles  # its model format and binary, as the launcher and the router check them
+    # log lines that say why the engine stopped, quoted in a failure even when later output (a dying process's
+    # shutdown noise) has pushed them out of the last lines
+    REASON_LINES: re.Pattern[str]
 
     def build_command(self, spec: ModelSpec, port: int, extra_args: list[str], binary: str | None = None
                       ) -> list[str]:
@@ -29,6 +33,13 @@ class EngineAdapter(Protocol):
 
     def default_env(self) -> dict[str, str]:
         """Environment it needs on this machine, under the settings' `env`."""
+
+    def spec_env(self, spec: ModelSpec) -> dict[str, str]:
+        """Environment the model's own options call for (vLLM's distributed runtime), under the settings' `env`."""
+
+    def distributed(self, spec: ModelSpec) -> dict | None:
+        """How the model spans more than this process (docs/distributed.md), for /v1/status; None when it does
+        not. A `rpc_workers` list names endpoints the router checks (router/distributed.py)."""
 
     def estimate_memory(self, plan: LaunchPlan) -> MemoryEstimate:
         """The memory `plan` will take once loaded. OSError or ValueError when the model cannot be read."""

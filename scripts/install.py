@@ -179,15 +179,17 @@ def step_llama_server(tree: Path, cuda: bool) -> None:
         return
     binary = build.default_binary()
     build_dir = binary.parent.parent
-    if runs(binary):
-        say(f"llama-server cached at {binary}")
+    rpc_server = binary.parent / build.RPC_SERVER
+    if runs(binary) and os.access(rpc_server, os.X_OK):
+        say(f"llama-server and {build.RPC_SERVER} cached at {binary.parent}")
         return
-    if build_dir.exists():  # a broken or partial build (a cache copied from elsewhere, say): start over
+    if build_dir.exists() and not runs(binary):  # a broken or partial build (a cache copied from elsewhere, say): start over
         say(f"{binary} does not run; rebuilding it")
         shutil.rmtree(build_dir)
     took = ("CUDA kernels for this GPU: several minutes even on many cores" if cuda
             else "about 5 min on 2 cores")
-    say(f"building llama-server ({'CUDA' if cuda else 'CPU'}) into {build_dir} ({took}; once)")
+    say(f"building llama-server and {build.RPC_SERVER} ({'CUDA' if cuda else 'CPU'}, RPC on) into {build_dir} "
+        f"({took}; once)")
     fix = "read the log; the build needs cmake, ninja and g++ (and the CUDA toolkit on a GPU box)"
     logs = {build.CONFIGURE: "setup-llama-cmake.log", build.COMPILE: "setup-llama-build.log"}
     # The same build code as the Docker image's `python3 -m engines.build` (one place decides how).

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from engines.memory import memory_pool
 from engines.registry import ADAPTERS
+from router import distributed
 from router.auth import audience
 from router.errors import InvalidRequest, without_log_lines
 from router.engine_group import EngineGroup, is_loaded
@@ -119,8 +120,10 @@ async def status(request: web.Request) -> web.Response:
         for instance in group.shown():  # what the answer reports (the monitor follows the others)
             await instance.refresh()
     for_admin = request.app[KEYS].is_admin(request)
-    return web.json_response({name: group_report(g, samples, followers, request.app[WARNINGS], for_admin)
-                              for name, g in engines.items()})
+    reports = {name: group_report(g, samples, followers, request.app[WARNINGS], for_admin)
+               for name, g in engines.items()}
+    await distributed.add_to_status(engines, reports, for_admin)  # rpc workers answering, vLLM ranks
+    return web.json_response(reports)
 
 
 @routes.post("/v1/models/load")

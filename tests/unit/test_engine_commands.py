@@ -78,7 +78,8 @@ def test_llamacpp_argv(tmp_path):
 
 @pytest.mark.parametrize("options", [{"dtype": "int3"}, {"gpu_memory_utilization": 1.5},
                                      {"max_model_len": -1}, {"max_model_len": "8192; rm -rf /"},
-                                     {"tensor_parallel_size": 2}])
+                                     {"tensor_parallel_size": 0}, {"quantization": "awq"}, {"nnodes": 2},
+                                     {"distributed_executor_backend": "ray"}, {"master_addr": "10.0.0.1"}])
 def test_vllm_options_are_typed_and_range_checked(options):
     with pytest.raises(ValidationError):
         vllm.Options(**options)

@@ -68,6 +68,34 @@ def test_the_installer_builds_llama_server_with_the_shared_build_code(install, t
     assert cli == expected
 
 
+def test_a_cache_without_the_rpc_worker_is_built_again_once_and_one_with_it_is_kept(install, tmp_path, monkeypatch):
+    """An old cache (built before RPC) lives in build-cpu and is not looked at; a build-cpu-rpc whose
+    ggml-rpc-server is missing is configured and compiled again in place (not thrown away: its llama-server runs)."""
+    from engines import build
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("LLAMA_SERVER_BIN", raising=False)
+    monkeypatch.setenv("ULLM_DEVICE", "cpu")
+    build.has_cuda_gpu.cache_clear()
+    ran = []
+    monkeypatch.setattr(install, "run_logged", lambda cmd, log, what, fix, env=None: ran.append(what))
+    try:
+        old = build.cache_dir() / "build-cpu" / "bin" / "llama-server"  # a cache from before RPC
+        old.parent.mkdir(parents=True)
+        make_program(old, 'test "$1" = --version && exit 0; exit 9')
+        binary = build.default_binary()
+        assert binary.parent.parent.name == "build-cpu-rpc"
+        binary.parent.mkdir(parents=True)
+        make_program(binary, 'test "$1" = --version && exit 0; exit 9')
+        install.step_llama_server(tmp_path / "src", cuda=False)
+        assert ran == [build.CONFIGURE, build.COMPILE] and binary.exists()  # rebuilt in place: the worker was missing
+        make_program(binary.parent / build.RPC_SERVER, "exit 1")
+        ran.clear()
+        install.step_llama_server(tmp_path / "src", cuda=False)
+        assert ran == []  # both there: cached
+    finally:
+        build.has_cuda_gpu.cache_clear()
+
+
 def test_llama_bench_is_one_more_target_of_the_same_build_folder(install, tmp_path, monkeypatch):
     """No configure step (its flags are llama-server's, unchanged); skipped when the cached binary runs."""
     from engines import build

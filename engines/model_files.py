@@ -66,6 +66,27 @@ class GgufFile(EngineFiles):
                 f"existing llama-server")
 
 
+class TransformersFolder(EngineFiles):
+    """The Transformers engine's: a Hugging Face-format folder, run by engines/transformers_server on a Python with
+    transformers (the router's own, or the settings' `binary`)."""
+
+    def looks_like_model(self, path: Path) -> bool:
+        return False  # a folder's name carries no mark: a catalog entry names this engine
+
+    def format_problem(self, path: Path) -> str | None:
+        if not path.is_dir():
+            return f"{path} is not a model folder (the Transformers engine needs a Hugging Face-format directory)"
+        if not (path / "config.json").is_file():
+            return f"{path} has no config.json"
+        return None
+
+    def missing_binary(self, binary: str) -> str:
+        return (f"the Python that runs the Transformers engine is not at {binary}; run scripts/setup.sh, or fix the "
+                f"engine's `binary` setting (docs/transformers-engine.md)")
+
+
 HUGGING_FACE_FOLDER = HuggingFaceFolder()
+TRANSFORMERS_FOLDER = TransformersFolder()
 GGUF_FILE = GgufFile()
-BY_ENGINE: dict[str, EngineFiles] = {"vllm": HUGGING_FACE_FOLDER, "llamacpp": GGUF_FILE}
+BY_ENGINE: dict[str, EngineFiles] = {"vllm": HUGGING_FACE_FOLDER, "llamacpp": GGUF_FILE,
+                                     "transformers": TRANSFORMERS_FOLDER}

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engines import llamacpp, model_files, vllm
+from engines import llamacpp, model_files, transformers, vllm
 from engines.adapter import EngineAdapter
 from engines.spec import ENGINE_NAMES, LaunchPlan, ModelSpec
 
-ADAPTERS: dict[str, EngineAdapter] = {adapter.NAME: adapter for adapter in (vllm, llamacpp)}
+ADAPTERS: dict[str, EngineAdapter] = {adapter.NAME: adapter for adapter in (vllm, llamacpp, transformers)}
 assert tuple(ADAPTERS) == ENGINE_NAMES
 assert model_files.BY_ENGINE == {name: adapter.FILES for name, adapter in ADAPTERS.items()}  # the launcher's view
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ENGINE_NAMES = ("vllm", "llamacpp")  # the first also takes a model path no engine's format claims (a folder)
+ENGINE_NAMES = ("vllm", "llamacpp", "transformers")  # the first also takes a model path no engine's format claims (a folder)
 MAX_INSTANCES = 4  # per engine: supervisord.conf runs instance 0 as the engine's program, 1-3 as its -extra group
 INSTANCE_PORT_STEP = 100  # instance k listens on the engine's port + k × this
 PROJECT_HOME = Path(__file__).resolve().parent.parent

@@ -1,5 +1,5 @@
 """The Transformers engine (engines/transformers_server): model spec → command line, readiness, metrics, memory
-estimate. This module is its `EngineAdapter` (engines/adapter.py), not yet registered in engines/registry.py.
+estimate. This module is its `EngineAdapter` (engines/adapter.py).
 
 Named `transformers` like the engine's one spelling; imported as `engines.transformers`, it never shadows the
 `transformers` package (absolute imports), as long as nothing runs a script from inside engines/."""
@@ -7,20 +7,22 @@ Named `transformers` like the engine's one spelling; imported as `engines.transf
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines import memory
-from engines.model_files import EngineFiles
+from engines import memory, model_files
 from engines.spec import LaunchPlan, ModelSpec
 
 NAME = "transformers"
 READY_PATHS = ("/health", "/v1/models")  # both 503 while the model loads, 200 once it is served
 METRICS_PATH = "/metrics"  # transformers:* series, labelled model_name
 REUSABLE_AFTER_STREAM = True  # aiohttp keeps the connection open after a chunked stream
+# why the server stopped: a model it cannot load (its folder, remote code it may not run, a transformers too new)
+REASON_LINES = re.compile(r"cannot load|trust_remote_code|KeyError: 'default'")
 SERVER_MODULE = "engines.transformers_server"
 # What the server's process holds beside weights and working memory (Python, torch, transformers, aiohttp): the
 # tiny models' servers held 0.44-0.50 GiB RSS on the CPU (2026-12-06); a CUDA context adds several hundred MB
@@ -29,26 +31,7 @@ ESTIMATE_TOKENS = 4096  # the sequence (prompt + generation) the working-memory 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
-class TransformersFolder(EngineFiles):
-    """A Hugging Face-format folder, run by engines/transformers_server on a Python with transformers (the
-    router's own, or the settings' `binary`). To move into engines/model_files.py (BY_ENGINE) when registered."""
-
-    def looks_like_model(self, path: Path) -> bool:
-        return False  # a folder's name carries no mark: a catalog entry names this engine
-
-    def format_problem(self, path: Path) -> str | None:
-        if not path.is_dir():
-            return f"{path} is not a model folder (the Transformers engine needs a Hugging Face-format directory)"
-        if not (path / "config.json").is_file():
-            return f"{path} has no config.json"
-        return None
-
-    def missing_binary(self, binary: str) -> str:
-        return (f"the Python that runs the Transformers engine is not at {binary}; run scripts/setup.sh, or fix the "
-                f"engine's `binary` setting (docs/transformers-engine.md)")
-
-
-FILES = TransformersFolder()
+FILES = model_files.TRANSFORMERS_FOLDER
 
 
 class Options(BaseModel):
@@ -89,6 +72,14 @@ def build_command(spec: ModelSpec, port: int, extra_args: list[str], binary: str
 
 def default_env() -> dict[str, str]:
     return {"TOKENIZERS_PARALLELISM": "false"}  # no tokenizer thread pools beside torch's
+
+
+def spec_env(spec: ModelSpec) -> dict[str, str]:
+    return {}
+
+
+def distributed(spec: ModelSpec) -> dict | None:
+    return None  # one process, one device
 
 
 def _text_config(model_dir: Path) -> dict:

@@ -74,7 +74,9 @@ class EngineSettings(StrictModel):
     default_model: str | list[str] | None = None
     extra_args: list[str] = []  # appended verbatim to the engine's command line
     env: dict[str, str] = {}  # extra environment for the engine process
-    binary: str | None = None  # llama.cpp only: llama-server path (else $LLAMA_SERVER_BIN, else the build cache)
+    # llama.cpp: the llama-server path (else $LLAMA_SERVER_BIN, else the build cache); transformers: the Python that
+    # runs its server (another environment, e.g. transformers 4.51 for Dream's own code; else the router's); vLLM: unused
+    binary: str | None = None
     on_demand: bool = True  # a request naming a catalog model of this engine loads it (swapping models)
     idle_unload_seconds: float | None = Field(None, gt=0)  # unload after this long without requests; null: never
     # processes of this engine that may each hold a model at once (several models resident, chosen by memory);

@@ -33,6 +33,7 @@ from bench.machine import describe  # noqa: E402
 from bench.prompts import DEFAULT as DEFAULT_PROMPTS, Prompts  # noqa: E402
 from bench.target import Target, add_where_arguments, api_headers, folder_name, parse_options, resolve  # noqa: E402
 from download_model import DownloadError  # noqa: E402
+from engines.spec import ENGINE_NAMES  # noqa: E402
 
 OUTPUTS = [records.SINGLE_CSV, records.PARALLEL_CSV, records.LOAD_CSV, records.DEPTH_CSV, records.ANCHOR_CSV,
            "summary.json", "summary.md", "single_stream.png", "parallel.png", "depth.png"]
@@ -42,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="catalog name, path under a model root, Hugging Face repo id; "
                                                   "with --base-url: the API's model id")
-    p.add_argument("--engine", choices=["vllm", "llamacpp"], help="default: the catalog's, or GGUF → llamacpp")
+    p.add_argument("--engine", choices=ENGINE_NAMES, help="default: the catalog's, or GGUF → llamacpp")
     where = p.add_argument_group("what to load")
     where.add_argument("--skip-download", action="store_true", help="a repo id is already downloaded")
     where.add_argument("--gguf", metavar="PATTERN", help="which GGUF of a repo: a quantization (Q8_0) or a glob")

@@ -30,6 +30,7 @@ sys.path[:0] = [str(SCRIPTS), str(SCRIPTS.parent)]
 from bench.admin import Router, RouterError  # noqa: E402
 from bench.target import add_where_arguments  # noqa: E402
 from download_model import DownloadError  # noqa: E402
+from engines.spec import ENGINE_NAMES  # noqa: E402
 from evaluation import client, params, report, scoring, suite  # noqa: E402
 from evaluation.checks import decide  # noqa: E402
 from evaluation.target import api_headers, ensure_loaded, folder_name, request_fields, resolve  # noqa: E402
@@ -40,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("model", metavar="MODEL", nargs="?",
                    help="catalog name, path under a model root, Hugging Face repo id; with --base-url: the API's "
                         "model id")
-    p.add_argument("--engine", choices=["vllm", "llamacpp"], help="default: the catalog's, or GGUF → llamacpp")
+    p.add_argument("--engine", choices=ENGINE_NAMES, help="default: the catalog's, or GGUF → llamacpp")
     p.add_argument("--gguf", metavar="PATTERN", help="which GGUF of a repo id: a quantization (Q8_0) or a glob")
     p.add_argument("--skip-download", action="store_true", help="a repo id is already downloaded")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="engine load option")

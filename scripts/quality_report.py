@@ -27,6 +27,7 @@ sys.path[:0] = [str(SCRIPTS), str(SCRIPTS.parent)]
 from bench.admin import Router, RouterError  # noqa: E402
 from bench.target import add_where_arguments  # noqa: E402
 from download_model import DownloadError  # noqa: E402
+from engines.spec import ENGINE_NAMES  # noqa: E402
 from evaluation import client, flags, params, quality  # noqa: E402
 from evaluation.target import api_headers, ensure_loaded, folder_name, request_fields, resolve  # noqa: E402
 from evaluation.text import strip_thinking  # noqa: E402
@@ -39,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("models", metavar="[LABEL=]MODEL", nargs="+",
                    help="catalog name, path under a model root or repo id (with --base-url: the API's model id); "
                         "LABEL= names it in the report")
-    p.add_argument("--engine", choices=["vllm", "llamacpp"], help="for models outside the catalog")
+    p.add_argument("--engine", choices=ENGINE_NAMES, help="for models outside the catalog")
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the Japanese prompt (default: the original write-up's)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=0.95)

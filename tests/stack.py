@@ -211,7 +211,7 @@ def make_stack(home: Path, edit: Callable[[dict], None] | None = None, plumbing:
     for name in ("supervisord.conf", ".venv", "models"):
         (home / name).symlink_to(PROJECT / name)
     config = yaml.safe_load((PROJECT / "config" / "models.yaml").read_text())
-    router_port, ports = free_port(), {"vllm": free_port(), "llamacpp": free_port()}
+    router_port, ports = free_port(), {engine: free_port() for engine in config["engines"]}
     # request_wait_seconds, load_timeout_seconds and the crash limits stay as shipped (120 s: shorter than a real
     # model's vLLM load; 600 s; 3 restarts in 300 s): tests that kill engines on purpose set their own
     # (`Stack.router_settings`), tests that need a wait longer than a load say so the same way

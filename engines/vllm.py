@@ -28,6 +28,7 @@ REUSABLE_AFTER_STREAM = True  # uvicorn keeps the connection open after a stream
 REASON_LINES = re.compile(r"Worker proc \S+ died unexpectedly|Worker failed with error|"
                           r"Engine core initialization failed")
 MISTRAL_FLAGS = ["--tokenizer-mode", "mistral", "--config-format", "mistral", "--load-format", "mistral"]
+DIFFUSION_ENV = {"VLLM_USE_V2_MODEL_RUNNER": "1"}  # vLLM serves diffusion LMs on its V2 model runner only
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache on the CPU build; config `env` overrides it
 
 
@@ -53,6 +54,10 @@ class Options(BaseModel):
     ray_address: str | None = None  # ray: the Ray head's host:port (`ray start --head --port ...` on the head)
     # the network interface of the link between the boxes (e.g. enp1s0f1np1): NCCL, Gloo and UCX are held to it
     link_interface: str | None = None
+    # A diffusion LM vLLM serves natively (DiffusionGemma): its denoising canvas (block) and steps per block
+    # (else the model's generation_config.json), as --diffusion-config, on vLLM's V2 model runner
+    diffusion_canvas_length: int | None = Field(None, ge=1, le=1 << 16)
+    diffusion_max_denoising_steps: int | None = Field(None, ge=1, le=1 << 16)
 
     @model_validator(mode="after")
     def _distributed(self) -> "Options":
@@ -74,6 +79,8 @@ class Options(BaseModel):
                                  f"({ranks})")
         elif self.master_addr or self.master_port:
             raise ValueError("master_addr and master_port are for nnodes > 1")
+        if self.diffusion_max_denoising_steps is not None and self.diffusion_canvas_length is None:
+            raise ValueError("diffusion_max_denoising_steps needs diffusion_canvas_length (a diffusion model's canvas)")
         return self
 
 
@@ -121,7 +128,16 @@ def model_args(spec: ModelSpec, opts: Options) -> list[str]:
         argv.append("--enforce-eager")
     if is_mistral_format(model_dir):
         argv += MISTRAL_FLAGS
-    return argv
+    return argv + diffusion_args(opts)
+
+
+def diffusion_args(opts: Options) -> list[str]:
+    if opts.diffusion_canvas_length is None:
+        return []
+    config = {"canvas_length": opts.diffusion_canvas_length}
+    if opts.diffusion_max_denoising_steps is not None:
+        config["max_denoising_steps"] = opts.diffusion_max_denoising_steps
+    return ["--diffusion-config", json.dumps(config, separators=(",", ":"))]
 
 
 def default_env() -> dict[str, str]:
@@ -130,7 +146,8 @@ def default_env() -> dict[str, str]:
 
 def spec_env(spec: ModelSpec) -> dict[str, str]:
     """Environment the model's own options call for on the head (the distributed runtime's)."""
-    return vllm_distributed.head_env(Options(**spec.options))
+    opts = Options(**spec.options)
+    return {**vllm_distributed.head_env(opts), **(DIFFUSION_ENV if opts.diffusion_canvas_length else {})}
 
 
 def distributed(spec: ModelSpec) -> dict | None:

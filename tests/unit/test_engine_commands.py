@@ -138,3 +138,18 @@ def test_every_llamacpp_flag_is_one_the_pinned_llama_server_knows(tmp_path, monk
 def test_llamacpp_options_are_typed_and_range_checked(options):
     with pytest.raises(ValidationError):
         llamacpp.Options(**options)
+
+
+def test_a_vllm_diffusion_model_gets_its_diffusion_config_and_the_v2_model_runner(tmp_path):
+    options = {"diffusion_canvas_length": 256, "diffusion_max_denoising_steps": 48}
+    spec = ModelSpec("vllm", str(hf_dir(tmp_path, model_type="diffusion_gemma")), "dgemma", options)
+    argv = vllm.build_command(spec, 9001, [])
+    at = argv.index("--diffusion-config")
+    assert json.loads(argv[at + 1]) == {"canvas_length": 256, "max_denoising_steps": 48}
+    assert vllm.spec_env(spec) == {"VLLM_USE_V2_MODEL_RUNNER": "1"}
+    plain = ModelSpec("vllm", str(tmp_path), "m", {})
+    assert "--diffusion-config" not in vllm.build_command(plain, 9001, []) and vllm.spec_env(plain) == {}
+    canvas_only = ModelSpec("vllm", str(tmp_path), "m", {"diffusion_canvas_length": 32})
+    assert json.loads(vllm.build_command(canvas_only, 9001, [])[-1]) == {"canvas_length": 32}
+    with pytest.raises(ValidationError, match="needs diffusion_canvas_length"):
+        vllm.Options(diffusion_max_denoising_steps=8)

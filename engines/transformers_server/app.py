@@ -116,7 +116,7 @@ def account(engine: Engine, job: Job, future: asyncio.Future) -> None:
 async def start_generation(engine: Engine, loaded: Loaded, request: protocol.Request, prompt_ids: list[int],
                            on_text) -> tuple[Job, asyncio.Future]:
     text = TextStream(functools.partial(loaded.tokenizer.decode, skip_special_tokens=True),
-                      loaded.end_ids, request.sampling.stop)
+                      () if request.sampling.ignore_eos else loaded.end_ids, request.sampling.stop)
     job = Job(prompt_ids, request.sampling, text, on_text)
     queued = time.monotonic()
     future = await engine.slot.start(functools.partial(timed_run, loaded, job))

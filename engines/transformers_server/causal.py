@@ -35,6 +35,8 @@ class CausalGenerator:
         s = job.sampling
         config = GenerationConfig(max_new_tokens=s.max_tokens, do_sample=s.temperature > 0,
                                   eos_token_id=self.end_ids, pad_token_id=self.end_ids[0])
+        if s.ignore_eos:
+            config.update(min_new_tokens=s.max_tokens)
         if s.temperature > 0:
             config.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
         input_ids = torch.tensor([job.prompt_ids], device=self.model.device)

@@ -24,6 +24,7 @@ class Sampling:
     steps: int | None = None  # diffusion only; None: the CLI's default
     alg: str | None = None  # Dream only
     alg_temp: float | None = None  # Dream only
+    ignore_eos: bool = False  # generate max_tokens whatever the end token (benchmarks: a fixed length)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,15 @@ def _sampling(body: dict, kind: str) -> Sampling:
         steps=_number(body, "steps", None, 1, 1 << 16, integer=True),
         alg=alg,
         alg_temp=_number(body, "alg_temp", None, 0, 100),
+        ignore_eos=_flag(body, "ignore_eos"),
     )
+
+
+def _flag(body: dict, name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise bad_request(f"'{name}' must be true or false", name)
+    return value
 
 
 def _stream_options(body: dict) -> tuple[bool, bool]:

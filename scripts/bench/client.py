@@ -50,6 +50,7 @@ class StreamResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int | None = None  # prompt tokens the engine took from its prefix cache, when it says
+    diffusion_steps: int | None = None  # denoising passes a diffusion model ran (the Transformers engine says)
     finish_reason: str | None = None
     error: str | None = None
 
@@ -137,6 +138,8 @@ async def _read_events(response: aiohttp.ClientResponse, result: StreamResult) -
             result.first_token = result.first_token or now
         for choice in event.get("choices") or []:
             result.finish_reason = choice.get("finish_reason") or result.finish_reason
+        if isinstance(event.get("diffusion"), dict):
+            result.diffusion_steps = event["diffusion"].get("steps")
         usage = event.get("usage")
         if usage:
             result.completion_tokens = usage.get("completion_tokens")

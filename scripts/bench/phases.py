@@ -87,7 +87,7 @@ def single_row(target: Target, n: int, repeat: int, r: StreamResult, started: st
         prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, ended_early=r.ended_early,
         finish_reason=r.finish_reason, ttft_ms=None if r.ttft_s is None else r.ttft_s * 1000,
         elapsed_s=r.elapsed_s, tokens_per_s=r.tokens_per_s, decode_tokens_per_s=r.decode_tokens_per_s,
-        error=r.error, started_at=started)
+        diffusion_steps=r.diffusion_steps, error=r.error, started_at=started)
 
 
 def with_ceiling(row, limit: Limit | None, context: float | None, streams: int = 1, measured: float | None = None):

@@ -34,6 +34,7 @@ class SingleRow:
     decode_tokens_per_s: float | None = None  # (completion_tokens - 1) / (stream end - first token)
     ceiling_tokens_per_s: float | None = None  # bandwidth ÷ bytes per token at this row's mean context
     percent_of_ceiling: float | None = None  # decode_tokens_per_s ÷ ceiling, in percent
+    diffusion_steps: int | None = None  # a diffusion model's denoising passes (its tokens/s: tokens ÷ elapsed_s)
     error: str | None = None
     started_at: str = ""
 

@@ -23,6 +23,7 @@ def summarize_single(rows: list[SingleRow]) -> list[dict]:
                     "ttft_ms": stats.median(r.ttft_ms for r in ok),
                     "decode_tokens_per_s": stats.median(r.decode_tokens_per_s for r in ok),
                     "ended_early": sum(r.ended_early for r in ok),
+                    "diffusion_steps": stats.median(r.diffusion_steps for r in ok if r.diffusion_steps is not None),
                     "errors": sum(1 for r in rows if r.max_tokens == n and r.error), **_against_ceiling(ok, "decode")})
     return out
 
@@ -162,6 +163,11 @@ def markdown(s: dict) -> str:
         [[x["max_tokens"], x["runs"], x["tokens_per_s"], x["tokens_per_s_min"], x["tokens_per_s_max"],
           x["ttft_ms"], x["decode_tokens_per_s"], x.get("ceiling_tokens_per_s"), x.get("percent_of_ceiling"),
           x["ended_early"], x["errors"]] for x in s["single_stream"]])]
+    if any(x.get("diffusion_steps") for x in s["single_stream"]):
+        lines += ["Diffusion model: denoising steps per answer (median) by length: " + ", ".join(
+            f"{x['max_tokens']} tokens: {x['diffusion_steps']:g}" for x in s["single_stream"]
+            if x.get("diffusion_steps")) + ". Its tokens/s is generated tokens ÷ the whole answer's time (it "
+                  "denoises every position at once, so there is no decode rate after a first token).", ""]
     if any(x.get("ceiling_tokens_per_s") for x in s["single_stream"]):
         lines += ["Ceiling: memory bandwidth ÷ bytes read per decoded token at the request's mean context (prompt "
                   "+ half the answer); % of ceiling: the decode rate's share of it.", ""]

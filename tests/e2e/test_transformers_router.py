@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import urllib.request
 
 import openai
@@ -106,3 +107,32 @@ def test_its_logs_and_metrics_are_served_through_the_router(stack):
     status, logs = stack.api("GET", "/v1/engines/transformers/logs?lines=50")
     assert status == 200 and any("ready in" in line for line in logs["lines"]), logs
     assert stack.engine_metric("transformers", "transformers:generation_tokens_total") > 0
+
+
+def run_script(script: str, *args: str) -> str:
+    out = subprocess.run([str(PROJECT / ".venv" / "bin" / "python"), str(PROJECT / "scripts" / script), *args],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, f"{script} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
+    return out.stdout
+
+
+def test_the_benchmark_the_evaluation_and_the_ranking_take_a_diffusion_model(stack, tmp_path):
+    """benchmark_full.py, eval_instructions.py and rank_models.py with --engine transformers on the Dream
+    stand-in: the steps are reported, tokens/s is generated tokens ÷ time."""
+    bench, evals = tmp_path / "bench", tmp_path / "evals"
+    router = ["--router", stack.base_url]
+    run_script("benchmark_full.py", DREAM, "--engine", "transformers", *router, "--output-dir", str(bench),
+               "--lengths", "16", "32", "--repeats", "1", "--parallel", "2", "--parallel-tokens", "16",
+               "--depths", "--no-bandwidth-probe", "--bandwidth-gbs", "10", "--no-anchor")
+    summary = json.loads(next(bench.glob("*/summary.json")).read_text())
+    single = {row["max_tokens"]: row for row in summary["single_stream"]}
+    assert single[16]["diffusion_steps"] and single[16]["tokens_per_s"] > 0 and single[32]["runs"] == 1
+    print(f"\nDream stand-in, single stream: " + ", ".join(
+        f"{n} tokens {row['tokens_per_s']:.0f} tok/s in {row['diffusion_steps']:g} steps" for n, row in single.items()))
+    assert "denoising steps" in next(bench.glob("*/summary.md")).read_text()
+    run_script("eval_instructions.py", DREAM, "--engine", "transformers", *router, "--output-dir", str(evals),
+               "--max-tokens", "16", "--checks", "format", "safety")
+    assert list(evals.glob("*/*.json")), "no evaluation written"
+    ranking = run_script("rank_models.py", "--evals-dir", str(evals), "--benchmarks-dir", str(bench))
+    assert DREAM in ranking

@@ -37,7 +37,7 @@ def test_rows_round_trip_through_csv(tmp_path):
         header = next(csv.reader(f))
     assert header == ["label", "engine", "model", "max_tokens", "repeat", "prompt_tokens", "completion_tokens",
                       "ended_early", "finish_reason", "ttft_ms", "elapsed_s", "tokens_per_s", "decode_tokens_per_s",
-                      "ceiling_tokens_per_s", "percent_of_ceiling", "error", "started_at"]
+                      "ceiling_tokens_per_s", "percent_of_ceiling", "diffusion_steps", "error", "started_at"]
     back = records.read(path, SingleRow)
     assert back[0].completion_tokens == 64 and back[0].tokens_per_s == 100.0 and back[0].ended_early is False
     assert back[1].error == "HTTP 400: too long" and back[1].completion_tokens is None
@@ -81,7 +81,8 @@ def test_summary_medians_efficiency_threshold_and_load():
     by_len = {x["max_tokens"]: x for x in s["single_stream"]}
     assert by_len[64] == {"max_tokens": 64, "runs": 3, "tokens_per_s": 100, "tokens_per_s_min": 98,
                           "tokens_per_s_max": 104, "ttft_ms": 50.0, "decode_tokens_per_s": pytest.approx(110),
-                          "ended_early": 0, "errors": 0, "ceiling_tokens_per_s": None, "percent_of_ceiling": None}
+                          "ended_early": 0, "diffusion_steps": None, "errors": 0, "ceiling_tokens_per_s": None,
+                          "percent_of_ceiling": None}
     assert by_len[256]["tokens_per_s"] == 90 and by_len[256]["runs"] == 3 and by_len[256]["errors"] == 1
     assert s["efficiency_reference"] == {"max_tokens": 256, "tokens_per_s": 90}
     by_n = {x["parallel"]: x for x in s["parallel"]}

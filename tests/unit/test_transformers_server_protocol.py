@@ -78,3 +78,11 @@ def test_reply_shapes():
     text = Reply("completion", NAME)
     assert text.body("t", "length", {}, {})["choices"][0]["text"] == "t"
     assert text.usage_chunk({"total_tokens": 1})["choices"] == []
+
+
+def test_ignore_eos_is_a_flag():
+    from engines.transformers_server.protocol import _sampling
+    assert _sampling({"ignore_eos": True}, "completion").ignore_eos is True
+    assert _sampling({}, "completion").ignore_eos is False
+    with pytest.raises(Exception, match="'ignore_eos' must be true or false"):
+        _sampling({"ignore_eos": "yes"}, "completion")

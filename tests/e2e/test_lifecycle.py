@@ -200,7 +200,8 @@ def test_a_client_leaving_a_non_streamed_request_frees_the_engine(stack):
 
 def test_status_has_the_original_shape(stack):
     status, body = stack.api("GET", "/v1/status")
-    assert status == 200 and set(body) == {"vllm", "llamacpp"}
+    # the engines are the only top-level keys: the original two, and the third one (transformers) beside them
+    assert status == 200 and set(body) == {"vllm", "llamacpp", "transformers"}
     for engine in body.values():
         assert engine["status"] in ("idle", "loading", "loaded", "error")
         assert {"model", "process_alive", "state", "pid", "port", "last_error"} <= set(engine)

@@ -49,7 +49,8 @@ def instances_table() -> dict:
           [{"id": "mappings", "value": state_mappings()},
            {"id": "custom.cellOptions", "value": {"type": "color-text"}}]),
          ("", target(f"group by (engine, model) (vllm:num_requests_running{{{ENGINE}}} "
-                     f"or llamacpp:requests_processing{{{ENGINE}}})", table=True), "none", []),
+                     f"or llamacpp:requests_processing{{{ENGINE}}} or transformers:requests_running{{{ENGINE}}})",
+                     table=True), "none", []),
          ("In flight", target(f"sum by (engine) (unified_requests_in_flight{{{ENGINE}}})", table=True), "short", []),
          ("Queued", target(f"sum by (engine) (unified_requests_queued{{{ENGINE}}})", table=True), "short", []),
          ("Memory (RSS)", target(f"sum by (engine) (unified_engine_memory_rss_bytes{{{ENGINE}}})", table=True),
@@ -69,7 +70,8 @@ def overview_panels() -> list[dict]:
             "Each engine instance's lifecycle state as the router reports it in /v1/status (`state`, and each "
             "entry of `instances`): idle (no model), loading (starting, swapping, or restarting after a crash), "
             "loaded (serving), stopping (an unload draining its requests), error (failed load or dead engine). "
-            "Instance 0 is named as its engine; llamacpp-1 and so on run only with max_instances > 1.",
+            "Instance 0 is named as its engine (vllm, llamacpp, transformers); llamacpp-1 and so on run only with "
+            "max_instances > 1.",
             [target(state_code(), "{{engine}}")], width=18, height=7),
         stat(
             "Engine restarts in range",
@@ -155,7 +157,7 @@ def overview_panels() -> list[dict]:
             "Engine memory (RSS)",
             "bytes",
             "Resident memory of each engine instance's whole process tree (vLLM's API server and engine core; "
-            "llama-server), sampled every few seconds.",
+            "llama-server; the Transformers server), sampled every few seconds.",
             [target(f"sum by (engine) (unified_engine_memory_rss_bytes{{{ENGINE}}})", "{{engine}}")],
             width=8),
         timeseries(
@@ -255,12 +257,13 @@ def engines_panels() -> list[dict]:
             "Scrape targets up",
             "none",
             "Whether Prometheus could scrape each unified-llm endpoint at its last attempt (job names from "
-            "prometheus/prometheus.yml: the router, each engine and each of its instances 1-3). An engine "
-            "instance that is not loaded still answers, with no samples.",
+            "prometheus/prometheus.yml: the router, each engine (vLLM, llama.cpp, Transformers) and each of its "
+            "instances 1-3). An engine instance that is not loaded still answers, with no samples.",
             [target('max by (job) (up{job=~"unified-llm.*"})', "{{job}}", instant=True)],
             width=24, height=4,
             mappings=up_down_mappings(),
             thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}]),
+        row("vLLM"),
         timeseries(
             "vLLM KV-cache usage",
             "percentunit",
@@ -299,6 +302,7 @@ def engines_panels() -> list[dict]:
                     f"{who} prompt"),
              target(f"sum by (engine, model) (rate(vllm:generation_tokens_total{{{ENGINE}}}[{RATE}]))",
                     f"{who} generation")]),
+        row("llama.cpp"),
         timeseries(
             "llama.cpp processing and deferred requests",
             "short",
@@ -327,6 +331,53 @@ def engines_panels() -> list[dict]:
             "Average number of busy slots per llama_decode() call: how much llama-server batches concurrent "
             "requests (1 = no batching).",
             [target(f"max by (engine, model) (llamacpp:n_busy_slots_per_decode{{{ENGINE}}})", who)]),
+    ] + transformers_panels(who)
+
+
+def transformers_panels(who: str) -> list[dict]:
+    """The Transformers engine's own transformers:* series (engines/transformers_server/metrics.py; labelled
+    model_name by the engine, engine and model by the router). It runs one generation at a time per instance."""
+    return [
+        row("Transformers"),
+        timeseries(
+            "Transformers token throughput",
+            TOKENS_PER_SECOND,
+            "Prompt and generation tokens the Transformers engine processes per second of wall time, from its own "
+            "counters of finished generations (comparable with the vLLM and llama.cpp token throughput panels).",
+            [target(f"sum by (engine, model) (rate(transformers:prompt_tokens_total{{{ENGINE}}}[{RATE}]))",
+                    f"{who} prompt"),
+             target(f"sum by (engine, model) (rate(transformers:generation_tokens_total{{{ENGINE}}}[{RATE}]))",
+                    f"{who} generation")]),
+        timeseries(
+            "Transformers requests by outcome",
+            "reqps",
+            "Generation requests the Transformers engine ended per second, by outcome: ok, cancelled (the client "
+            "hung up), error, queue_full (its queue was full: 503), loading (the model was not ready yet), "
+            "bad_request.",
+            [target(f"sum by (engine, model, status) (rate(transformers:requests_total{{{ENGINE}}}[{RATE}]))",
+                    f"{who} {{{{status}}}}")]),
+        timeseries(
+            "Transformers running and waiting requests",
+            "short",
+            "The generation in progress (the engine runs one at a time: 0 or 1 per instance), and requests queued "
+            "for the generation slot (at most its --max-queue; one more gets 503 queue_full).",
+            [target(f"sum by (engine, model) (transformers:requests_running{{{ENGINE}}})", f"{who} running"),
+             target(f"sum by (engine, model) (transformers:requests_waiting{{{ENGINE}}})", f"{who} waiting")]),
+        timeseries(
+            "Transformers generation time p50 / p95",
+            "s",
+            "Seconds one generation took in the engine's worker thread (after the wait for the slot), median and "
+            "95th percentile, and the 95th percentile of that wait for the slot.",
+            quantiles("transformers:generation_seconds", "engine, model", ENGINE, who)
+            + quantiles("transformers:queue_seconds", "engine, model", ENGINE, f"{who} queue", qs=(0.95,))),
+        timeseries(
+            "Transformers diffusion steps/s",
+            "suffix: steps/s",
+            "Denoising steps a diffusion model (Dream family, DiffusionGemma) runs per second: each step predicts "
+            "every masked position of the answer at once. Steps per generated token tell how hard a model works "
+            "for its text; a causal model runs none (0).",
+            [target(f"sum by (engine, model) (rate(transformers:diffusion_steps_total{{{ENGINE}}}[{RATE}]))",
+                    who)], width=24),
     ]
 
 
@@ -335,12 +386,13 @@ def dashboards() -> dict[str, dict]:
     return {
         "unified-llm-overview.json": dashboard(
             "unified-llm-overview", "unified-llm · Overview",
-            "The router's view of both engines: traffic, latency, tokens, engine state, loads and resources; and of "
-            "the peer routers it forwards requests to.",
+            "The router's view of the engines (vLLM, llama.cpp, Transformers): traffic, latency, tokens, engine "
+            "state, loads and resources; and of the peer routers it forwards requests to.",
             overview_panels() + peer_panels(), [datasource_variable(), engine_variable()]),
         "unified-llm-engines.json": dashboard(
             "unified-llm-engines", "unified-llm · Engine detail",
-            "vLLM's and llama-server's own metrics, re-exported through the router, per engine instance.",
+            "vLLM's, llama-server's and the Transformers engine's own metrics, re-exported through the router, per "
+            "engine instance, one row per engine.",
             engines_panels(), [datasource_variable(), engine_variable()]),
     }
 

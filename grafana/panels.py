@@ -158,7 +158,8 @@ def engine_variable() -> dict:
     state, used or not). Queries match it with ENGINE, so an engine's name takes its instances along."""
     query = "label_values(unified_engine_state, engine)"
     return {"name": "engine", "label": "Engine / instance", "type": "query", "datasource": DS,
-            "description": "An engine (vllm, llamacpp) with its instances, or one instance (llamacpp-1). Request "
+            "description": "An engine (vllm, llamacpp, transformers) with its instances, or one instance "
+                           "(llamacpp-1). Request "
                            "series are counted per engine; process, state and load series per instance.",
             "definition": query, "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
             "current": {"text": ["All"], "value": ["$__all"]}, "hide": 0, "includeAll": True, "multi": True,

@@ -1,6 +1,8 @@
-"""A real Prometheus, configured from the shipped prometheus/prometheus.yml, scrapes the real router and both
+"""A real Prometheus, configured from the shipped prometheus/prometheus.yml, scrapes the real router and the three
 engines through it; after mixed traffic and a model load, every query of every Grafana panel returns data (the
-Peers row's: valid, with no data, as the session's router has no peers)."""
+Peers row's: valid, with no data, as the session's router has no peers). The Transformers engine has no model in
+the session's stack: this module loads the tiny Dream stand-in (a diffusion model, so its diffusion steps count
+too) for its tests and unloads it afterwards."""
 
 from __future__ import annotations
 
@@ -26,15 +28,17 @@ pytestmark = pytest.mark.e2e
 
 SHIPPED_CONFIG = PROJECT / "prometheus" / "prometheus.yml"
 DASHBOARDS = sorted((PROJECT / "grafana" / "dashboards").glob("*.json"))
-ENGINES = {"vllm": "tiny-llama-a", "llamacpp": "tiny-llama-a-gguf"}
+ENGINES = {"vllm": "tiny-llama-a", "llamacpp": "tiny-llama-a-gguf", "transformers": "tiny-dream-standin"}
+PREFIXES = {"vllm": "vllm:", "llamacpp": "llamacpp:", "transformers": "transformers:"}  # each engine's own series
 ENDPOINTS = ("completions", "chat_completions")
-REQUESTS = 'sum(unified_requests_total{engine=~"vllm|llamacpp"})'
+REQUESTS = 'sum(unified_requests_total{engine=~"vllm|llamacpp|transformers"})'
 # The session's router has no peers (`peers:` in models.yaml), so the overview's Peers row has no series to show:
 # its queries must still be valid PromQL (Prometheus answers success), with no data.
 NO_PEERS = "unified_peer_"
 # What Grafana would substitute ($datasource only appears in datasource fields, never in a query);
 # $__rate_interval is set per run to a window that spans the test's traffic.
-VARIABLES = {"__rate_interval": "15s", "__interval": "5s", "__range": "5m", "engine": "vllm|llamacpp"}
+VARIABLES = {"__rate_interval": "15s", "__interval": "5s", "__range": "5m",
+             "engine": "vllm|llamacpp|transformers"}
 INSTALL_HINT = "run ./scripts/setup.sh --for-tests (scripts/install.py installs Debian's `prometheus` package)"
 
 
@@ -87,6 +91,24 @@ def test_shipped_config_passes_promtool():
 
 
 @pytest.fixture(scope="module")
+def transformers_model(stack: Stack):
+    """The Transformers engine with a model for this module (the session starts it idle), idle again afterwards."""
+    code, body = stack.api("POST", "/v1/models/load", {"engine": "transformers", "model_path": ENGINES["transformers"]},
+                           timeout=300)
+    assert code == 200, f"loading {ENGINES['transformers']} on transformers: {code} {body}"
+    try:
+        # its requests_total series is labelled by outcome: it exists from the first request on
+        code, body = stack.api("POST", "/v1/completions", {"engine": "transformers", "model": ENGINES["transformers"],
+                                                           "prompt": "Once", "max_tokens": 4}, timeout=120)
+        assert code == 200, body
+        yield ENGINES["transformers"]
+    finally:
+        code, body = stack.api("POST", "/v1/models/unload", {"engine": "transformers"})
+        assert code == 200, body
+        wait_for(lambda: stack.status()["transformers"]["status"] == "idle", 60, "the Transformers engine to be idle")
+
+
+@pytest.fixture(scope="module")
 def prometheus(stack: Stack, tmp_path_factory):
     """Our own Prometheus on a free loopback port, scraping the session's router every second."""
     home = tmp_path_factory.mktemp("prometheus")
@@ -132,7 +154,7 @@ def dashboard_metric_names() -> set[str]:
     for path in DASHBOARDS:
         for panel in json.loads(path.read_text())["panels"]:
             for tgt in panel.get("targets", []):  # a row has none
-                names |= set(re.findall(r"\b((?:vllm|llamacpp):[a-zA-Z0-9_:]*)", tgt["expr"]))
+                names |= set(re.findall(r"\b((?:vllm|llamacpp|transformers):[a-zA-Z0-9_:]*)", tgt["expr"]))
     return names
 
 
@@ -140,16 +162,16 @@ def exposed_names(text: str) -> set[str]:
     return {re.split(r"[{\s]", line, maxsplit=1)[0] for line in text.splitlines() if line and line[0] != "#"}
 
 
-def test_engines_expose_the_metrics_the_dashboards_use(stack: Stack):
+def test_engines_expose_the_metrics_the_dashboards_use(stack: Stack, transformers_model):
     """Checked on the engines' own ports, so a name the engine does not have is told apart from a router bug."""
     wanted = dashboard_metric_names()
-    assert {n.split(":")[0] for n in wanted} == {"vllm", "llamacpp"}
+    assert {n.split(":")[0] for n in wanted} == set(ENGINES)
     for engine in ENGINES:
         stack.wait_loaded(engine, timeout=300)
         url = f"http://127.0.0.1:{stack.engine_ports[engine]}/metrics"
         with urllib.request.urlopen(url, timeout=30) as resp:
             have = exposed_names(resp.read().decode())
-        prefix = "vllm:" if engine == "vllm" else "llamacpp:"
+        prefix = PREFIXES[engine]
         missing = sorted(n for n in wanted if n.startswith(prefix) and n not in have)
         assert not missing, f"{engine} does not expose {missing} (it has {sorted(have)[:80]}...)"
 
@@ -192,7 +214,7 @@ def expand(expr: str, variables: dict[str, str]) -> str:
     return expr
 
 
-def test_every_dashboard_query_returns_data(stack: Stack, prometheus: Prometheus):
+def test_every_dashboard_query_returns_data(stack: Stack, prometheus: Prometheus, transformers_model):
     for engine in ENGINES:
         stack.wait_loaded(engine, timeout=300)
     try:
@@ -233,9 +255,10 @@ def test_every_dashboard_query_returns_data(stack: Stack, prometheus: Prometheus
     print(f"\nqueries evaluated at {at:.0f} with {variables}")
 
     # Engine series carry engine=<engine name> (the router keeps vLLM's own engine="0" as exported_engine).
-    labelled = prometheus.query('count by (job, engine) ({__name__=~"(vllm|llamacpp):.+"})', at)["data"]["result"]
+    labelled = prometheus.query('count by (job, engine) ({__name__=~"(vllm|llamacpp|transformers):.+"})',
+                                at)["data"]["result"]
     assert {(r["metric"]["job"], r["metric"].get("engine")) for r in labelled} == \
-        {("unified-llm-vllm", "vllm"), ("unified-llm-llamacpp", "llamacpp")}, labelled
+        {(f"unified-llm-{engine}", engine) for engine in ENGINES}, labelled
 
     failures, report = [], []
     for path in DASHBOARDS:

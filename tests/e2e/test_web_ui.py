@@ -1,6 +1,7 @@
 """The chat web UI at `GET /`, in a real headless Chromium (Debian's, driven by Playwright) against the real
-stack: router, vLLM (CPU) and llama-server with the tiny models. Every wait is a condition with a deadline.
-Each test leaves both engines loaded with their default models."""
+stack: router, vLLM (CPU) and llama-server with the tiny models, and the Transformers engine with no model until a
+message asks for one. Every wait is a condition with a deadline. Each test leaves vLLM and llama.cpp loaded with
+their default models, and the Transformers engine idle."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.stack import free_port, http_json, wait_for
+from tests.stack import free_port, http_json, make_stack, wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -23,6 +24,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 360, "height": 780}
 ANSWER = "article.assistant"
+# the session's stack configures the three engines (config/models.yaml as shipped), in this order
+ENGINE_LABELS = {"vllm": "vLLM", "llamacpp": "llama.cpp", "transformers": "Transformers"}
+DREAM = "tiny-dream-standin"  # the Transformers engine's Dream-family stand-in: a diffusion model, tiny
 
 
 
@@ -58,8 +62,8 @@ def page(stack, browser):
 
 
 def ready(page: Page) -> None:
-    """Both engines' status shown and the model list filled."""
-    expect(page.locator(".engine-card")).to_have_count(2)
+    """Every configured engine's status shown and the model list filled."""
+    expect(page.locator(".engine-card")).to_have_count(len(ENGINE_LABELS))
     expect(page.locator("#model option").first).to_be_attached()
 
 
@@ -293,6 +297,100 @@ def test_compare_mode_streams_both_engines_side_by_side(stack, page):
     note = page.locator(".agreement")
     expect(note).to_have_count(1)
     assert int(note.get_attribute("data-tokens")) >= 0 and "token" in note.inner_text()
+
+
+@pytest.fixture
+def unload_transformers(stack):
+    """For a test that loads a Transformers model: the engine idle again afterwards, as the session started it."""
+    yield
+    status, body = stack.api("POST", "/v1/models/unload", {"engine": "transformers"})
+    assert status == 200, body
+    wait_for(lambda: stack.status()["transformers"]["status"] == "idle", 60, "the Transformers engine to be idle")
+
+
+def test_the_engines_listed_are_the_configured_ones(stack, page):
+    assert list(stack.status()) == list(ENGINE_LABELS)  # /v1/status's keys: the configured engines, in order
+    expect(page.locator("#engine option")).to_have_text(list(ENGINE_LABELS.values()))
+    assert [o.get_attribute("value") for o in page.locator("#engine option").all()] == list(ENGINE_LABELS)
+    expect(page.locator(".engine-card .name")).to_have_text(list(ENGINE_LABELS.values()))
+    expect(page.locator('.engine-card[data-engine="transformers"]')).to_have_attribute("data-state", "idle")
+    # compare mode takes the engines that serve a model: not the idle Transformers engine
+    expect(page.locator("#compare-engines")).to_have_text("vLLM, llama.cpp")
+    page.select_option("#engine", "transformers")
+    expect(page.locator("#model option")).not_to_have_count(0)
+    assert DREAM in [o.get_attribute("value") for o in page.locator("#model option").all()]
+
+
+def test_a_transformers_model_loads_on_demand_from_a_message_and_joins_compare_mode(stack, page,
+                                                                                   unload_transformers):
+    sent = chat_requests(page)
+    page.select_option("#engine", "transformers")
+    page.select_option("#model", DREAM)
+    expect(page.locator("#model-offer")).to_be_visible()
+    expect(page.locator("#model-offer-text")).to_contain_text(f"{DREAM} is not loaded on Transformers")
+    expect(page.locator("#model-offer-text")).to_contain_text("the router loads it on demand")
+    # the picked engine is compared too once a model is picked there: it is loaded by the first message
+    expect(page.locator("#compare-engines")).to_have_text("vLLM, llama.cpp, Transformers")
+    set_params(page, max_tokens=16, temperature=0)  # greedy: the stand-in answers "Hi" with some tokens
+    send(page, "Hi")  # no load asked for: the router swaps the model in for the request
+    wait_done(page, ANSWER, timeout_ms=240_000)
+    answer = page.locator(ANSWER)
+    expect(answer.locator("header .who")).to_have_text(f"Transformers · {DREAM}")
+    stats = answer.locator(".stats")
+    assert int(stats.get_attribute("data-tokens")) > 0 and "≈" not in stats.inner_text()
+    assert int(stats.get_attribute("data-steps")) > 0 and "diffusion steps" in stats.inner_text()  # Dream's own
+    assert (sent[0]["engine"], sent[0]["model"]) == ("transformers", DREAM)
+    assert stack.status()["transformers"]["model"] == DREAM
+    card = page.locator('.engine-card[data-engine="transformers"]')
+    expect(card).to_have_attribute("data-state", "loaded")
+    expect(card.locator(".model")).to_have_text(DREAM)
+    expect(page.locator("#model-offer")).to_be_hidden()
+
+    # compare mode: one prompt to the three engines, three columns side by side, each pair's agreement
+    page.check("#compare")
+    send(page, "Hi again")
+    for engine in ENGINE_LABELS:
+        wait_done(page, f'.answers.compare {ANSWER}[data-engine="{engine}"]')
+    row = page.locator(".answers.compare")
+    expect(row.locator(ANSWER)).to_have_count(3)
+    assert sorted(b["engine"] for b in sent[1:]) == sorted(ENGINE_LABELS)
+    boxes = [row.locator(f'{ANSWER}[data-engine="{e}"]').bounding_box() for e in ENGINE_LABELS]
+    assert boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"], boxes
+    assert max(b["y"] for b in boxes) - min(b["y"] for b in boxes) < 2, boxes
+    note = page.locator(".agreement")
+    expect(note).to_have_count(1)
+    for pair in ("vLLM and llama.cpp", "vLLM and Transformers", "llama.cpp and Transformers"):
+        expect(note).to_contain_text(pair)
+
+
+def test_a_config_with_llamacpp_alone_shows_llamacpp_alone(browser, tmp_path_factory):
+    """A stack of its own whose models.yaml configures llama.cpp only: one card, one engine to pick, no compare."""
+    def llamacpp_only(config: dict) -> None:
+        for engine in ("vllm", "transformers"):
+            del config["engines"][engine]
+        config["models"] = {n: m for n, m in config["models"].items() if m["engine"] == "llamacpp"}
+    alone = make_stack(tmp_path_factory.mktemp("llamacpp-alone"), llamacpp_only)
+    alone.start()
+    try:
+        alone.wait_loaded("llamacpp", timeout=120)
+        page = open_page(browser, alone.base_url + "/")
+        page.evaluate("localStorage.setItem('ullm.choices', JSON.stringify({engine: 'vllm', compare: true}))")
+        page.reload()  # a pick remembered from another config: its engine is not configured here
+        expect(page.locator(".engine-card")).to_have_count(1)
+        expect(page.locator(".engine-card .name")).to_have_text("llama.cpp")
+        expect(page.locator("#engine option")).to_have_text(["llama.cpp"])
+        expect(page.locator("#model")).to_have_value("tiny-llama-a-gguf")
+        expect(page.locator("#compare-row")).to_be_hidden()
+        sent = chat_requests(page)
+        set_params(page, max_tokens=16)
+        send(page, "Hi, one engine")
+        wait_done(page, ANSWER)
+        expect(page.locator(ANSWER)).to_have_count(1)
+        assert [(b["engine"], b["model"]) for b in sent] == [("llamacpp", "tiny-llama-a-gguf")]
+        assert not page.js_errors, page.js_errors
+        page.context.close()
+    finally:
+        alone.stop()
 
 
 def test_phone_width_layout(stack, browser):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engines.spec import MAX_INSTANCES, instance_name
+from engines.spec import ENGINE_NAMES, MAX_INSTANCES, instance_name
 from router.metrics import RouterMetrics
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -153,6 +153,56 @@ def test_the_peers_row_holds_the_peer_panels_and_only_those():
                         "unified_peer_time_to_first_token_seconds", "unified_peer_up", "unified_peer_probe_seconds"}
 
 
+def row_panels(board: list[dict], title: str) -> list[dict]:
+    """The panels under the row `title`, up to the next row."""
+    start = next(n for n, panel in enumerate(board) if panel["type"] == "row" and panel["title"] == title)
+    end = next((n for n, panel in enumerate(board[start + 1:], start + 1) if panel["type"] == "row"), len(board))
+    return board[start + 1:end]
+
+
+ENGINE_ROWS = {"vLLM": "vllm:", "llama.cpp": "llamacpp:", "Transformers": "transformers:"}
+
+
+def test_the_engine_detail_has_a_row_per_engine_holding_its_own_series_only():
+    """vLLM, llama.cpp and Transformers: each row's queries read that engine's own series and no other's; above the
+    rows only the scrape targets."""
+    board = BOARDS["unified-llm-engines.json"]["panels"]
+    assert [p["title"] for p in board if p["type"] == "row"] == list(ENGINE_ROWS)
+    for title, prefix in ENGINE_ROWS.items():
+        inside = row_panels(board, title)
+        assert len(inside) >= 4, title
+        for panel in inside:
+            names = set().union(*(metric_names(t["expr"]) for t in panel["targets"]))
+            assert names and all(n.startswith(prefix) for n in names), f"{title} row, {panel['title']!r}: {names}"
+    assert board[0]["title"] == "Scrape targets up" and board[1]["type"] == "row"
+
+
+def test_the_transformers_row_covers_the_engines_series():
+    """Throughput, requests by outcome, running and waiting, generation (and queue) time, diffusion steps: every
+    transformers:* series the engine exports but its model info, read per instance and model."""
+    board = BOARDS["unified-llm-engines.json"]["panels"]
+    inside = row_panels(board, "Transformers")
+    exprs = [t["expr"] for panel in inside for t in panel["targets"]]
+    used = {re.sub(r"_(bucket|sum|count)$", "", n) for e in exprs for n in metric_names(e)}
+    assert used == {"transformers:prompt_tokens_total", "transformers:generation_tokens_total",
+                    "transformers:requests_total", "transformers:requests_running", "transformers:requests_waiting",
+                    "transformers:generation_seconds", "transformers:queue_seconds",
+                    "transformers:diffusion_steps_total"}
+    assert all('engine=~"($engine)(-[0-9]+)?"' in e and "by (engine, model" in e for e in exprs), exprs
+    titles = {panel["title"]: panel for panel in inside}
+    assert {"Transformers token throughput", "Transformers requests by outcome",
+            "Transformers running and waiting requests", "Transformers generation time p50 / p95",
+            "Transformers diffusion steps/s"} == set(titles)
+    outcome = titles["Transformers requests by outcome"]["targets"][0]
+    assert "by (engine, model, status)" in outcome["expr"] and "{{status}}" in outcome["legendFormat"]
+    quantile = [t["expr"] for t in titles["Transformers generation time p50 / p95"]["targets"]]
+    assert [e.split(",")[0] for e in quantile] == ["histogram_quantile(0.5", "histogram_quantile(0.95",
+                                                   "histogram_quantile(0.95"]
+    # the overview's Instances table names a loaded Transformers instance's model too
+    instances = next(p for p in BOARDS["unified-llm-overview.json"]["panels"] if p["title"] == "Instances")
+    assert any("transformers:requests_running" in t["expr"] for t in instances["targets"])
+
+
 def test_queries_are_balanced():
     for name, panel in panels():
         for tgt in panel["targets"]:
@@ -163,7 +213,7 @@ def test_queries_are_balanced():
 
 
 def metric_names(expr: str) -> set[str]:
-    return {m for m in re.findall(r"\b((?:unified_|vllm:|llamacpp:)[a-zA-Z0-9_:]*)", expr)}
+    return {m for m in re.findall(r"\b((?:unified_|vllm:|llamacpp:|transformers:)[a-zA-Z0-9_:]*)", expr)}
 
 
 def router_series() -> set[str]:
@@ -206,7 +256,8 @@ def test_docs_list_every_router_metric():
 def test_prometheus_scrapes_the_router_and_every_engine_instance_through_it():
     config = yaml.safe_load((PROJECT / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["metrics_path"]: job for job in config["scrape_configs"]}
-    instances = {instance_name(engine, k) for engine in ("vllm", "llamacpp") for k in range(MAX_INSTANCES)}
+    assert ENGINE_NAMES == ("vllm", "llamacpp", "transformers")
+    instances = {instance_name(engine, k) for engine in ENGINE_NAMES for k in range(MAX_INSTANCES)}
     assert set(jobs) == {"/metrics"} | {f"/metrics/engines/{name}" for name in instances}
     for job in jobs.values():
         assert [t for sc in job["static_configs"] for t in sc["targets"]] == ["router:8080"]

@@ -1,9 +1,9 @@
-// The conversation: multi-turn history, one answer per turn (or one per engine in compare mode), each streamed
+// The conversation: multi-turn history, one answer per turn (or one per compared engine), each streamed
 // into its own message with its own speed line; Stop aborts the requests, so the router closes the engines' ones.
 
-import { agreement, describeAgreement } from "./agreement.js";
+import { agreement, describeAgreements } from "./agreement.js";
 import { showText } from "./render.js";
-import { ENGINE_LABELS } from "./status.js";
+import { engineLabel } from "./status.js";
 import { Answer, streamChat } from "./stream.js";
 
 function element(tag, className, text) {
@@ -72,11 +72,13 @@ class MessageView {
     const tps = answer.tokensPerSecond;
     if (tps != null) parts.push(`${tps.toFixed(1)} tok/s`);
     if (answer.ttftMs != null) parts.push(`TTFT ${Math.round(answer.ttftMs)} ms`);
+    if (answer.diffusion?.steps != null) parts.push(`${answer.diffusion.steps} diffusion steps`);
     if (answer.finishReason) parts.push(answer.finishReason);
     this.stats.textContent = parts.join(" · ");
     this.stats.dataset.tokens = answer.tokens;
     this.stats.dataset.tps = tps ?? "";
     this.stats.dataset.ttftMs = answer.ttftMs ?? "";
+    this.stats.dataset.steps = answer.diffusion?.steps ?? "";
     this.stats.hidden = false;
   }
 
@@ -145,7 +147,7 @@ export class Chat {
     const signal = controller.signal;
     try {
       const answers = await Promise.all(targets.map(({ engine, model }) => {
-        const view = new MessageView(`${ENGINE_LABELS[engine] ?? engine}${model ? ` · ${model}` : ""}`, "assistant");
+        const view = new MessageView(`${engineLabel(engine)}${model ? ` · ${model}` : ""}`, "assistant");
         view.root.dataset.engine = engine;
         answersRow.append(view.root);
         const request = { engine, messages: [...history[engine], { role: "user", content: prompt }],
@@ -153,11 +155,18 @@ export class Chat {
         if (model) request.model = model;
         return this.answer(view, request, signal, turn);
       }));
-      if (answers.length === 2 && answers.every((a) => a.finishReason)) {
-        const found = agreement(...answers);
-        const note = element("p", "agreement", describeAgreement(found));
-        note.dataset.tokens = found.tokens;
-        note.dataset.identical = found.identical;
+      if (answers.length >= 2 && answers.every((a) => a.finishReason)) {
+        // every pair of answers (one pair for two engines, three for three): how many leading tokens they share
+        const pairs = [];
+        for (let i = 0; i < answers.length; i++) {
+          for (let j = i + 1; j < answers.length; j++) {
+            pairs.push({ names: [engineLabel(targets[i].engine), engineLabel(targets[j].engine)],
+                         ...agreement(answers[i], answers[j]) });
+          }
+        }
+        const note = element("p", "agreement", describeAgreements(pairs));
+        note.dataset.tokens = Math.min(...pairs.map((p) => p.tokens ?? p.chars));
+        note.dataset.identical = pairs.every((p) => p.identical);
         answersRow.after(note);
       }
     } finally {

@@ -4,10 +4,9 @@ import { forgetKey, onKeyNeeded, storedKey } from "./api.js";
 import { Chat } from "./chat.js";
 import { ModelPicker } from "./models.js";
 import { bindParams, loadChoices, saveChoices } from "./settings.js";
-import { StatusMonitor } from "./status.js";
+import { engineLabel, StatusMonitor } from "./status.js";
 
 const $ = (id) => document.getElementById(id);
-const ENGINES = ["vllm", "llamacpp"];
 
 function showPageError(message) {
   $("page-error").textContent = message;
@@ -53,19 +52,31 @@ async function main() {
 
   const status = new StatusMonitor($("engine-status"));
   const choices = loadChoices();
-  const picker = new ModelPicker(status, (engine) => saveChoices({ engine }));
-  picker.engine = ENGINES.includes(choices.engine) ? choices.engine : "vllm";
+  // the engines are the configured ones, from /v1/status: the picker lists them once it answers
+  const picker = new ModelPicker(status, (engine) => saveChoices({ engine }), choices.engine);
   const params = bindParams($("reset-params"));
   const chat = new Chat($("messages"), $("empty-hint"));
   $("compare").checked = Boolean(choices.compare);
+  // Compare mode sends to the engines that serve a model, and to the picked one: the line under it says which.
+  // With one engine configured there is nothing to compare, and the choice is not shown.
+  const describeCompare = () => {
+    const engines = picker.compareEngines();
+    $("compare-row").hidden = picker.engineNames().length < 2;
+    $("compare-engines").textContent = engines.length > 1 ? engines.map(engineLabel).join(", ")
+      : "needs a model on a second engine";
+  };
   $("compare").addEventListener("change", () => saveChoices({ compare: $("compare").checked }));
+  status.onChange(describeCompare);
+  $("engine").addEventListener("change", describeCompare);
+  $("model").addEventListener("change", describeCompare);
 
   const send = async () => {
     const prompt = $("prompt").value.trim();
     if (!prompt || chat.busy) return;
     showPageError("");
     $("prompt").value = "";
-    const engines = $("compare").checked ? ENGINES : [picker.engine];
+    const compared = $("compare").checked && !$("compare-row").hidden ? picker.compareEngines() : [];
+    const engines = compared.length > 1 ? compared : [picker.engine];
     const targets = engines.map((engine) => ({ engine, model: picker.modelFor(engine) }));
     setBusy(true);
     try {
@@ -91,6 +102,7 @@ async function main() {
   await status.poll();
   const failed = await picker.refresh();
   if (failed) showPageError(`could not list the models: ${failed.message}`);
+  describeCompare();
 }
 
 main().catch((err) => showPageError(`the page failed to start: ${err.message}`));

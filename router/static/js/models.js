@@ -1,5 +1,6 @@
-// Engine and model picker, and loading a model: the catalog and loaded models from GET /v1/models, a Load
-// button that shows the engine's state and the elapsed time, and the engine's own error text when a load fails.
+// Engine and model picker, and loading a model: the configured engines (/v1/status's top-level keys), the catalog
+// and loaded models from GET /v1/models, a Load button that shows the engine's state and the elapsed time, and the
+// engine's own error text when a load fails.
 // An engine with several instances (max_instances > 1) holds several models at once: the list marks each
 // resident model with its instance, and picking one loads nothing, since a chat request naming it goes to its
 // instance; Load then adds a model beside the resident ones (keep_others) instead of replacing the shown one.
@@ -7,14 +8,16 @@
 // to that peer, which loads it itself, so they are never offered for a load here.
 
 import { apiJson } from "./api.js";
-import { ENGINE_LABELS, formatDuration, hasInstances, instancesOf, stateOf } from "./status.js";
+import { engineLabel, formatDuration, hasInstances, instancesOf, servesModel, stateOf } from "./status.js";
 
 const $ = (id) => document.getElementById(id);
 
 export class ModelPicker {
-  constructor(status, onEngineChange) {
+  // `preferred`: the engine picked when this page last ran (localStorage), picked again once it is listed.
+  constructor(status, onEngineChange, preferred) {
     this.status = status;
     this.onEngineChange = onEngineChange;
+    this.preferred = preferred;
     this.models = [];
     this.loading = null; // {engine, name, started} while this page's load request runs
     this.served = {}; // engine → the models it held (top level, then each instance) at the last status poll
@@ -29,6 +32,41 @@ export class ModelPicker {
 
   get engine() {
     return $("engine").value;
+  }
+
+  // The configured engines, in models.yaml's order: /v1/status's top-level keys; until status has answered, the
+  // engines the model list names.
+  engineNames() {
+    if (this.status.known) return Object.keys(this.status.engines);
+    return [...new Set(this.models.filter((m) => !m.peer).map((m) => m.engine).filter(Boolean))];
+  }
+
+  // Lists the configured engines in the engine picker (one, two or three). The pick stays when its engine is
+  // still listed; else the remembered pick, else the first engine that serves a model, else the first one.
+  // Returns whether the list changed.
+  syncEngines() {
+    const names = this.engineNames();
+    const select = $("engine");
+    const listed = [...select.options].map((o) => o.value);
+    if (JSON.stringify(listed) === JSON.stringify(names)) return false;
+    const current = select.value;
+    select.replaceChildren(...names.map((name) => {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = engineLabel(name);
+      return option;
+    }));
+    const serving = names.find((name) => servesModel(this.status.engines[name]));
+    select.value = names.includes(current) ? current
+      : names.includes(this.preferred) ? this.preferred : serving ?? names[0] ?? "";
+    return true;
+  }
+
+  // Compare mode's engines, in the configured order: every engine that serves a model (or is loading one), and
+  // the picked engine when a model is picked there (the request loads it on demand, or says why it cannot).
+  compareEngines() {
+    const picked = $("model").value ? this.engine : null;
+    return this.engineNames().filter((name) => name === picked || servesModel(this.status.engines[name]));
   }
 
   set engine(name) {
@@ -46,6 +84,7 @@ export class ModelPicker {
   async refresh() {
     try {
       this.models = (await apiJson("/v1/models")).data ?? [];
+      this.syncEngines();
       this.fill();
       return null;
     } catch (err) {
@@ -114,13 +153,14 @@ export class ModelPicker {
       const beside = hasInstances(engine) ? " Loading it keeps the resident models where memory and max_instances allow." : "";
       const onDemand = engine?.on_demand ? " Or just send a message: the router loads it on demand." : "";
       $("model-offer-text").textContent =
-        `${picked} is not loaded on ${ENGINE_LABELS[this.engine] ?? this.engine}.${beside}${onDemand}`;
+        `${picked} is not loaded on ${engineLabel(this.engine)}.${beside}${onDemand}`;
     }
   }
 
   // A model came or went on an instance: list the models again (a path loaded outside the catalog appears
   // there); only a state or a pin changed: relabel the list.
   statusChanged(engines) {
+    const listed = this.syncEngines(); // the configured engines can change with a config reload
     const held = (e) => JSON.stringify([e.model, ...instancesOf(e).map((i) => i.model)]);
     const looks = (e) => JSON.stringify(instancesOf(e).map((i) => [i.state, i.pinned]));
     const changed = Object.entries(engines).some(([name, e]) => this.served[name] !== held(e));
@@ -128,14 +168,14 @@ export class ModelPicker {
     this.served = Object.fromEntries(Object.entries(engines).map(([name, e]) => [name, held(e)]));
     this.looks = Object.fromEntries(Object.entries(engines).map(([name, e]) => [name, looks(e)]));
     if (changed) this.refresh();
-    else if (relabel) this.fill();
+    else if (relabel || listed) this.fill();
     else this.offer();
     if (this.loading) this.showProgress();
   }
 
   showProgress() {
     const { engine, name, started } = this.loading;
-    const label = ENGINE_LABELS[engine] ?? engine;
+    const label = engineLabel(engine);
     // several instances: the load runs on the instance that takes the model, not necessarily the one shown at
     // the top level (whose loading_since would time another load); the instances give no start time
     const instance = hasInstances(this.status.engines[engine])
@@ -188,7 +228,7 @@ export class ModelPicker {
     if (done) {
       const where = done.peer ? ` (on peer ${done.peer})`
         : hasInstances(this.status.engines[engine]) && done.instance ? ` (on ${done.instance})` : "";
-      $("load-state").textContent = `loaded ${done.model} on ${ENGINE_LABELS[engine] ?? engine} in ${done.load_seconds} s${where}`;
+      $("load-state").textContent = `loaded ${done.model} on ${engineLabel(engine)} in ${done.load_seconds} s${where}`;
       $("model-path").value = "";
     }
     await this.status.poll();

@@ -36,7 +36,7 @@ export function bindParams(resetButton) {
 }
 
 export function loadChoices() {
-  return read(CHOICES_STORE, { engine: "vllm", compare: false });
+  return read(CHOICES_STORE, { engine: null, compare: false }); // no engine yet: the first serving one
 }
 
 export function saveChoices(changes) {

@@ -1,10 +1,16 @@
-// Live status of both engines from GET /v1/status (the engines are its top-level keys), polled (faster while
-// something loads or stops), shown in the top bar. An engine with max_instances > 1 holds several models at once,
+// Live status of the configured engines from GET /v1/status (its top-level keys are exactly the engines models.yaml
+// configures, in its order: one, two or three of vllm, llamacpp, transformers), polled (faster while something
+// loads or stops), shown in the top bar. An engine with max_instances > 1 holds several models at once,
 // one per instance: its card then lists the instances under the line that shows the most recently used one.
 
 import { apiJson } from "./api.js";
 
-export const ENGINE_LABELS = { vllm: "vLLM", llamacpp: "llama.cpp" };
+export const ENGINE_LABELS = { vllm: "vLLM", llamacpp: "llama.cpp", transformers: "Transformers" };
+
+// An engine's name for people: its label, else the name itself (an engine this page does not know yet).
+export function engineLabel(name) {
+  return ENGINE_LABELS[name] ?? name;
+}
 const SLOW_MS = 2000;
 const FAST_MS = 700;
 
@@ -32,6 +38,11 @@ export function instancesOf(engine) {
   return hasInstances(engine) ? engine.instances : [];
 }
 
+// Whether the engine serves a model now, or is loading one (on any instance): what compare mode sends to.
+export function servesModel(engine) {
+  return [engine, ...instancesOf(engine)].some((i) => i?.model && ["loaded", "loading"].includes(stateOf(i)));
+}
+
 function formatBytes(bytes) {
   if (bytes == null) return null;
   return bytes >= 1 << 30 ? `${(bytes / (1 << 30)).toFixed(1)} GiB` : `${Math.round(bytes / (1 << 20))} MiB`;
@@ -41,6 +52,7 @@ export class StatusMonitor {
   constructor(container) {
     this.container = container;
     this.engines = {};
+    this.known = false; // whether a status answer has arrived (until then the engines are not known)
     this.loadingSeen = {}; // engine → page clock (ms) when this page first saw it loading
     this.listeners = [];
     this.fast = false;
@@ -67,6 +79,7 @@ export class StatusMonitor {
     try {
       const body = await apiJson("/v1/status");
       this.engines = body;
+      this.known = true;
       this.error = null;
     } catch (err) {
       this.error = err.message;
@@ -102,7 +115,7 @@ export class StatusMonitor {
     card.dataset.engine = name;
     card.dataset.state = state;
     const add = (cls, text, title) => appendSpan(card, cls, text, title);
-    add("name", ENGINE_LABELS[name] ?? name);
+    add("name", engineLabel(name));
     add(`badge ${state}`, state);
     if (engine.model) add("model", engine.model, engine.model_path ?? "");
     if (state === "loading") add("elapsed", formatDuration(this.loadingSeconds(name)));

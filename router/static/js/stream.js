@@ -32,7 +32,9 @@ export class Answer {
     this.reasoning = "";
     this.usage = null;
     this.chunks = 0;
-    this.pieces = []; // the answer's text, chunk by chunk (a token each, as the engines stream)
+    this.pieces = []; // the answer's text, chunk by chunk (a token each, as the engines stream, but diffusion)
+    this.diffusion = null; // a diffusion model's answer (Transformers engine): {steps, streaming}
+    this.streaming = null; // its X-Diffusion-Streaming header: final-prefix or final-block chunks, not tokens
     this.finishReason = null;
     this.started = performance.now();
     this.firstToken = null;
@@ -66,6 +68,7 @@ export async function streamChat(request, answer, signal, onUpdate) {
   const body = { ...request, stream: true, stream_options: { include_usage: true } };
   try {
     const resp = await apiFetch("/v1/chat/completions", { method: "POST", body, signal });
+    answer.streaming = resp.headers.get("X-Diffusion-Streaming");
     for await (const data of sseData(resp)) {
       if (data === "[DONE]") break;
       let event;
@@ -79,6 +82,7 @@ export async function streamChat(request, answer, signal, onUpdate) {
         throw new ApiError(typeof error === "string" ? error : error.message || JSON.stringify(error), 0, error.type);
       }
       if (event.usage) answer.usage = event.usage;
+      if (event.diffusion) answer.diffusion = event.diffusion;
       const choice = event.choices?.[0];
       if (!choice) continue;
       const delta = choice.delta ?? {};

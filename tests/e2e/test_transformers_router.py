@@ -128,7 +128,7 @@ def test_the_benchmark_the_evaluation_and_the_ranking_take_a_diffusion_model(sta
     summary = json.loads(next(bench.glob("*/summary.json")).read_text())
     single = {row["max_tokens"]: row for row in summary["single_stream"]}
     assert single[16]["diffusion_steps"] and single[16]["tokens_per_s"] > 0 and single[32]["runs"] == 1
-    print(f"\nDream stand-in, single stream: " + ", ".join(
+    print("\nDream stand-in, single stream: " + ", ".join(
         f"{n} tokens {row['tokens_per_s']:.0f} tok/s in {row['diffusion_steps']:g} steps" for n, row in single.items()))
     assert "denoising steps" in next(bench.glob("*/summary.md")).read_text()
     run_script("eval_instructions.py", DREAM, "--engine", "transformers", *router, "--output-dir", str(evals),

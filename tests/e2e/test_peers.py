@@ -34,7 +34,7 @@ BOX2_KEY, BOX2_ADMIN = "box2-user-key-51c2", "box2-admin-key-7e09"
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     def box2_config(config: dict) -> None:
-        del config["engines"]["vllm"]
+        config["engines"] = {"llamacpp": config["engines"]["llamacpp"]}
         config["models"] = {n: m for n, m in config["models"].items() if m["engine"] == "llamacpp"}
         config["engines"]["llamacpp"].update(default_model=SHARED, max_instances=2)
 

@@ -84,8 +84,11 @@ COPY --from=llama-server /opt/llama.cpp/bin/ggml-rpc-server /opt/llama.cpp/bin/g
 COPY --from=llama-server /opt/llama.cpp/bin/llama-bench /opt/llama.cpp/bin/llama-bench
 COPY . .
 # A CPU llama-server must start here; a CUDA one needs the driver's libcuda, which only `docker run --gpus` brings.
+# Then the Transformers engine's environment for Dream-family models (transformers 4.51 over the venv's
+# packages, ~15 MB from PyPI: docs/transformers-engine.md).
 RUN mkdir -p run/logs /workspace/models \
- && if [ "${ULLM_DEVICE}" = cpu ]; then "${LLAMA_SERVER_BIN}" --version; fi
+ && if [ "${ULLM_DEVICE}" = cpu ]; then "${LLAMA_SERVER_BIN}" --version; fi \
+ && .venv/bin/python scripts/install.py --only-dream-env
 
 VOLUME ["/workspace/models", "/root/.cache"]
 EXPOSE 8080

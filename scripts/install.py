@@ -166,6 +166,15 @@ def step_venv(cuda: bool, for_tests: bool) -> None:
     stamp.write_text(json.dumps({"pyproject": pyproject, "extras": extras}))
 
 
+def uses_system_packages(venv: Path) -> bool:
+    """Whether `venv` was made with --system-site-packages (its pyvenv.cfg says so)."""
+    try:
+        config = (venv / "pyvenv.cfg").read_text()
+    except OSError:
+        return False
+    return any(line.replace(" ", "").lower() == "include-system-site-packages=true" for line in config.splitlines())
+
+
 def step_dream_env() -> None:
     """`.venv-dream`: transformers 4.51 for Dream-family models' own code, everything else from the project venv.
     The Transformers engine runs on it when a model's engine settings name it as `binary`."""
@@ -176,7 +185,9 @@ def step_dream_env() -> None:
         return
     say(f"creating {DREAM_ENV.relative_to(HOME)}: transformers 4.51 for Dream-family models' own code, over the "
         f"project venv's packages")
-    subprocess.run([str(VENV_PY), "-m", "venv", "--clear", "--without-pip", str(DREAM_ENV)], check=True)
+    # the image's CUDA venv sees the system's packages (NVIDIA's torch): so must this one
+    system = ["--system-site-packages"] if uses_system_packages(VENV) else []
+    subprocess.run([str(VENV_PY), "-m", "venv", "--clear", "--without-pip", *system, str(DREAM_ENV)], check=True)
     run_logged([str(VENV_PY), "-m", "pip", "--python", str(python), "install", "--progress-bar", "off",
                 "--no-deps", *DREAM_PACKAGES], "setup-dream-env.log", "the Dream environment's pip install",
                "read the log; a network error is worth a retry")
@@ -292,7 +303,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--for-tests", action="store_true",
                         help="also the test-only tools: Chromium, Prometheus, npm + Grafana's schema, the test extra")
+    parser.add_argument("--only-dream-env", action="store_true",
+                        help="only the Transformers engine's .venv-dream, over an existing .venv (the Docker image)")
     args = parser.parse_args(argv)
+    if args.only_dream_env:
+        try:
+            step_dream_env()
+        except StepFailed as exc:
+            print(f"\nSETUP FAILED: {exc.what}\nHow to fix: {exc.fix}", file=sys.stderr)
+            return 1
+        return 0
     cuda = has_cuda_gpu()
     say(f"unified-llm setup in {HOME} (device: {'CUDA GPU' if cuda else 'CPU'}; ULLM_DEVICE overrides"
         f"{'; with the test tools' if args.for_tests else ''})")

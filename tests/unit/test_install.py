@@ -146,3 +146,12 @@ def test_a_cuda_build_takes_the_architecture_only_when_asked(tmp_path):
     assert gb10[-1] == "-DCMAKE_CUDA_ARCHITECTURES=121a-real"
     cpu = build.build_commands(tmp_path, tmp_path / "b", False, "121a-real")[0][1]
     assert "-DGGML_CUDA=ON" not in cpu and not [a for a in cpu if "CUDA" in a]
+
+
+def test_the_dream_environment_sees_the_system_packages_when_the_project_venv_does(install, tmp_path):
+    """The CUDA image's venv takes NVIDIA's torch from the system's site-packages; .venv-dream must too."""
+    (tmp_path / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = true\nversion = 3.12\n")
+    assert install.uses_system_packages(tmp_path)
+    (tmp_path / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n")
+    assert not install.uses_system_packages(tmp_path)
+    assert not install.uses_system_packages(tmp_path / "missing")

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import time
 
 import openai
 import pytest
@@ -221,7 +220,7 @@ def test_the_peer_killed_mid_stream_then_refused_at_once_then_served_when_it_is_
         streaming = pool.submit(here.api_raw, "POST", "/v1/completions", json.dumps(body).encode(),
                                 "application/json", 120)
         wait_for(lambda: peer(here)["in_flight"] == 1, 60, "the stream to box2 to start")
-        time.sleep(1)  # tokens are flowing
+        wait_for(lambda: box2.status()["llamacpp"]["in_flight"] == 1, 60, "box2 to be generating the stream")
         os.kill(router_pid, signal.SIGKILL)
         box2.ctl("stop", "router", check=False)  # and keep it down (supervisord would restart it)
         status, raw = streaming.result(timeout=120)

@@ -38,6 +38,13 @@ class RequestRecord:
     resends: int = 0  # times the request was sent again because the engine had closed the pooled connection
     peer: str | None = None  # the peer router that answered it (router/peers.py), instead of an engine here
     failure: str | None = None  # the code of a failure on the way: no connection, dropped, silent, peer down
+    delivered: bool = False  # the client was sent the stream's final `data: [DONE]`
+
+    def client_left(self) -> None:
+        """The client hung up: 499 (nginx's "client closed request"), unless it had the whole answer already (the
+        openai SDK closes the connection as soon as it reads [DONE], before the stream's end)."""
+        if not self.delivered:
+            self.status = 499
 
 
 @dataclass

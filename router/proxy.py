@@ -191,7 +191,7 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
             await response.prepare(request)
         tap = tap or UsageTap(strip=False)
         try:
-            await relay_stream(upstream, response, read_timeout, tap, record, started, who)
+            await relay_stream(upstream, response, read_timeout, tap, record, started, target)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 (the stream has begun: nothing may reach the middleware)
@@ -239,7 +239,7 @@ def record_usage(record: RequestRecord, usage: dict | None) -> None:
 
 
 async def relay_stream(upstream: aiohttp.ClientResponse, response: web.StreamResponse, read_timeout: float,
-                       tap: UsageTap, record: RequestRecord, started: float, who: str = "engine") -> None:
+                       tap: UsageTap, record: RequestRecord, started: float, target: Upstream = ENGINE) -> None:
     """Copy events as they arrive. An engine failure becomes a final SSE error event; a client that leaves
     makes us close the upstream connection, which is how both engines learn to abort the request."""
     while True:
@@ -248,15 +248,16 @@ async def relay_stream(upstream: aiohttp.ClientResponse, response: web.StreamRes
         try:
             chunk = await upstream.content.readany()
         except asyncio.TimeoutError:
-            error = GatewayTimeout(f"{who} stopped streaming for {read_timeout:.0f} s", code="timeout")
+            error = GatewayTimeout(f"{target.who} stopped streaming for {read_timeout:.0f} s", code="timeout")
         except (aiohttp.ClientError, OSError, ValueError) as exc:  # any read failure: OSError, HTTP parse errors
-            error = UpstreamError(f"{who} failed mid-stream: {exc!r}", code=f"{who.split()[0]}_failed")
+            error = UpstreamError(f"{target.who} failed mid-stream: {exc!r}", code=f"{target.code}_failed")
         if chunk and record.first_byte_after is None:
             record.first_byte_after = time.monotonic() - started
         try:
             if chunk:
                 if out := tap.feed(chunk):
                     await response.write(out)
+                    record.delivered = out.endswith(b"data: [DONE]\n\n")
                 continue
             await response.write(tap.flush())
             if error:
@@ -265,6 +266,6 @@ async def relay_stream(upstream: aiohttp.ClientResponse, response: web.StreamRes
             await response.write_eof()
         except ConnectionResetError:
             log.info("client disconnected; closing the engine request")
-            record.status = 499  # nginx's "client closed request"
+            record.client_left()
             upstream.close()
         return

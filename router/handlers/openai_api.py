@@ -57,7 +57,7 @@ async def relay(request: web.Request, endpoint: str) -> web.StreamResponse:
             return await notes.fail(exc)
         raise
     except asyncio.CancelledError:  # the client hung up: the engine request was closed with the handler
-        record.status = 499  # nginx's "client closed request"
+        record.client_left()
         raise
     except web.HTTPException as exc:  # aiohttp's own (413 past max_body_bytes): counted with its real status
         record.status = exc.status

@@ -144,23 +144,36 @@ def stream(stack, body: dict) -> tuple[int, bytes]:
     return stack.api_raw("POST", "/v1/completions", json.dumps(body).encode(), timeout=300)
 
 
+def streamed_watched(stack, body: dict, generating: threading.Event) -> tuple[int, bytes]:
+    """A streamed completion whose first token sets `generating` (the engine has it in its batch)."""
+    request = urllib.request.Request(stack.base_url + "/v1/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=300) as resp:
+        first = resp.read1()
+        generating.set()
+        return resp.status, first + resp.read()
+
+
 def test_unload_under_16_streams_drains_them_and_answers_new_requests_with_503(stack):
     stack.wait_loaded("vllm")
     body = {"engine": "vllm", "prompt": "Hi", "max_tokens": 2000, "ignore_eos": True, "stream": True}  # seconds each
     try:
         with concurrent.futures.ThreadPoolExecutor(17) as pool:
-            streams = [pool.submit(stream, stack, body) for _ in range(16)]
+            generating = [threading.Event() for _ in range(16)]
+            streams = [pool.submit(streamed_watched, stack, body, began) for began in generating]
 
-            def under_load():  # every stream has reached the engine (or already ended), and most still run
-                in_flight = stack.status()["vllm"]["in_flight"]
-                return in_flight >= 8 and in_flight + sum(s.done() for s in streams) >= 16 and in_flight
-            # a quiet box streams 16 x 2,000 tiny-model tokens in a few seconds: the first may end before the last
-            # is admitted, so "all 16 in flight at once" is not a condition the test can wait for
-            in_flight = wait_for(under_load, 60, "the 16 streams to reach the engine", 0.05)
-            print(f"\nunloading with {in_flight} of 16 streams in flight")
+            def under_load():  # seen from the clients, without asking a router busy relaying 16 streams
+                if (ended := [s for s in streams if s.done()]) and len(ended) > 8:
+                    raise AssertionError(f"{len(ended)} of the 16 streams ended before the last one began: "
+                                         f"{[s.exception() or s.result()[0] for s in ended]}")
+                return all(began.is_set() for began in generating)
+            # a quiet box streams 16 x 2,000 tiny-model tokens in a few seconds, and a status request can wait
+            # behind them for a second: the clients' first tokens say when all 16 are generating
+            wait_for(under_load, 60, "the 16 streams' first tokens", 0.01)
             unloading = pool.submit(stack.api, "POST", "/v1/models/unload", {"engine": "vllm"})
             state = wait_for(lambda: (s := stack.status()["vllm"])["state"] != "loaded" and s, 10,
                              "the state to leave loaded", 0.02)
+            print(f"\nunloading with {state['in_flight']} of 16 streams in flight")
             assert state["state"] == "stopping" and state["status"] == "idle", state
             status, refused = stack.api("POST", "/v1/completions", {"engine": "vllm", "prompt": "Hi", "max_tokens": 2})
             assert status == 503 and refused["error"]["code"] == "engine_idle", refused

@@ -59,6 +59,13 @@ def fake_engine(seen: dict | None = None) -> web.Application:
             seen["aborted_at"] = time.monotonic()
         return resp
 
+    async def lingers_after_done(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(CHUNK + b"data: [DONE]\n\n")
+        await asyncio.sleep(2)  # a slow end of stream: the client has the whole answer and leaves first
+        return resp
+
     async def answers_slowly(request: web.Request) -> web.Response:
         try:
             await asyncio.sleep(10)  # a long non-streaming generation
@@ -81,6 +88,7 @@ def fake_engine(seen: dict | None = None) -> web.Application:
     app.router.add_post("/compresses-always", compresses)
     app.router.add_post("/dies", dies_after_three_chunks)
     app.router.add_post("/slow", streams_slowly)
+    app.router.add_post("/lingers", lingers_after_done)
     app.router.add_post("/stalls", stalls)
     app.router.add_post("/drops", drops_first_connection)
     return app
@@ -285,6 +293,43 @@ def test_client_leaving_mid_stream_aborts_the_engine_request():
     _, _, abort_delay = asyncio.run(through_router("/slow", seen=seen, read_chunks=2))
     print(f"\nclient left mid-stream: the engine's request was closed {abort_delay:.3f} s later")
     assert abort_delay < 4, "the engine kept generating for a client that had left"
+
+
+@pytest.mark.parametrize("path, status", [("/lingers", 200), ("/slow", 499)])
+def test_a_client_that_leaves_after_done_had_the_whole_answer_and_one_that_leaves_before_did_not(path, status):
+    """The openai SDK hangs up as soon as it reads `data: [DONE]`, often before the stream's end reaches it: that
+    request succeeded (200 in the metrics, on a peer too); leaving before [DONE] is nginx's 499."""
+    record = RequestRecord()
+
+    async def scenario() -> None:
+        engine_runner, engine_url = await start(fake_engine({}))
+        ended = asyncio.Event()
+        async with engine_session() as upstream:
+            async def relay(request: web.Request) -> web.StreamResponse:
+                try:
+                    return await forward(request, upstream, engine_url + path, {"prompt": "x", "stream": True}, 30,
+                                         record)
+                except asyncio.CancelledError:  # as router/handlers/openai_api.py answers a client hanging up
+                    record.client_left()
+                    raise
+                finally:
+                    ended.set()
+            router = web.Application()
+            router.router.add_post("/v1/completions", relay)
+            router_runner, router_url = await start(router)
+            try:
+                async with aiohttp.ClientSession() as client:
+                    async with client.post(router_url + "/v1/completions", json={}) as resp:
+                        read = b""
+                        while b"[DONE]" not in read and b"tok" not in read[len(CHUNK):]:  # [DONE], or two tokens
+                            read += await resp.content.readany()
+                        resp.close()
+                await asyncio.wait_for(ended.wait(), 5)  # the handler's end, cancelled or not
+            finally:
+                await router_runner.cleanup()
+                await engine_runner.cleanup()
+    asyncio.run(scenario())
+    assert record.status == status, record
 
 
 def test_client_leaving_a_non_streamed_request_aborts_the_engine_request():

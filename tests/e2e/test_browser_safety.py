@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from engines.environment import QUIET
 from tests.stack import DECOY_SECRETS, engine_environ, free_port
-from tests.e2e.test_web_ui import CHROMIUM_ARGS
+from tests.browser import chromium
 
 TARGETS = {  # what each attempt would do if it got through
     "load": ("/v1/models/load", {"engine": "llamacpp", "model_path": "tiny-llama-b-gguf"}),
@@ -93,12 +91,9 @@ def other_site():
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                             headless=True, args=CHROMIUM_ARGS)
+def browser():
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def engines_now(stack) -> dict:
@@ -107,13 +102,13 @@ def engines_now(stack) -> dict:
 
 
 @pytest.mark.parametrize("page_host", ["localhost", "127.0.0.1"])  # cross-site, and same-site (another port)
-def test_a_page_on_another_origin_changes_nothing(stack, chromium, other_site, page_host):
+def test_a_page_on_another_origin_changes_nothing(stack, browser, other_site, page_host):
     before = engines_now(stack)
     # the engines the session loads at start (the Transformers engine has no default model: it stays idle)
     assert before["vllm"][2] == before["llamacpp"][2] == "loaded", before
     completions = stack.router_metric("unified_requests_total", endpoint="completions")
     reloads = stack.router_log().count("config reloaded")
-    context = chromium.new_context()
+    context = browser.new_context()
     page = context.new_page()
     posts = []
     context.on("response", lambda r: posts.append((r.url, r.status)) if r.request.method == "POST" else None)
@@ -137,10 +132,10 @@ def test_a_page_on_another_origin_changes_nothing(stack, chromium, other_site, p
     assert stack.router_log().count("config reloaded") == reloads
 
 
-def test_an_allowed_origin_can_call_the_api(stack, chromium, other_site):
+def test_an_allowed_origin_can_call_the_api(stack, browser, other_site):
     origin = f"http://localhost:{other_site}"
     with stack.router_settings(allowed_origins=[origin]):
-        context = chromium.new_context()
+        context = browser.new_context()
         page = context.new_page()
         page.goto(origin + "/")
         answer = page.evaluate(CALL, {"base": stack.base_url})

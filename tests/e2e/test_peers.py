@@ -10,14 +10,14 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import shutil
 import signal
 
 import openai
 import pytest
 import yaml
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from tests.browser import chromium
 from tests.stack import PROJECT, Stack, make_stack, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -148,9 +148,7 @@ def test_the_page_lists_the_peers_models_loads_one_there_and_chats_with_it(pair)
     if any(i["model"] == OTHER for i in box2.status()["llamacpp"]["instances"]):  # the test before loaded it
         assert here.api("POST", "/v1/models/unload", {"peer": "box2", "engine": "llamacpp", "model": OTHER})[0] == 200
     answered = served_by_box2(box2)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                             headless=True, args=["--no-sandbox", "--disable-gpu"])
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         errors, loads = [], []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -170,7 +168,6 @@ def test_the_page_lists_the_peers_models_loads_one_there_and_chats_with_it(pair)
         page.fill("#prompt", "Hi")
         page.click("#send")
         expect(page.locator("article.assistant")).to_have_attribute("data-state", "done", timeout=120_000)
-        browser.close()
     assert not errors, errors
     assert loads == [{"peer": "box2", "engine": "llamacpp", "model_path": OTHER, "keep_others": True}]
     assert any(i["model"] == OTHER for i in box2.status()["llamacpp"]["instances"])

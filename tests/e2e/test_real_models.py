@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import urllib.request
 
 import pytest
 import yaml
 from openai import OpenAI
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from tests.browser import chromium
 from tests.stack import PROJECT, Stack, make_stack
 
 pytestmark = pytest.mark.e2e
@@ -173,11 +173,8 @@ def test_the_same_weights_in_both_engines_agree_then_drift(same_weights, sdk):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                             headless=True, args=["--no-sandbox", "--disable-gpu"])
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def chat_page(browser, stack: Stack, viewport: dict):

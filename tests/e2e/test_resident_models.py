@@ -9,16 +9,16 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 import yaml
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from engines.memory import GiB
+from tests.browser import chromium
 from tests.stack import PROJECT, Stack, make_stack, steady, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -186,9 +186,7 @@ def test_the_page_lists_the_instances_and_a_resident_model_answers_without_a_loa
     a chat with the other resident model loads nothing (no load request, no swap, no restart)."""
     held = only(stack, A, B)
     swapped = swaps(stack)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                             headless=True, args=["--no-sandbox", "--disable-gpu"])
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         errors, loads = [], []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -208,7 +206,6 @@ def test_the_page_lists_the_instances_and_a_resident_model_answers_without_a_loa
         page.fill("#prompt", "Hi")
         page.click("#send")
         expect(page.locator("article.assistant")).to_have_attribute("data-state", "done", timeout=120_000)
-        browser.close()
     assert not errors and not loads, (errors, loads)
     after = settle(stack, A, B)
     assert swaps(stack) == swapped and {m: after[m]["pid"] for m in (A, B)} == {m: held[m]["pid"] for m in (A, B)}

@@ -8,19 +8,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
+from tests.browser import chromium
 from tests.stack import free_port, http_json, make_stack, wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 360, "height": 780}
 ANSWER = "article.assistant"
@@ -33,11 +31,8 @@ DREAM = "tiny-dream-standin"  # the Transformers engine's Dream-family stand-in:
 
 @pytest.fixture(scope="module")
 def browser():
-    executable = shutil.which("chromium") or "/usr/bin/chromium"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def open_page(browser, url: str, viewport: dict = DESKTOP):

@@ -41,5 +41,9 @@ class EngineAdapter(Protocol):
         """How the model spans more than this process (docs/distributed.md), for /v1/status; None when it does
         not. A `rpc_workers` list names endpoints the router checks (router/distributed.py)."""
 
+    def waiting_on(self, spec: ModelSpec, log: str) -> str | None:
+        """What a load of `spec` waits for outside this box, read from the engine's log since its launch (vLLM's
+        head: the other boxes to join), for /v1/status and a load that times out; None when nothing is known."""
+
     def estimate_memory(self, plan: LaunchPlan) -> MemoryEstimate:
         """The memory `plan` will take once loaded. OSError or ValueError when the model cannot be read."""

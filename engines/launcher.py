@@ -22,6 +22,16 @@ from engines.process_group import TOKEN_ENV, kill_leftovers, record_group
 from engines.spec import ENGINE_NAMES, StateFileError, engine_of, read_plan, run_dir
 
 
+def since_launch(log: str, engine: str) -> str:
+    """The part of an engine's log written since its last launch (all of it when the launch line is not in it)."""
+    at = log.rfind(launch_line(engine))
+    return log if at < 0 else log[at:]
+
+
+def launch_line(engine: str) -> str:
+    return f"[launcher] {engine}: launch plan "
+
+
 def fail(engine: str, message: str, code: int) -> None:
     print(f"[launcher] {engine}: {message}", flush=True)
     sys.exit(code)
@@ -52,7 +62,7 @@ def main(argv: list[str]) -> None:
         print(f"[launcher] {engine}: killed leftover processes of the previous run: {leftovers}", flush=True)
     record = record_group(run, engine, plan.id, plan.argv[0])
     env = {**engine_environment(os.environ, plan.env), TOKEN_ENV: record.token}
-    print(f"[launcher] {engine}: launch plan {plan.id}", flush=True)
+    print(f"{launch_line(engine)}{plan.id}", flush=True)
     print(f"[launcher] {engine}: serving {plan.spec.served_name} from {plan.spec.path}", flush=True)
     print(f"[launcher] {engine}: exec {' '.join(redacted_argv(plan.argv))}", flush=True)
     os.execve(plan.argv[0], plan.argv, env)

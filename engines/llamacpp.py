@@ -136,6 +136,10 @@ def distributed(spec: ModelSpec) -> dict | None:
             "n_gpu_layers": opts.n_gpu_layers, "rpc_only": opts.rpc_only}
 
 
+def waiting_on(spec: ModelSpec, log: str) -> str | None:
+    return None  # its loads wait on nothing outside this box (an rpc worker that is not there fails it at once)
+
+
 def estimate_memory(plan: LaunchPlan) -> memory.MemoryEstimate:
     """The whole model's weights and KV cache, or with rpc workers only this box's share of them (the ledger
     counts this box's memory; each worker's is its own)."""

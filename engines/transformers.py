@@ -87,6 +87,10 @@ def _text_config(model_dir: Path) -> dict:
     return {**config, **(config.get("text_config") or {})}
 
 
+def waiting_on(spec: ModelSpec, log: str) -> str | None:
+    return None  # one process on this box
+
+
 def estimate_memory(plan: LaunchPlan) -> memory.MemoryEstimate:
     """Weights (scaled when --dtype widens them) + working memory for ESTIMATE_TOKENS + the runtime. Working memory:
     a causal model's KV cache; a diffusion model's float32 logits over the whole sequence, twice (it has no KV

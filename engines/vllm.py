@@ -159,6 +159,10 @@ def distributed(spec: ModelSpec) -> dict | None:
             "nnodes": opts.nnodes, "master_addr": opts.master_addr, "ray_address": opts.ray_address}
 
 
+def waiting_on(spec: ModelSpec, log: str) -> str | None:
+    return vllm_distributed.waiting_on(Options(**spec.options), log)
+
+
 def estimate_memory(plan: LaunchPlan) -> memory.MemoryEstimate:
     """One process's estimate, or with several ranks this box's: its share of the weights (the rest on the other
     boxes) and, on the CPU build, a KV space and a runtime per local rank."""

@@ -12,6 +12,7 @@ same catalog entry, so both ends come from one plan.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from typing import Any
 from engines.device import has_cuda_gpu
 
 DEFAULT_RAY_PORT = 6379
+# vLLM's log around its ranks' rendezvous (vllm/distributed/parallel_state.py): each rank writes the first line as
+# it starts to join the group, the second once every rank on every box has joined
+RANK_JOINING = re.compile(r"world_size=\d+ rank=\d+ local_rank=\d+ distributed_init_method=")
+RANKS_JOINED = re.compile(r"rank \d+ in world size \d+ is assigned as")
 
 
 def ranks(opts: Any) -> int:
@@ -103,3 +108,19 @@ def worker_command(model_path: str, model_args: list[str], opts: Any, node_rank:
 
 def worker_env(opts: Any, host_ip: str | None) -> dict[str, str]:
     return cpu_bind(ranks(opts) // opts.nnodes) | link_env(opts, host_ip)
+
+
+def waiting_on(opts: Any, log: str) -> str | None:
+    """What a head over several boxes (mp backend) waits for, from its log since the launch: the other boxes, once
+    its ranks have begun the rendezvous and until every rank has joined; otherwise None (nothing known)."""
+    if opts.nnodes < 2 or opts.distributed_executor_backend != "mp":
+        return None
+    joining = [m.start() for m in RANK_JOINING.finditer(log)]
+    joined = [m.start() for m in RANKS_JOINED.finditer(log)]
+    if not joining or (joined and joined[-1] > joining[-1]):
+        return None
+    others = opts.nnodes - 1
+    ranks_there = "node_rank 1" if others == 1 else f"node_ranks 1 to {others}"
+    port = f":{opts.master_port}" if opts.master_port else ""
+    return (f"the other {others} box{'es' if others > 1 else ''} to join: the vllm-worker program with "
+            f"{ranks_there}, which reaches this head at {opts.master_addr}{port}")

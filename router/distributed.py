@@ -10,11 +10,13 @@ probe; any other is probed with a TCP connect, which the server accepts, reads a
 from __future__ import annotations
 
 import asyncio
+from typing import Awaitable, Callable
 
 import psutil
 
 from engines.registry import ADAPTERS
 from engines.spec import ModelSpec
+from router.engine_state import State
 
 PROBE_SECONDS = 1.0
 
@@ -66,12 +68,17 @@ async def rpc_workers(endpoints: list[str], pid: int | None) -> list[dict]:
     return list(await asyncio.gather(*(one(endpoint) for endpoint in endpoints)))
 
 
-async def report(spec: ModelSpec | None, pid: int | None) -> dict | None:
+async def report(spec: ModelSpec | None, pid: int | None, recent_log: Callable[[], Awaitable[str]] | None = None
+                 ) -> dict | None:
     """The `distributed` entry of an instance in /v1/status (its adapter's, with each rpc worker checked), None
-    for a model on this box alone."""
-    found = ADAPTERS[spec.engine].distributed(spec) if spec else None
-    if found and found.get("rpc_workers"):
+    for a model on this box alone. `recent_log` while it loads: its `waiting_for` (the other boxes to join)."""
+    adapter = ADAPTERS[spec.engine] if spec else None
+    found = adapter.distributed(spec) if adapter else None
+    if not found:
+        return None
+    if found.get("rpc_workers"):
         found["rpc_workers"] = await rpc_workers(found["rpc_workers"], pid)
+    found["waiting_for"] = adapter.waiting_on(spec, await recent_log()) if recent_log else None
     return found
 
 
@@ -82,8 +89,9 @@ async def add_to_status(engines: dict, reports: dict, for_admin: bool) -> None:
         found = {}
         for instance in group.shown():
             process = instance.details.process
-            found[instance.name] = found_report = await report(instance.details.spec,
-                                                               process.pid if process else None)
+            loading = instance.state is State.LOADING
+            found[instance.name] = found_report = await report(instance.details.spec, process.pid if process else None,
+                                                               instance.proc.recent_log if loading else None)
             if found_report and not for_admin:
                 _without_addresses(found_report)
         entry = reports[name]
@@ -98,4 +106,6 @@ def _without_addresses(found: dict) -> None:
         worker["how"] = None
     for key in ("master_addr", "ray_address"):
         if found.get(key):
+            if found.get("waiting_for"):
+                found["waiting_for"] = found["waiting_for"].replace(found[key], "(admin only)")
             found[key] = "(admin only)"

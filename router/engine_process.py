@@ -16,6 +16,7 @@ from typing import Awaitable, Callable
 import aiohttp
 import psutil
 
+from engines.launcher import since_launch
 from engines.process_group import leftovers
 from router.errors import LOG_LINES_MARK, LoadFailed
 from router.supervisor import STOPPED_STATES, ProcessInfo, Supervisor, SupervisorError
@@ -45,9 +46,11 @@ class EngineProcess:
     async def start(self) -> None:
         await self.supervisor.start(self.name)
 
-    async def wait_ready(self, base_url: str, timeout: float, seen: Callable[[ProcessInfo], None]) -> int:
+    async def wait_ready(self, base_url: str, timeout: float, seen: Callable[[ProcessInfo], None],
+                         waiting_on: Callable[[str], str | None] = lambda log: None) -> int:
         """Wait until the started process answers at `base_url`; its PID. `seen` gets each observation.
-        LoadFailed, quoting the engine's last log lines, when it exits instead or takes longer than `timeout`."""
+        LoadFailed, quoting the engine's last log lines, when it exits instead or takes longer than `timeout`
+        (saying what it was waiting for, when `waiting_on` reads that in its log)."""
         started = time.monotonic()
         deadline = started + timeout
         while time.monotonic() < deadline:
@@ -61,8 +64,9 @@ class EngineProcess:
                 return info.pid
             fastest, slowest = READY_POLL_S
             await asyncio.sleep(min(slowest, max(fastest, (time.monotonic() - started) / 10)))
+        why = waiting_on(await self.recent_log())
         raise LoadFailed(f"engine {self.name} did not become ready within {timeout:.0f} s"
-                         f"{LOG_LINES_MARK}{await self.log_tail()}")
+                         f"{f': it was still waiting for {why}' if why else ''}{LOG_LINES_MARK}{await self.log_tail()}")
 
     async def stop_tree(self) -> ProcessInfo:
         """Stop the engine and wait until every process of its tree is gone (no two copies in memory). Only
@@ -89,6 +93,13 @@ class EngineProcess:
         why = info.spawn_error or f"exit status {info.exit_status}"
         return (f"engine {self.name} stopped during start ({info.state}: {why})"
                 f"{LOG_LINES_MARK}{await self.log_tail()}")
+
+    async def recent_log(self) -> str:
+        """Its log since its last launch, as far back as LOG_BYTES_READ reaches ("" when it cannot be read)."""
+        try:
+            return since_launch(await self.supervisor.tail_log(self.name, LOG_BYTES_READ), self.name)
+        except SupervisorError:
+            return ""
 
     async def log_tail(self) -> str:
         """The log's last lines, after the last few earlier ones that say why the engine stopped (its adapter's

@@ -143,7 +143,8 @@ class LoadRunner:
         d.enter_phase("starting the engine")
         await engine.proc.start()
         d.enter_phase("waiting until the engine answers (loading the model)")
-        pid = await engine.proc.wait_ready(engine.base_url, engine.router_settings.load_timeout_seconds, self._saw)
+        pid = await engine.proc.wait_ready(engine.base_url, engine.router_settings.load_timeout_seconds, self._saw,
+                                           lambda log: engine.adapter.waiting_on(plan.spec, log))
         engine.ready_pid = pid
         d.enter_phase(None)
         return pid

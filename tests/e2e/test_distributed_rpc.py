@@ -10,7 +10,9 @@ import time
 
 import psutil
 import pytest
+from playwright.sync_api import expect
 
+from tests.browser import chromium
 from tests.stack import PROJECT, Stack, free_port, make_stack, wait_for
 
 GGUF = "smollm2-135m-instruct-q4_1.gguf"  # the real small model (30 layers); setup fetches it from PyPI
@@ -148,6 +150,12 @@ def test_a_worker_that_goes_away_fails_the_engine_with_llama_servers_words_then_
         entry = wait_for(errored, 90, "llamacpp to show the failure")
         assert f"Failed to connect to 127.0.0.1:{rpc.worker_port}" in entry["last_error"], entry["last_error"]
         assert entry["distributed"]["rpc_workers"][0]["answers"] is False
+        with chromium() as browser:  # the chat page's llama.cpp card says which box is missing
+            page = browser.new_page()
+            page.goto(rpc.base_url + "/")
+            spread = page.locator('.engine-card[data-engine="llamacpp"] .spread')
+            expect(spread).to_have_text("llama.cpp rpc across 2 boxes, 1 of 1 worker not answering", timeout=30_000)
+            expect(spread).to_have_attribute("title", f"127.0.0.1:{rpc.worker_port}: does not answer")
         print(f"state error: {entry['last_error'].splitlines()[0]} ... "
               f"{entry['last_error'].splitlines()[-1]}")
 

@@ -6,13 +6,16 @@ the head ends in `error` with vLLM's own reason. One stack for the module: super
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import time
 
 import psutil
 import pytest
+from playwright.sync_api import expect
 
+from tests.browser import chromium
 from tests.stack import PROJECT, Stack, engine_environ, free_port, make_stack, wait_for
 
 MODEL, TWO_NODES = "tiny-tp2", "tiny-tp2-two-nodes"
@@ -53,7 +56,7 @@ def ranks(stack: Stack) -> list[psutil.Process]:
 def test_a_tensor_parallel_2_model_loads_on_two_ranks_one_core_each(tp2):
     entry = tp2.status()["vllm"]
     assert entry["distributed"] == {"runtime": "vllm mp", "tensor_parallel_size": 2, "pipeline_parallel_size": 1,
-                                    "nnodes": 1, "master_addr": None, "ray_address": None}
+                                    "nnodes": 1, "master_addr": None, "ray_address": None, "waiting_for": None}
     env = engine_environ(entry["pid"])
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == ("0|1" if os.cpu_count() == 2 else env["VLLM_CPU_OMP_THREADS_BIND"])
     log = (tp2.home / "run" / "logs" / "vllm.log").read_text(errors="replace")
@@ -78,11 +81,27 @@ def test_it_answers_and_its_throughput_is_reported(tp2):
 
 
 def test_over_two_nodes_the_head_waits_for_the_worker_program_and_fails_with_its_reason_when_it_goes(tp2):
-    tp2.ctl("start", "vllm-worker")  # the second box's program (here on the same box, on loopback)
     started = time.monotonic()
-    status, body = tp2.api("POST", "/v1/models/load", {"engine": "vllm", "model_path": TWO_NODES}, timeout=400)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the load waits for the second box: it is not there yet
+        loading = pool.submit(tp2.api, "POST", "/v1/models/load", {"engine": "vllm", "model_path": TWO_NODES},
+                              timeout=400)
+        waiting = wait_for(lambda: (tp2.status()["vllm"]["distributed"] or {}).get("waiting_for"), 300,
+                           "the head to wait for the other box")
+        port = tp2.status()["vllm"]["options"]["master_port"]
+        assert waiting == (f"the other 1 box to join: the vllm-worker program with node_rank 1, which reaches this "
+                           f"head at 127.0.0.1:{port}"), waiting
+        with chromium() as browser:  # the chat page's vLLM card says it too
+            page = browser.new_page()
+            page.goto(tp2.base_url + "/")
+            card = page.locator('.engine-card[data-engine="vllm"]')
+            expect(card.locator(".waiting-for")).to_have_text(f"waiting for {waiting}", timeout=30_000)
+            expect(card.locator(".spread")).to_have_text("vllm mp, 2 ranks across 2 boxes")
+        print(f"\nthe head waited for the other box {time.monotonic() - started:.1f} s after the load began")
+        tp2.ctl("start", "vllm-worker")  # the second box's program (here on the same box, on loopback)
+        status, body = loading.result()
     assert status == 200, body
-    print(f"\nnnodes 2 (head + vllm-worker on loopback) loaded in {time.monotonic() - started:.1f} s")
+    assert tp2.status()["vllm"]["distributed"]["waiting_for"] is None
+    print(f"nnodes 2 (head + vllm-worker on loopback) loaded in {time.monotonic() - started:.1f} s")
     worker_log = (tp2.home / "run" / "logs" / "vllm-worker.log").read_text(errors="replace")
     assert f"[worker] vllm: {TWO_NODES} from" in worker_log and "node 1 of 2" in worker_log
     assert "--headless --nnodes 2 --node-rank 1 --master-addr 127.0.0.1" in worker_log

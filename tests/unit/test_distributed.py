@@ -390,3 +390,72 @@ def test_every_workers_setting_is_documented():
     rows = set(re.findall(r"^\| `([\w.]+)` \|", (PROJECT_HOME / "docs" / "configuration.md").read_text(), re.M))
     keys = {f"rpc.{k}" for k in RpcWorkerSettings.model_fields} | {f"vllm.{k}" for k in VllmWorkerSettings.model_fields}
     assert keys <= rows, f"docs/configuration.md does not document {sorted(keys - rows)}"
+
+
+# ---- a head over several boxes waits for the others to join -------------------------------------------------------
+
+# vLLM 0.32's own lines (CPU build, nnodes 2, mp) from tests/e2e/test_distributed_vllm.py's head
+LAUNCH = "[launcher] vllm: launch plan 3f2a\n[launcher] vllm: exec python -m vllm.entrypoints.openai.api_server ...\n"
+JOINING = ("(Worker pid=5100) INFO 12-06 06:03:39 [parallel_state.py:1906] world_size=2 rank=0 local_rank=0 "
+           "distributed_init_method=tcp://127.0.0.1:45199 backend=gloo\n")
+JOINED = ("(Worker pid=5100) INFO 12-06 06:03:39 [parallel_state.py:2350] rank 0 in world size 2 is assigned as DP "
+          "rank 0, PP rank 0, PCP rank 0, TP rank 0, ETP rank 0, EP rank N/A, EPLB rank N/A\n")
+LOADING = "(Worker_TP0 pid=5100) INFO 12-06 06:03:39 [cpu_model_runner.py:68] Starting to load model /m/big...\n"
+WAITING = ("the other 1 box to join: the vllm-worker program with node_rank 1, which reaches this head at "
+           "192.168.100.10:29501")
+
+
+def test_a_head_over_two_boxes_waits_for_the_other_from_its_ranks_first_line_until_all_have_joined(tmp_path):
+    spec = ModelSpec("vllm", str(tmp_path), "big", MP_TWO_BOXES)
+    assert vllm.waiting_on(spec, LAUNCH) is None  # not at the rendezvous yet: nothing known
+    assert vllm.waiting_on(spec, LAUNCH + JOINING) == WAITING
+    assert vllm.waiting_on(spec, LAUNCH + JOINING + JOINED + LOADING) is None
+    three = ModelSpec("vllm", str(tmp_path), "big", {**MP_TWO_BOXES, "tensor_parallel_size": 3, "nnodes": 3})
+    assert vllm.waiting_on(three, LAUNCH + JOINING).startswith(
+        "the other 2 boxes to join: the vllm-worker program with node_ranks 1 to 2,")
+    for one_box in ({"tensor_parallel_size": 2, "distributed_executor_backend": "mp"}, RAY_TWO_BOXES):
+        assert vllm.waiting_on(ModelSpec("vllm", str(tmp_path), "big", one_box), LAUNCH + JOINING) is None
+    assert llamacpp.waiting_on(ModelSpec("llamacpp", "/m/a.gguf", "a", {"rpc": ["10.0.0.2:50052"]}), JOINING) is None
+
+
+class LoadingHead(LogOnly):
+    """supervisord for a head that runs and never answers: its log, an earlier launch that waited included."""
+
+    async def info(self, name: str):
+        from router.supervisor import ProcessInfo
+        return ProcessInfo(name, "RUNNING", 4242, 0, 0, "", "")
+
+
+def test_a_load_that_times_out_says_the_other_boxes_never_joined(tmp_path):
+    from router.engine_process import EngineProcess
+    from router.errors import LOG_LINES_MARK, LoadFailed
+    spec = ModelSpec("vllm", str(tmp_path), "big", MP_TWO_BOXES)
+
+    async def never_ready(base_url: str) -> bool:
+        return False
+
+    def load(log: str) -> str:
+        proc = EngineProcess("vllm", LoadingHead(log), tmp_path, vllm.READY_PATHS, probe=never_ready)
+        with pytest.raises(LoadFailed) as failed:
+            asyncio.run(proc.wait_ready("http://127.0.0.1:1", 0.05, lambda info: None,
+                                        lambda text: vllm.waiting_on(spec, text)))
+        return str(failed.value)
+    assert load(LAUNCH + JOINING).startswith(f"engine vllm did not become ready within 0 s: it was still waiting "
+                                             f"for {WAITING}{LOG_LINES_MARK}")
+    # the boxes joined, or an earlier launch's wait: only the plain timeout
+    for log in (LAUNCH + JOINING + JOINED + LOADING, LAUNCH + JOINING + LAUNCH + LOADING):
+        assert load(log).startswith(f"engine vllm did not become ready within 0 s{LOG_LINES_MARK}"), load(log)
+
+
+def test_status_shows_what_a_loading_head_waits_for_and_hides_its_address_from_readers_without_the_admin_key(
+        tmp_path):
+    spec = ModelSpec("vllm", str(tmp_path), "big", MP_TWO_BOXES)
+
+    async def recent_log() -> str:
+        return JOINING
+    found = asyncio.run(distributed.report(spec, None, recent_log))
+    assert found["waiting_for"] == WAITING
+    assert asyncio.run(distributed.report(spec, None))["waiting_for"] is None  # not loading: not read
+    distributed._without_addresses(found)
+    assert found["waiting_for"].endswith("reaches this head at (admin only):29501")
+    assert found["master_addr"] == "(admin only)"

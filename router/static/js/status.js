@@ -125,6 +125,11 @@ export class StatusMonitor {
     if (engine.in_flight || engine.waiting) {
       add("muted busy", `${engine.in_flight ?? 0} running${engine.waiting ? `, ${engine.waiting} waiting` : ""}`);
     }
+    const spread = spreadOf(engine.distributed);
+    if (spread) add(`spread${spread.down ? " warn-text" : " muted"}`, spread.text, spread.title);
+    if (state === "loading" && engine.distributed?.waiting_for) {
+      add("waiting-for warn-text", `waiting for ${engine.distributed.waiting_for}`);
+    }
     if (state === "error" && engine.last_error) {
       add("error-text", engine.last_error.split("\n")[0].slice(0, 80), engine.last_error);
     }
@@ -156,6 +161,24 @@ export class StatusMonitor {
     }
     return list;
   }
+}
+
+// How the engine's model spans more than its own process (status's `distributed`, docs/distributed.md), in a few
+// words: the boxes and workers, and any rpc worker that does not answer (`down`); null for a model on one process.
+export function spreadOf(distributed) {
+  if (!distributed) return null;
+  const workers = distributed.rpc_workers ?? [];
+  if (workers.length) {
+    const down = workers.filter((w) => !w.answers).length;
+    const title = workers.map((w) => `${w.address}: ${w.answers ? "answers" : "does not answer"}`).join("\n");
+    const text = `${distributed.runtime} across ${workers.length + 1} boxes` +
+      (down ? `, ${down} of ${workers.length} worker${workers.length > 1 ? "s" : ""} not answering` : "");
+    return { text, title, down };
+  }
+  const ranks = (distributed.tensor_parallel_size ?? 1) * (distributed.pipeline_parallel_size ?? 1);
+  const where = (distributed.nnodes ?? 1) > 1 ? ` across ${distributed.nnodes} boxes` : "";
+  return { text: `${distributed.runtime}, ${ranks} ranks${where}`, title: `tensor parallel ${
+    distributed.tensor_parallel_size ?? 1}, pipeline parallel ${distributed.pipeline_parallel_size ?? 1}`, down: 0 };
 }
 
 // A <span class=cls title=title>text</span> at the end of `parent` (text, never HTML).

@@ -64,9 +64,13 @@ class EngineProcess:
                 return info.pid
             fastest, slowest = READY_POLL_S
             await asyncio.sleep(min(slowest, max(fastest, (time.monotonic() - started) / 10)))
-        why = waiting_on(await self.recent_log())
         raise LoadFailed(f"engine {self.name} did not become ready within {timeout:.0f} s"
-                         f"{f': it was still waiting for {why}' if why else ''}{LOG_LINES_MARK}{await self.log_tail()}")
+                         f"{await self.still_waiting(waiting_on)}{LOG_LINES_MARK}{await self.log_tail()}")
+
+    async def still_waiting(self, waiting_on: Callable[[str], str | None]) -> str:
+        """For a load that timed out: what its log says it waited for (": it was still waiting for ..."), or ""."""
+        why = waiting_on(await self.recent_log())
+        return f": it was still waiting for {why}" if why else ""
 
     async def stop_tree(self) -> ProcessInfo:
         """Stop the engine and wait until every process of its tree is gone (no two copies in memory). Only

@@ -156,7 +156,8 @@ class EngineMonitor:
                 return  # it answered, or a load took over, meanwhile
             timeout, cause = e.router_settings.load_timeout_seconds, e.machine.cause
             served = f" serving {plan.spec.served_name}" if plan else ""
-            message = (f"engine {e.name}{served} did not become ready within {timeout:g} s ({cause}); stopped "
-                       f"it (router.load_timeout_seconds); load a model to try again"
+            waiting = await e.proc.still_waiting(lambda log: e.adapter.waiting_on(plan.spec, log)) if plan else ""
+            message = (f"engine {e.name}{served} did not become ready within {timeout:g} s ({cause}){waiting}; "
+                       f"stopped it (router.load_timeout_seconds); load a model to try again"
                        f"{LOG_LINES_MARK}{await e.proc.log_tail()}")
             await e.give_up(message, "it never became ready")

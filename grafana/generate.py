@@ -187,6 +187,14 @@ def overview_panels() -> list[dict]:
             "engine instance and rate interval; their wait times are in unified_swap_wait_seconds.",
             [target(f"sum by (engine) (increase(unified_swap_wait_seconds_count{{{ENGINE}}}[$__rate_interval]))",
                     "{{engine}}")], width=12),
+        state_timeline(
+            "llama.cpp rpc workers up / down",
+            "For a model spread over other boxes' rpc workers (docs/distributed.md): whether each worker answers, "
+            "checked as Prometheus scrapes the router (a worker llama-server holds a connection to answers; any "
+            "other is tried with a TCP connect). `worker` is its place in the model's rpc list. A worker that goes "
+            "away fails llama-server at its next request. No series without such a model.",
+            [target(f"max by (engine, worker) (unified_rpc_worker_up{{{ENGINE}}})", "{{engine}} worker {{worker}}")],
+            width=24, mappings=up_down_mappings()),
     ]
 
 

@@ -100,6 +100,22 @@ async def add_to_status(engines: dict, reports: dict, for_admin: bool) -> None:
             item["distributed"] = found.get(item.get("name"))
 
 
+async def rpc_worker_answers(engines: dict) -> dict[tuple[str, str], bool]:
+    """(engine instance, worker's place in the rpc list) → whether it answers, for each rpc worker of a model an
+    engine holds (loaded, or in error since one went away), for the metrics."""
+    found: dict[tuple[str, str], bool] = {}
+    for group in engines.values():
+        for instance in group.instances:
+            spec, process = instance.details.spec, instance.details.process
+            if spec is None or instance.state in (State.IDLE, State.STOPPING):
+                continue
+            endpoints = (ADAPTERS[spec.engine].distributed(spec) or {}).get("rpc_workers")
+            if endpoints:
+                workers = await rpc_workers(endpoints, process.pid if process else None)
+                found |= {(instance.name, str(index)): w["answers"] for index, w in enumerate(workers)}
+    return found
+
+
 def _without_addresses(found: dict) -> None:
     for index, worker in enumerate(found.get("rpc_workers", [])):
         worker["address"] = f"worker {index}"

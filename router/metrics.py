@@ -193,6 +193,10 @@ class RouterMetrics:
                              ["peer"], registry=r)
         self.peer_probe = Gauge("unified_peer_probe_seconds", "How long the peer's last answered probe took",
                                 ["peer"], registry=r)
+        self.rpc_worker_up = Gauge("unified_rpc_worker_up", "1 while a llama.cpp rpc worker of the model an engine "
+                                   "serves answers, 0 while it does not (worker: its place in the model's rpc list)",
+                                   ["engine", "worker"], registry=r)
+        self._rpc_workers: set[tuple[str, str]] = set()  # label pairs of rpc_worker_up
         self.processes = EngineProcessCollector()
         r.register(self.processes)
         r.register(RouterProcessCollector())
@@ -276,6 +280,14 @@ class RouterMetrics:
 
     def observe_load(self, engine: str, model: str, seconds: float, ok: bool) -> None:
         self.load_duration.labels(engine, model, "success" if ok else "failure").observe(seconds)
+
+    def rpc_workers_seen(self, answers: dict[tuple[str, str], bool]) -> None:
+        """The rpc workers of the models served now, (engine, worker) → whether it answers; no series for others."""
+        for labels in self._rpc_workers - set(answers):
+            self.rpc_worker_up.remove(*labels)
+        for labels, up in answers.items():
+            self.rpc_worker_up.labels(*labels).set(1 if up else 0)
+        self._rpc_workers = set(answers)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from router.auth import audience
+from router.distributed import rpc_worker_answers
 from router.engine_group import find_instance, instance_names
 from router.engine_state import State
 from router.errors import NotFound, UpstreamError
@@ -41,7 +42,9 @@ def add_labels(text: bytes, labels: dict[str, str]) -> bytes:
 @routes.get("/metrics")
 @audience("open")
 async def router_metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    metrics = request.app[METRICS]
+    metrics.rpc_workers_seen(await rpc_worker_answers(request.app[ENGINES]))  # probed as Prometheus scrapes
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @routes.get("/metrics/engines/{engine}")

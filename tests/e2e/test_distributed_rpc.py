@@ -6,7 +6,9 @@ the engine loads again. One stack for the module: supervisord, the router and ll
 from __future__ import annotations
 
 import os
+import re
 import time
+import urllib.request
 
 import psutil
 import pytest
@@ -100,6 +102,13 @@ def ask(stack: Stack, model: str, max_tokens: int = 64, prompt: str = PROMPT) ->
     return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"], time.monotonic() - started
 
 
+def worker_up(stack: Stack) -> float | None:
+    """unified_rpc_worker_up of the model's one worker, None when the router exports no such series."""
+    with urllib.request.urlopen(stack.base_url + "/metrics", timeout=30) as resp:
+        found = re.search(r'^unified_rpc_worker_up\{engine="llamacpp",worker="0"\} (\S+)$', resp.read().decode(), re.M)
+    return float(found[1]) if found else None
+
+
 def test_the_worker_binds_loopback_by_default_and_says_why(rpc):
     log = worker_log(rpc)
     assert (f"[worker] rpc: binding 127.0.0.1:{rpc.worker_port} (workers.rpc.host): loopback, the default" in log), log
@@ -116,6 +125,7 @@ def test_an_rpc_model_loads_with_the_split_in_llama_servers_log(rpc):
     entry = rpc.status()["llamacpp"]
     assert entry["distributed"]["rpc_workers"] == [{"address": f"127.0.0.1:{rpc.worker_port}", "answers": True,
                                                    "how": "the engine holds a connection to it"}]
+    assert worker_up(rpc) == 1.0
 
 
 def test_greedy_answers_are_the_same_with_and_without_rpc(rpc):
@@ -150,6 +160,7 @@ def test_a_worker_that_goes_away_fails_the_engine_with_llama_servers_words_then_
         entry = wait_for(errored, 90, "llamacpp to show the failure")
         assert f"Failed to connect to 127.0.0.1:{rpc.worker_port}" in entry["last_error"], entry["last_error"]
         assert entry["distributed"]["rpc_workers"][0]["answers"] is False
+        assert worker_up(rpc) == 0.0
         with chromium() as browser:  # the chat page's llama.cpp card says which box is missing
             page = browser.new_page()
             page.goto(rpc.base_url + "/")

@@ -318,6 +318,41 @@ def test_a_worker_answers_when_it_accepts_a_connection_and_not_when_nothing_list
     assert down["answers"] is False and down["how"].startswith("no connection: ConnectionRefusedError")
 
 
+def test_the_metrics_say_whether_each_rpc_worker_of_a_served_model_answers_and_forget_the_others():
+    from types import SimpleNamespace
+
+    from router.engine_state import State
+    from router.metrics import RouterMetrics
+
+    def engines(options: dict, state: State = State.LOADED) -> dict:
+        spec = ModelSpec("llamacpp", "/m/a.gguf", "a", options)
+        instance = SimpleNamespace(name="llamacpp-1", state=state, details=SimpleNamespace(spec=spec, process=None))
+        return {"llamacpp": SimpleNamespace(instances=[instance])}
+
+    async def scenario() -> list[dict]:
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            two = {"rpc": [f"127.0.0.1:{port}", f"127.0.0.1:{closed.getsockname()[1]}"]}
+            seen = [await distributed.rpc_worker_answers(engines(two)),
+                    await distributed.rpc_worker_answers(engines(two, State.IDLE)),
+                    await distributed.rpc_worker_answers(engines({}))]
+        server.close()
+        return seen
+    served, idle, alone = asyncio.run(scenario())
+    assert served == {("llamacpp-1", "0"): True, ("llamacpp-1", "1"): False}
+    assert idle == alone == {}
+    metrics = RouterMetrics()
+
+    def up(worker: str) -> float | None:
+        return metrics.registry.get_sample_value("unified_rpc_worker_up", {"engine": "llamacpp-1", "worker": worker})
+    metrics.rpc_workers_seen(served)
+    assert (up("0"), up("1")) == (1, 0)
+    metrics.rpc_workers_seen(alone)  # the model went: no series that says its workers are up or down
+    assert (up("0"), up("1")) == (None, None)
+
+
 def test_a_worker_the_engine_is_connected_to_is_not_probed():
     """ggml-rpc-server serves one client at a time with a backlog of 1: probes would queue behind the engine."""
     import os

@@ -129,7 +129,7 @@ class Peer:
         self.status: dict | None = None  # its /v1/status, for a unified-llm peer
         self.status_at: float | None = None
         self.in_flight: Counter[str] = Counter()  # this router's requests to it, by the peer's model name
-        self.answers: set[aiohttp.ClientResponse] = set()  # its answers being relayed (router/proxy.py)
+        self.answers: set = set()  # its answers being relayed or waited for, each with a close() (router/proxy.py)
         self.wake = asyncio.Event()
         self._status_fetch: asyncio.Task | None = None
 

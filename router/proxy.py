@@ -104,8 +104,8 @@ class Upstream:
     connect_timeout: float = 10
     first_byte_timeout: float | None = None  # for streams: their first byte comes at once (never for answers
     # in one piece, whose first byte comes after the whole generation)
-    answers: set | None = None  # where its answers being relayed are kept meanwhile (a peer closes them when
-    # it is found down, so that none waits out the read timeout)
+    answers: set | None = None  # where its answers being relayed, or waited for, are kept meanwhile (a peer
+    # closes them when it is found down, so that none waits out the read timeout)
 
     @property
     def code(self) -> str:
@@ -143,8 +143,11 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
     payload = json.dumps(body).encode()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=target.connect_timeout, sock_read=read_timeout)
     first_byte = target.first_byte_timeout if streaming else None
+    send = _send(http, url, payload, timeout, record, headers)
+    if target.answers is not None:  # a peer: found down before it answers, the wait ends then
+        send = _cut_when_down(send, target.answers, record, who, code)
     try:
-        upstream = await asyncio.wait_for(_send(http, url, payload, timeout, record, headers), first_byte)
+        upstream = await asyncio.wait_for(send, first_byte)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         record.failure = f"{code}_unreachable"
         why = f"no connection within {target.connect_timeout:g} s" if isinstance(
@@ -198,6 +201,36 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
             await _end_stream(response, record, exc)
         record_usage(record, tap.usage)
         return response
+
+
+class _PendingAnswer:
+    """A request sent to a peer and not answered yet, kept with the peer's answers: closing it (the peer was found
+    down) cancels the wait."""
+
+    def __init__(self, waiting: asyncio.Future):
+        self.waiting, self.closed = waiting, False
+
+    def close(self) -> None:
+        self.closed = True
+        self.waiting.cancel()
+
+
+async def _cut_when_down(send, answers: set, record: RequestRecord, who: str, code: str) -> aiohttp.ClientResponse:
+    """`send`, ended with an error (502) when the peer is found down before it answers: a box that vanished without
+    closing its connections would leave an answer in one piece, whose first byte comes only after the whole
+    generation, waiting for the read timeout (600 s as shipped)."""
+    waiting = asyncio.ensure_future(send)
+    pending = _PendingAnswer(waiting)
+    answers.add(pending)
+    try:
+        return await waiting
+    except asyncio.CancelledError:
+        if pending.closed and not asyncio.current_task().cancelling():  # not the client leaving: the peer went
+            record.failure = f"{code}_failed"
+            raise UpstreamError(f"{who} went down before it answered", code=f"{code}_failed") from None
+        raise
+    finally:
+        answers.discard(pending)
 
 
 @contextlib.asynccontextmanager

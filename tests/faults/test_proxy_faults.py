@@ -388,3 +388,49 @@ def test_a_stalled_stream_from_a_peer_ends_with_an_error_event_once_the_peer_is_
     last = [line for line in body.decode().splitlines() if line.startswith("data: ")][-1]
     error = json.loads(last[6:])["error"]
     assert error["code"] == "peer_failed" and "peer box2 failed mid-stream" in error["message"], error
+
+
+def test_an_answer_in_one_piece_from_a_peer_found_down_before_it_answers_ends_with_a_502_at_once():
+    """The same vanished box, asked for an answer in one piece: its first byte would come only after the whole
+    generation, so nothing is being relayed yet. Found down, the wait ends with 502 peer_failed, and the request
+    to it is closed, instead of waiting for the read timeout."""
+    from router.auth import Keys
+    from router.config import PeerSettings
+    from router.peers import Peer
+    from router.proxy import Upstream
+
+    seen: dict = {}
+
+    async def scenario() -> tuple[int, dict, float]:
+        engine_runner, engine_url = await start(fake_engine(seen))
+        async with engine_session() as upstream:
+            peer = Peer("box2", PeerSettings(url=engine_url), upstream, Keys())
+            record = RequestRecord()
+
+            async def relay(request: web.Request) -> web.StreamResponse:
+                return await forward(request, upstream, engine_url + "/slow-json", {"prompt": "x"}, 600, record,
+                                     target=Upstream("peer box2", answers=peer.answers))
+            router = web.Application(middlewares=[openai_errors])
+            router.router.add_post("/v1/completions", relay)
+            router_runner, router_url = await start(router)
+            try:
+                async with aiohttp.ClientSession() as client:
+                    asking = asyncio.ensure_future(client.post(router_url + "/v1/completions", json={}))
+                    await wait_until(lambda: peer.answers, 5)
+                    assert peer.answers, "the request waiting for the peer is held by it"
+                    marked = time.monotonic()
+                    peer.unreachable("no answer within 10 s")
+                    resp = await asyncio.wait_for(asking, 5)
+                    ended = time.monotonic() - marked
+                    body = await resp.json()
+                    assert not peer.answers and record.failure == "peer_failed"
+                    await wait_until(lambda: "aborted_at" in seen, 5)  # and the peer's request is closed
+                    return resp.status, body, ended
+            finally:
+                await router_runner.cleanup()
+                await engine_runner.cleanup()
+    status, body, ended = asyncio.run(scenario())
+    print(f"\npeer found down before its answer: 502 {ended:.3f} s later")
+    assert status == 502 and body["error"]["code"] == "peer_failed", body
+    assert body["error"]["message"] == "peer box2 went down before it answered"
+    assert "aborted_at" in seen, "the request to the peer was left open"

@@ -101,6 +101,10 @@ def _resume_file(run: Path, engine: str) -> Path:
     return run / "engines" / f"{engine}.resume.json"
 
 
+def _pins_file(run: Path, engine: str) -> Path:
+    return run / "engines" / f"{engine}.pinned.json"
+
+
 def _read_json(path: Path) -> dict | None:
     """The file's JSON object, None when there is no file; StateFileError for anything unusable."""
     try:
@@ -178,6 +182,20 @@ def read_resume(run: Path, engine: str) -> Resume | None:
                       unloaded_at=float(raw["unloaded_at"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise StateFileError(path, f"not a resume record ({exc!r})") from exc
+
+
+def read_pins(run: Path, engine: str) -> set[str]:
+    """The served names pinned on the engine through the admin API (kept across router restarts)."""
+    path = _pins_file(run, engine)
+    raw = _read_json(path)
+    pinned = [] if raw is None else raw.get("pinned")
+    if not isinstance(pinned, list) or not all(isinstance(name, str) for name in pinned):
+        raise StateFileError(path, "not a list of pinned models")
+    return set(pinned)
+
+
+def write_pins(run: Path, engine: str, pinned: set[str]) -> None:
+    write_atomically(_pins_file(run, engine), json.dumps({"pinned": sorted(pinned)}, indent=2))
 
 
 def unloaded_on_request(run: Path, engine: str) -> bool:

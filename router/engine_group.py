@@ -26,7 +26,7 @@ from typing import Callable
 import aiohttp
 
 from engines.device import has_cuda_gpu
-from engines.spec import MAX_INSTANCES, ModelSpec, instance_name
+from engines.spec import MAX_INSTANCES, ModelSpec, StateFileError, instance_name, read_pins, write_pins
 from router.config import Config
 from router.engine_process import Probe
 from router.engine_state import State
@@ -56,8 +56,16 @@ class EngineGroup:
         self.ledger = ledger or MemoryLedger(settle_seconds=router.memory_settle_seconds)
         self.instances = [EngineManager(instance_name(name, k), settings, router, supervisor, run_dir, http, probe,
                                         events, self.ledger) for k in range(MAX_INSTANCES)]
-        self.pinned: set[str] = set()  # served names pinned through the admin API (until unpinned or a restart)
+        self.run_dir = run_dir
+        self.pinned = self._read_pins()  # served names pinned through the admin API, until unpinned
         self.configure(config)
+
+    def _read_pins(self) -> set[str]:
+        try:
+            return read_pins(self.run_dir, self.name)
+        except StateFileError as exc:
+            log.warning("%s: pins forgotten: %s", self.name, exc)
+            return set()
 
     def configure(self, config: Config) -> None:
         self.settings, self.router_settings = config.engines[self.name], config.router
@@ -164,6 +172,7 @@ class EngineGroup:
             raise NotResident(f"{served_name} is not resident on {self.name}; load it first", param="model",
                               code="model_not_loaded")
         (self.pinned.add if pinned else self.pinned.discard)(served_name)
+        write_pins(self.run_dir, self.name, self.pinned)  # the router restarted keeps them
         return instance
 
     async def unload(self, served_name: str | None = None) -> list[str]:

@@ -118,7 +118,7 @@ def test_a_third_model_evicts_the_least_recently_used_instance_that_is_not_strea
     assert b'"error"' not in raw
 
 
-def test_a_pinned_model_is_never_evicted(stack):
+def test_a_pinned_model_is_never_evicted_not_even_after_a_router_restart(stack):
     only(stack, A, B)
     status, pinned = stack.api("POST", "/v1/models/pin", {"model": A, "pinned": True})
     assert status == 200 and pinned["pinned"] is True, pinned
@@ -128,6 +128,10 @@ def test_a_pinned_model_is_never_evicted(stack):
         complete(stack, C)
         after = settle(stack, A, C)
         assert B not in after and after[A]["pid"] == a_pid and after[A]["pinned"] is True
+        stack.ctl("restart", "router")  # the next router adopts the instances and keeps the pin
+        wait_for(stack._router_up, 60, "the router to come back")
+        wait_for(lambda: (instances(stack).get(A) or {}).get("state") == "loaded", 60, f"{A} to be adopted")
+        assert instances(stack)[A]["pinned"] is True and instances(stack)[A]["pid"] == a_pid
     finally:
         assert stack.api("POST", "/v1/models/pin", {"model": A, "pinned": False})[0] == 200
 

@@ -154,6 +154,23 @@ def test_a_pinned_or_keep_loaded_model_is_never_evicted(home):
     asyncio.run(scenario())
 
 
+def test_pins_outlive_a_router_restart_and_a_broken_pins_file_is_forgotten_not_fatal(home):
+    from router.engine_group import EngineGroup
+
+    async def scenario():
+        config, group, supervisors = engine(home, instances=2, fits=2)
+        await ask(group, config, "a")
+        await ask(group, config, "b")
+        group.pin("a", True)
+        group.pin("b", True)
+        group.pin("b", False)
+        restarted = EngineGroup("llamacpp", config, supervisors, home / "run", probe=supervisors.probe)
+        assert restarted.pinned == {"a"}  # what the admin API left, read back by the next router
+        (home / "run" / "engines" / "llamacpp.pinned.json").write_text('{"pinned": "a"}')
+        assert EngineGroup("llamacpp", config, supervisors, home / "run", probe=supervisors.probe).pinned == set()
+    asyncio.run(scenario())
+
+
 def test_a_resident_model_is_answered_where_it_is_without_a_load(home):
     async def scenario():
         config, group, supervisors = engine(home, instances=2, fits=2)

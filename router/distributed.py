@@ -106,13 +106,11 @@ async def rpc_worker_answers(engines: dict) -> dict[tuple[str, str], bool]:
     found: dict[tuple[str, str], bool] = {}
     for group in engines.values():
         for instance in group.instances:
-            spec, process = instance.details.spec, instance.details.process
-            if spec is None or instance.state in (State.IDLE, State.STOPPING):
+            process = instance.details.process
+            if instance.state in (State.IDLE, State.STOPPING):
                 continue
-            endpoints = (ADAPTERS[spec.engine].distributed(spec) or {}).get("rpc_workers")
-            if endpoints:
-                workers = await rpc_workers(endpoints, process.pid if process else None)
-                found |= {(instance.name, str(index)): w["answers"] for index, w in enumerate(workers)}
+            entry = await report(instance.details.spec, process.pid if process else None) or {}
+            found |= {(instance.name, str(index)): w["answers"] for index, w in enumerate(entry.get("rpc_workers", []))}
     return found
 
 

@@ -145,7 +145,7 @@ async def forward(request: web.Request, http: aiohttp.ClientSession, url: str, b
     first_byte = target.first_byte_timeout if streaming else None
     send = _send(http, url, payload, timeout, record, headers)
     if target.answers is not None:  # a peer: found down before it answers, the wait ends then
-        send = _cut_when_down(send, target.answers, record, who, code)
+        send = _cut_when_down(send, target, record)
     try:
         upstream = await asyncio.wait_for(send, first_byte)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
@@ -215,22 +215,22 @@ class _PendingAnswer:
         self.waiting.cancel()
 
 
-async def _cut_when_down(send, answers: set, record: RequestRecord, who: str, code: str) -> aiohttp.ClientResponse:
+async def _cut_when_down(send, peer: Upstream, record: RequestRecord) -> aiohttp.ClientResponse:
     """`send`, ended with an error (502) when the peer is found down before it answers: a box that vanished without
     closing its connections would leave an answer in one piece, whose first byte comes only after the whole
     generation, waiting for the read timeout (600 s as shipped)."""
     waiting = asyncio.ensure_future(send)
     pending = _PendingAnswer(waiting)
-    answers.add(pending)
+    peer.answers.add(pending)
     try:
         return await waiting
     except asyncio.CancelledError:
         if pending.closed and not asyncio.current_task().cancelling():  # not the client leaving: the peer went
-            record.failure = f"{code}_failed"
-            raise UpstreamError(f"{who} went down before it answered", code=f"{code}_failed") from None
+            record.failure = f"{peer.code}_failed"
+            raise UpstreamError(f"{peer.who} went down before it answered", code=f"{peer.code}_failed") from None
         raise
     finally:
-        answers.discard(pending)
+        peer.answers.discard(pending)
 
 
 @contextlib.asynccontextmanager
